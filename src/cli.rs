@@ -1,0 +1,104 @@
+//! Command-line types: what the operator can type. No I/O happens here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{BindAddr, SecretString};
+
+/// The DailyReps backup server and its operator's toolkit.
+#[derive(Debug, Parser)]
+#[command(name = "dailyreps-backup-server", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal).
+    #[arg(long, env = "LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API.
+    Serve(ServeArgs),
+    /// Apply the embedded database migrations, or show their state.
+    Migrate(MigrateArgs),
+}
+
+/// Where the database is.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<SecretString>,
+}
+
+/// Settings of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Address to listen on for the API: `HOST:PORT`, or just a port (all interfaces).
+    #[arg(long, env = "PORT", default_value = "0.0.0.0:8080")]
+    pub bind: BindAddr,
+
+    /// Address of the Prometheus metrics listener (`[::]` so Fly's private IPv6 network reaches it).
+    #[arg(long, env = "METRICS_BIND", default_value = "[::]:9091")]
+    pub metrics_bind: SocketAddr,
+
+    /// Secrets the app signs requests with, comma-separated (any one is accepted, for rotation).
+    /// Each must be at least 32 bytes.
+    #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<SecretString>,
+
+    /// Most database connections the server holds open.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pool_size: u32,
+
+    /// Seconds to let in-flight requests finish after SIGINT or SIGTERM before exiting anyway.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Development mode: without DATABASE_URL, start a private local PostgreSQL; apply
+    /// migrations; generate a signing secret when none is set.
+    #[arg(long)]
+    pub dev: bool,
+
+    /// Folder for `--dev`'s PostgreSQL cluster and signing secret, kept between runs.
+    #[arg(long, env = "DEV_DATA_DIR", default_value = ".dailyreps", requires = "dev")]
+    pub dev_data_dir: PathBuf,
+}
+
+/// `migrate` and its subcommands.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(subcommand)]
+    pub action: Option<MigrateAction>,
+}
+
+/// What `migrate` does; without one it applies pending migrations.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// List applied and pending migrations.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}

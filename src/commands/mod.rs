@@ -1,0 +1,28 @@
+//! One module per subcommand: orchestration only (no SQL, no HTTP handling).
+
+pub mod dev;
+pub mod migrate;
+pub mod serve;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::cli::{Cli, Command, DatabaseArgs};
+use crate::config::DatabaseUrl;
+use crate::db;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
+    }
+}
+
+/// A small pool for an operator command, with the connection errors the CLI promises.
+pub async fn connect_cli(database: &DatabaseArgs) -> anyhow::Result<PgPool> {
+    let url = DatabaseUrl::from_setting(database.database_url.as_ref())?;
+    let settings = db::PoolSettings { max_connections: 2, acquire_timeout: Duration::from_secs(15) };
+    Ok(db::connect(&url, settings).await?)
+}

@@ -1,0 +1,136 @@
+//! `serve`: the HTTP API, until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::cli::ServeArgs;
+use crate::commands::dev;
+use crate::config::{DatabaseUrl, SigningSecrets};
+use crate::db::{self, migrations};
+use crate::http::{self, state::AppState};
+use crate::local_postgres::LocalCluster;
+use crate::output;
+
+/// Runs the server.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let dev_secret = match (&args.signing_secret, args.dev) {
+        (None, true) => Some(dev::load_or_create_secret(&args.dev_data_dir)?),
+        _ => None,
+    };
+    let secrets = match &dev_secret {
+        Some(dev_secret) => dev_secret.secrets.clone(),
+        None => SigningSecrets::from_setting(args.signing_secret.as_ref())?,
+    };
+    let (cluster, url) = match (&args.database.database_url, args.dev) {
+        (None, true) => {
+            let (cluster, url) = dev::start_database(&args.dev_data_dir).await?;
+            (Some(cluster), url)
+        }
+        (raw, _) => (None, DatabaseUrl::from_setting(raw.as_ref())?),
+    };
+
+    let result = serve(&args, &url, secrets, dev_secret.as_ref(), cluster.as_ref()).await;
+    if let Some(cluster) = cluster {
+        match cluster.stop() {
+            Ok(()) => output::status("stopped the development PostgreSQL"),
+            Err(e) => tracing::warn!(error = %e, "could not stop the development PostgreSQL"),
+        }
+    }
+    result
+}
+
+async fn serve(
+    args: &ServeArgs,
+    url: &DatabaseUrl,
+    secrets: SigningSecrets,
+    dev_secret: Option<&dev::DevSecret>,
+    cluster: Option<&LocalCluster>,
+) -> anyhow::Result<()> {
+    let settings = db::PoolSettings { max_connections: args.pool_size, acquire_timeout: Duration::from_secs(5) };
+    let pool = db::connect(url, settings).await?;
+    if args.dev {
+        migrations::apply(&pool).await.context("could not apply the migrations")?;
+    }
+    let api = bind(args.bind.0, "PORT / --bind").await?;
+    let metrics = bind(args.metrics_bind, "METRICS_BIND / --metrics-bind").await?;
+    let (api_addr, metrics_addr) = (api.local_addr()?, metrics.local_addr()?);
+    tracing::info!(%api_addr, %metrics_addr, database = %url, version = env!("CARGO_PKG_VERSION"), "listening");
+    if args.dev {
+        print_dev_banner(api_addr, metrics_addr, url, dev_secret, cluster)?;
+    }
+
+    let (signalled, on_signal) = watch::channel(false);
+    tokio::spawn(async move {
+        if let Err(e) = shutdown_signal().await {
+            tracing::error!(error = %e, "cannot listen for shutdown signals");
+        }
+        let _ = signalled.send(true);
+    });
+    let state = AppState::new(pool.clone(), secrets);
+    let server = http::serve(api, metrics, state, wait_for(on_signal.clone()));
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    tokio::select! {
+        result = server => result.context("the server failed")?,
+        () = async { wait_for(on_signal).await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "requests still in flight after the grace period; exiting anyway");
+        }
+    }
+    pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("could not listen on {addr} (set by {setting})"))
+}
+
+/// Resolves on SIGINT (Fly's default kill signal, and Ctrl-C) or SIGTERM.
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let name = tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    };
+    tracing::info!(signal = name, "shutting down: no new connections; finishing requests in flight");
+    Ok(())
+}
+
+async fn wait_for(mut signalled: watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens after it sent `true`.
+    let _ = signalled.wait_for(|signalled| *signalled).await;
+}
+
+fn print_dev_banner(
+    api: SocketAddr,
+    metrics: SocketAddr,
+    url: &DatabaseUrl,
+    dev_secret: Option<&dev::DevSecret>,
+    cluster: Option<&LocalCluster>,
+) -> anyhow::Result<()> {
+    let local = |addr: SocketAddr| {
+        if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() }
+    };
+    let mut text = format!(
+        "\nDailyReps backup server, development mode\n  API:      http://{api}\n  Metrics:  http://{metrics}/metrics\n  Database: {url}\n",
+        api = local(api),
+        metrics = local(metrics),
+    );
+    if let Some(cluster) = cluster {
+        text.push_str(&format!("            (data kept in {})\n", cluster.data_dir().display()));
+    }
+    if let Some(secret) = dev_secret {
+        text.push_str(&format!(
+            "  Signing secret (kept in {}):\n    export APP_SIGNING_SECRET='{}'\n",
+            secret.path.display(),
+            secret.text
+        ));
+    }
+    text.push_str(&format!("  Try it:\n    curl -i http://{}/readyz\nPress Ctrl-C to stop.\n\n", local(api)));
+    output::write_stdout(&text).context("could not write to stdout")
+}

@@ -1,0 +1,221 @@
+//! Typed settings parsed at the edge: addresses, the database URL and the signing secrets.
+//!
+//! Values that hold secrets redact themselves in `Debug` and `Display`. clap receives them as
+//! [`SecretString`] (clap's own parse errors would echo the value) and they are validated
+//! here, with errors that name the setting but never repeat its value.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
+
+/// The shortest signing secret the server accepts, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// An address to listen on: `HOST:PORT`, or a bare port meaning every IPv4 interface
+/// (so Fly's conventional `PORT=8080` works as is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindAddr(pub SocketAddr);
+
+impl FromStr for BindAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(port) = s.parse::<u16>() {
+            return Ok(Self(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))));
+        }
+        s.parse::<SocketAddr>()
+            .map(Self)
+            .map_err(|_| format!("`{s}` is neither a port nor HOST:PORT (e.g. 8080 or 0.0.0.0:8080)"))
+    }
+}
+
+/// A setting that may hold a secret, as typed: never shown.
+#[derive(Clone)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// The value itself, for parsing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SecretString {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(redacted)")
+    }
+}
+
+/// A setting that is missing or malformed. Each message names the setting and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No database URL anywhere.
+    #[error(
+        "DATABASE_URL is not set: pass --database-url or set DATABASE_URL \
+         (for local development, `serve --dev` starts a private PostgreSQL)"
+    )]
+    MissingDatabaseUrl,
+    /// The database URL does not parse.
+    #[error("DATABASE_URL is invalid: {0}")]
+    InvalidDatabaseUrl(String),
+    /// No signing secret.
+    #[error(
+        "APP_SIGNING_SECRET is not set: pass --signing-secret or set APP_SIGNING_SECRET to a \
+         secret of at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 48`)"
+    )]
+    MissingSigningSecret,
+    /// A signing secret is too short.
+    #[error("APP_SIGNING_SECRET is invalid: {0}")]
+    InvalidSigningSecret(String),
+}
+
+/// A PostgreSQL URL that never shows its password.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    options: PgConnectOptions,
+}
+
+impl DatabaseUrl {
+    /// Connection options for sqlx.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.options.clone()
+    }
+
+    /// `host:port`, for messages that must say what was tried.
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.options.get_host(), self.options.get_port())
+    }
+
+    /// Whether the host is this machine (where a `fly proxy` would listen).
+    pub fn is_local(&self) -> bool {
+        let host = self.options.get_host();
+        host == "localhost"
+            || host.starts_with('/')
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+impl DatabaseUrl {
+    /// Validates `DATABASE_URL`; `None` means it was not given.
+    pub fn from_setting(raw: Option<&SecretString>) -> Result<Self, ConfigError> {
+        let raw = raw.ok_or(ConfigError::MissingDatabaseUrl)?.expose();
+        Self::parse(raw).map_err(ConfigError::InvalidDatabaseUrl)
+    }
+
+    /// Parses a URL; the error never contains the URL itself.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("it must start with postgres:// (e.g. postgres://user:password@host:5432/db)".into());
+        }
+        // sqlx's parse errors describe the fault without echoing the URL, so they are safe to show.
+        PgConnectOptions::from_str(url)
+            .map(|options| Self { options })
+            .map_err(|e| format!("not a PostgreSQL URL ({e})"))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let database = self.options.get_database().unwrap_or("");
+        write!(f, "postgres://{}@{}/{database}", self.options.get_username(), self.endpoint())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// The app-signing secrets: several, comma-separated, so one can be rotated without downtime.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecrets(Vec<Vec<u8>>);
+
+impl SigningSecrets {
+    /// The secrets, each as raw bytes.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.iter().map(Vec::as_slice)
+    }
+}
+
+impl SigningSecrets {
+    /// Validates `APP_SIGNING_SECRET`; `None` means it was not given.
+    pub fn from_setting(raw: Option<&SecretString>) -> Result<Self, ConfigError> {
+        let raw = raw.ok_or(ConfigError::MissingSigningSecret)?.expose();
+        Self::parse(raw).map_err(ConfigError::InvalidSigningSecret)
+    }
+
+    /// Parses comma-separated secrets; the error never contains a secret.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let secrets: Vec<Vec<u8>> =
+            s.split(',').map(str::trim).filter(|part| !part.is_empty()).map(|part| part.as_bytes().to_vec()).collect();
+        if secrets.is_empty() {
+            return Err("no secret given; generate one with `openssl rand -base64 48`".into());
+        }
+        if let Some(position) = secrets.iter().position(|secret| secret.len() < MIN_SECRET_BYTES) {
+            return Err(format!(
+                "secret #{} is {} bytes; each must be at least {MIN_SECRET_BYTES} (generate one with `openssl rand -base64 48`)",
+                position + 1,
+                secrets[position].len()
+            ));
+        }
+        Ok(Self(secrets))
+    }
+}
+
+impl fmt::Debug for SigningSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningSecrets([{} redacted])", self.0.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addr_takes_a_bare_port_or_an_address() {
+        assert_eq!("8080".parse::<BindAddr>().unwrap().0, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!("127.0.0.1:9".parse::<BindAddr>().unwrap().0, "127.0.0.1:9".parse().unwrap());
+        assert!("localhost".parse::<BindAddr>().unwrap_err().contains("neither a port"));
+    }
+
+    #[test]
+    fn database_url_never_shows_its_password() {
+        let url: DatabaseUrl = DatabaseUrl::parse("postgres://app:hunter2hunter2@db.internal:5433/dailyreps").unwrap();
+        assert_eq!(url.to_string(), "postgres://app@db.internal:5433/dailyreps");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert_eq!(url.endpoint(), "db.internal:5433");
+        assert!(!url.is_local());
+        assert!(DatabaseUrl::parse("postgres://a:b@127.0.0.1:15432/x").unwrap().is_local());
+    }
+
+    #[test]
+    fn database_url_rejects_other_schemes_and_bad_ports() {
+        assert!(DatabaseUrl::parse("mysql://x@y/z").unwrap_err().contains("postgres://"));
+        let err = DatabaseUrl::parse("postgres://u:secretpw@host:notaport/db").unwrap_err();
+        assert!(err.contains("not a PostgreSQL URL"), "{err}");
+        assert!(!err.contains("secretpw"), "{err}");
+    }
+
+    #[test]
+    fn signing_secrets_need_32_bytes_each_and_stay_hidden() {
+        let long = "a".repeat(32);
+        let two = SigningSecrets::parse(&format!("{long}, {}", "b".repeat(40))).unwrap();
+        assert_eq!(two.iter().count(), 2);
+        assert!(!format!("{two:?}").contains("aaaa"));
+        let err = SigningSecrets::parse(&format!("{long},short")).unwrap_err();
+        assert!(err.contains("secret #2 is 5 bytes"), "{err}");
+        assert!(SigningSecrets::parse(" , ").is_err());
+    }
+}

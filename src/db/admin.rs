@@ -1,0 +1,24 @@
+//! Databases within a server: what `serve --dev` and the test harness create.
+
+use sqlx::PgConnection;
+
+/// Quotes an identifier for SQL.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Whether a database of that name exists.
+pub async fn database_exists(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)").bind(name).fetch_one(conn).await
+}
+
+/// Creates a database, optionally as a copy of `template` (which must have no open sessions).
+pub async fn create_database(conn: &mut PgConnection, name: &str, template: Option<&str>) -> Result<(), sqlx::Error> {
+    let mut statement = format!("CREATE DATABASE {}", quote_ident(name));
+    if let Some(template) = template {
+        statement.push_str(" TEMPLATE ");
+        statement.push_str(&quote_ident(template));
+    }
+    // Identifiers cannot be bound as parameters; both are quoted above.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(conn).await.map(drop)
+}

@@ -1,0 +1,11 @@
+//! dailyreps-backup-server: the backup API of the DailyReps app and its operator's toolkit.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod local_postgres;
+pub mod output;
+pub mod telemetry;
