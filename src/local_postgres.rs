@@ -103,7 +103,7 @@ fn versioned_dirs(parent: &Path, prefix: &str) -> Vec<PathBuf> {
             Some((version, entry.path()))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     found.into_iter().map(|(_, path)| path).collect()
 }
 
@@ -172,18 +172,22 @@ impl LocalCluster {
 
     /// Stops the cluster now (fast shutdown: open sessions are ended) and disarms the watchdog.
     pub fn stop(mut self) -> Result<(), LocalPgError> {
-        let output = self
-            .command("pg_ctl")
-            .args(["stop", "-w", "-m", "fast", "-D"])
-            .arg(&self.data_dir)
-            .output()
-            .map_err(|e| failed(format!("could not run pg_ctl stop: {e}")))?;
+        let stopped = self.stop_server();
         self.disarm_watchdog();
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(failed(format!("pg_ctl stop failed: {}", String::from_utf8_lossy(&output.stderr).trim())))
-        }
+        stopped
+    }
+
+    /// Stops the server but keeps the cluster armed, to be started again on the same port:
+    /// what a database outage looks like to its clients.
+    pub fn stop_server(&self) -> Result<(), LocalPgError> {
+        let mut pg_ctl = self.command("pg_ctl");
+        pg_ctl.args(["stop", "-w", "-m", "fast", "-D"]).arg(&self.data_dir);
+        run_tool(pg_ctl, "pg_ctl stop")
+    }
+
+    /// Starts the server again after [`Self::stop_server`], on the same port.
+    pub fn start_server(&self) -> Result<(), LocalPgError> {
+        pg_ctl_start(&self.binaries, &self.data_dir, self.port, self.run_as)
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -335,9 +339,7 @@ fn start_server(binaries: &PgBinaries, dir: &Path, run_as: Option<RunAs>) -> Res
     let mut last_error = String::new();
     for _ in 0..3 {
         let port = free_port()?;
-        let mut pg_ctl = tool_command(binaries, "pg_ctl", run_as);
-        pg_ctl.args(["start", "-w", "-t", "60", "-D"]).arg(dir).arg("-l").arg(&log).args(["-o", &format!("-p {port}")]);
-        match run_tool(pg_ctl, "pg_ctl start") {
+        match pg_ctl_start(binaries, dir, port, run_as) {
             Ok(()) => return Ok(port),
             Err(e) => last_error = format!("{e}\n{}", tail(&log, 8)),
         }
@@ -346,6 +348,13 @@ fn start_server(binaries: &PgBinaries, dir: &Path, run_as: Option<RunAs>) -> Res
         }
     }
     Err(failed(last_error))
+}
+
+fn pg_ctl_start(binaries: &PgBinaries, dir: &Path, port: u16, run_as: Option<RunAs>) -> Result<(), LocalPgError> {
+    let mut pg_ctl = tool_command(binaries, "pg_ctl", run_as);
+    pg_ctl.args(["start", "-w", "-t", "60", "-D"]).arg(dir).arg("-l").arg(dir.join("server.log"));
+    pg_ctl.args(["-o", &format!("-p {port}")]);
+    run_tool(pg_ctl, "pg_ctl start")
 }
 
 fn free_port() -> Result<u16, LocalPgError> {

@@ -28,8 +28,7 @@ pub struct ConnectError {
     hint: &'static str,
 }
 
-const PROXY_HINT: &str = "\n  hint: for Fly Postgres, is the proxy running? \
-    `fly proxy 15432:5432 -a dailyreps-backup-server-db`";
+const PROXY_HINT: &str = "; if this is Fly Postgres, is `fly proxy 15432:5432 -a dailyreps-backup-server-db` running?";
 
 /// Opens a pool and makes one connection, so a wrong URL or a dead server is reported now.
 pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<PgPool, ConnectError> {

@@ -1,0 +1,101 @@
+//! Running the real binary: the CLI as an operator (or Fly) runs it.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
+
+/// Settings that must not leak in from the developer's environment.
+const SCRUBBED: &[&str] =
+    &["DATABASE_URL", "APP_SIGNING_SECRET", "PORT", "METRICS_BIND", "LOG_FORMAT", "RUST_LOG", "DEV_DATA_DIR"];
+
+/// The binary with a clean environment.
+pub fn command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dailyreps-backup-server"));
+    for name in SCRUBBED {
+        command.env_remove(name);
+    }
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    command
+}
+
+/// What a finished run left.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs the binary with `args` (and `env`) to completion.
+pub async fn run(args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let output = command().args(args).envs(env.iter().copied()).output().await.expect("the binary runs");
+    Outcome {
+        code: output.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+/// A `serve` process whose JSON log lines we read as they come.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// Its stderr, line by line.
+    pub logs: Lines<BufReader<ChildStderr>>,
+    /// `http://ADDR` of the API, from the "listening" log line.
+    pub address: String,
+}
+
+impl Server {
+    /// Starts `serve` with JSON logs on free loopback ports, and waits for it to listen.
+    pub async fn start(database_url: &str, extra_args: &[&str]) -> Self {
+        let mut child = command()
+            .args(["serve", "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"])
+            .args(extra_args)
+            .env("DATABASE_URL", database_url)
+            .env("APP_SIGNING_SECRET", super::TEST_SECRET)
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
+        let listening = next_log(&mut logs, "listening").await;
+        let address = format!("http://{}", listening["api_addr"].as_str().unwrap());
+        Self { child, logs, address }
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the process.
+    pub async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status().await.unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits for the process to exit and returns its code.
+    pub async fn exit_code(mut self) -> i32 {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("exits").unwrap();
+        status.code().expect("exited, not killed")
+    }
+}
+
+/// Reads log lines until one whose message is `message`; panics if the stream ends first.
+pub async fn next_log(logs: &mut Lines<BufReader<ChildStderr>>, message: &str) -> serde_json::Value {
+    let deadline = Duration::from_secs(60);
+    tokio::time::timeout(deadline, async {
+        while let Some(line) = logs.next_line().await.unwrap() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if event["message"] == message {
+                return event;
+            }
+        }
+        panic!("the server exited before logging {message:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {message:?} log line within {deadline:?}"))
+}

@@ -1,0 +1,172 @@
+//! Test harness: one throwaway PostgreSQL per test binary (or `TEST_DATABASE_URL`), a fresh
+//! database per test, the real server on a free port, and the real binary for CLI tests.
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+pub mod binary;
+
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use dailyreps_backup_server::config::{DatabaseUrl, SigningSecrets};
+use dailyreps_backup_server::db::{self, admin, migrations};
+use dailyreps_backup_server::http::{self, state::AppState};
+use dailyreps_backup_server::local_postgres::{ClusterOptions, LocalCluster, PgBinaries};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+
+/// A signing secret for tests (never a real one).
+pub const TEST_SECRET: &str = "test-signing-secret-0123456789abcdef";
+
+/// The PostgreSQL server the tests share, and a migrated template database.
+struct TestServer {
+    /// Set when we started the cluster ourselves; kept alive for the whole run.
+    _cluster: Option<LocalCluster>,
+    admin_url: String,
+    template: String,
+}
+
+static SERVER: OnceCell<TestServer> = OnceCell::const_new();
+
+async fn server() -> &'static TestServer {
+    SERVER
+        .get_or_init(|| async {
+            init_logs();
+            let (cluster, admin_url) = match std::env::var("TEST_DATABASE_URL") {
+                Ok(url) => (None, url),
+                Err(_) => {
+                    let cluster = start_cluster().await;
+                    let url = cluster.url("postgres");
+                    (Some(cluster), url)
+                }
+            };
+            let template = unique_name("drb_template");
+            let admin = connect(&admin_url).await;
+            admin::create_database(&mut admin.acquire().await.unwrap(), &template, None).await.unwrap();
+            admin.close().await;
+            let template_pool = connect(&with_database(&admin_url, &template)).await;
+            migrations::apply(&template_pool).await.expect("migrations apply to the template");
+            // CREATE DATABASE ... TEMPLATE needs the template to have no open sessions.
+            template_pool.close().await;
+            TestServer { _cluster: cluster, admin_url, template }
+        })
+        .await
+}
+
+/// Starts a throwaway cluster with the code `serve --dev` uses.
+pub async fn start_cluster() -> LocalCluster {
+    tokio::task::spawn_blocking(|| {
+        let binaries = PgBinaries::find().expect("PostgreSQL server binaries (see .ci/run)");
+        let options = ClusterOptions { data_dir: scratch_dir("pg"), durable: false, remove_on_stop: true };
+        LocalCluster::start(&binaries, &options).expect("a local PostgreSQL cluster starts")
+    })
+    .await
+    .unwrap()
+}
+
+/// A new folder under the system's temp folder (reachable by the PostgreSQL user).
+pub fn scratch_dir(label: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(unique_name(&format!("drb-test-{label}")))
+}
+
+fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (rest, query) = rest.split_once('?').map_or((rest, String::new()), |(r, q)| (r, format!("?{q}")));
+    let authority = rest.split_once('/').map_or(rest, |(authority, _)| authority);
+    format!("{scheme}://{authority}/{database}{query}")
+}
+
+/// A pool on `url`.
+pub async fn connect(url: &str) -> PgPool {
+    let url = DatabaseUrl::parse(url).unwrap();
+    db::connect(&url, db::PoolSettings { max_connections: 5, acquire_timeout: Duration::from_secs(10) }).await.unwrap()
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            dailyreps_backup_server::telemetry::init(None, "debug,sqlx=info");
+        }
+    });
+}
+
+/// A database of this test's own.
+pub struct TestDb {
+    /// Its URL.
+    pub url: String,
+}
+
+impl TestDb {
+    /// A fresh database with every migration applied.
+    pub async fn migrated() -> Self {
+        Self::create(true).await
+    }
+
+    /// A fresh database with nothing in it.
+    pub async fn empty() -> Self {
+        Self::create(false).await
+    }
+
+    async fn create(migrated: bool) -> Self {
+        let server = server().await;
+        let name = unique_name("drb_test");
+        let admin = connect(&server.admin_url).await;
+        let template = migrated.then_some(server.template.as_str());
+        admin::create_database(&mut admin.acquire().await.unwrap(), &name, template).await.unwrap();
+        admin.close().await;
+        Self { url: with_database(&server.admin_url, &name) }
+    }
+
+    /// A pool on this database.
+    pub async fn pool(&self) -> PgPool {
+        connect(&self.url).await
+    }
+}
+
+/// The real server, running in this test's runtime on free ports.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// `http://127.0.0.1:PORT` of the metrics listener.
+    pub metrics_address: String,
+    /// A pool on the app's database.
+    pub pool: PgPool,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    /// Starts the server against a fresh migrated database.
+    pub async fn spawn() -> Self {
+        Self::spawn_on(&TestDb::migrated().await.url).await
+    }
+
+    /// Starts the server against the database at `url`.
+    pub async fn spawn_on(url: &str) -> Self {
+        init_logs();
+        let pool = connect(url).await;
+        let state = AppState::new(pool.clone(), SigningSecrets::parse(TEST_SECRET).unwrap());
+        let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (address, metrics_address) = (base_url(api.local_addr().unwrap()), base_url(metrics.local_addr().unwrap()));
+        tokio::spawn(http::serve(api, metrics, state, std::future::pending()));
+        Self { address, metrics_address, pool, client: reqwest::Client::new() }
+    }
+
+    /// `GET path` on the API.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.address)).send().await.unwrap()
+    }
+}
+
+/// `http://ADDR`.
+pub fn base_url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}

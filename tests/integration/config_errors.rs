@@ -1,0 +1,89 @@
+//! Each bad setting: one clear line naming it, exit 1, no panic, no secret.
+
+use crate::common::{TEST_SECRET, TestDb, binary};
+
+fn assert_clean_failure(outcome: &binary::Outcome, expected: &[&str], secrets: &[&str]) {
+    assert_eq!(outcome.code, 1, "stderr: {}", outcome.stderr);
+    let lines: Vec<&str> = outcome.stderr.lines().filter(|line| line.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line: {}", outcome.stderr);
+    for fragment in expected {
+        assert!(lines[0].contains(fragment), "{fragment:?} missing from {:?}", lines[0]);
+    }
+    for secret in secrets {
+        assert!(
+            !outcome.stderr.contains(secret) && !outcome.stdout.contains(secret),
+            "{secret:?} leaked: {}",
+            outcome.stderr
+        );
+    }
+    assert!(!outcome.stderr.contains("panicked") && !outcome.stderr.contains("backtrace"), "{}", outcome.stderr);
+}
+
+#[tokio::test]
+async fn missing_database_url_is_named() {
+    let outcome = binary::run(&["serve"], &[("APP_SIGNING_SECRET", TEST_SECRET)]).await;
+    assert_clean_failure(&outcome, &["DATABASE_URL is not set", "serve --dev"], &[TEST_SECRET]);
+    let outcome = binary::run(&["migrate"], &[]).await;
+    assert_clean_failure(&outcome, &["DATABASE_URL is not set"], &[]);
+}
+
+#[tokio::test]
+async fn malformed_database_url_is_named_without_its_password() {
+    let url = "postgres://app:s3cret-pa55word@db.internal:notaport/dailyreps";
+    let outcome = binary::run(&["serve"], &[("DATABASE_URL", url), ("APP_SIGNING_SECRET", TEST_SECRET)]).await;
+    assert_clean_failure(&outcome, &["DATABASE_URL is invalid"], &["s3cret-pa55word", TEST_SECRET]);
+    let outcome = binary::run(&["migrate", "--database-url", "mysql://root:s3cret-pa55word@x/y"], &[]).await;
+    assert_clean_failure(&outcome, &["DATABASE_URL is invalid", "postgres://"], &["s3cret-pa55word"]);
+}
+
+#[tokio::test]
+async fn unreachable_database_names_host_and_port_and_suggests_the_proxy() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://app:s3cret-pa55word@127.0.0.1:{port}/dailyreps");
+    let outcome = binary::run(&["migrate", "status"], &[("DATABASE_URL", &url)]).await;
+    assert_clean_failure(&outcome, &[&format!("127.0.0.1:{port}"), "fly proxy"], &["s3cret-pa55word"]);
+    let outcome = binary::run(&["serve"], &[("DATABASE_URL", &url), ("APP_SIGNING_SECRET", TEST_SECRET)]).await;
+    assert_clean_failure(
+        &outcome,
+        &[&format!("could not connect to PostgreSQL at 127.0.0.1:{port}")],
+        &["s3cret-pa55word"],
+    );
+}
+
+#[tokio::test]
+async fn missing_or_short_signing_secret_is_named_without_the_secret() {
+    let db = TestDb::migrated().await;
+    let outcome = binary::run(&["serve"], &[("DATABASE_URL", &db.url)]).await;
+    assert_clean_failure(&outcome, &["APP_SIGNING_SECRET is not set", "32 bytes"], &[]);
+    let short = "tooshort-but-secret";
+    let outcome = binary::run(&["serve"], &[("DATABASE_URL", &db.url), ("APP_SIGNING_SECRET", short)]).await;
+    assert_clean_failure(&outcome, &["APP_SIGNING_SECRET is invalid", "at least 32"], &[short]);
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_named_with_its_setting() {
+    let db = TestDb::migrated().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let outcome = binary::run(
+        &["serve", "--bind", &addr, "--metrics-bind", "127.0.0.1:0"],
+        &[("DATABASE_URL", &db.url), ("APP_SIGNING_SECRET", TEST_SECRET)],
+    )
+    .await;
+    assert_clean_failure(&outcome, &[&format!("could not listen on {addr}"), "PORT"], &[TEST_SECRET]);
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2_and_help_shows_the_environment_fallbacks() {
+    let outcome = binary::run(&["serve", "--no-such-flag"], &[]).await;
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    let outcome = binary::run(&["frobnicate"], &[]).await;
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    let help = binary::run(&["serve", "--help"], &[]).await;
+    assert_eq!(help.code, 0);
+    for env in
+        ["[env: DATABASE_URL", "[env: APP_SIGNING_SECRET", "[env: PORT", "[env: METRICS_BIND", "[env: LOG_FORMAT"]
+    {
+        assert!(help.stdout.contains(env), "{env} missing from --help");
+    }
+}

@@ -1,0 +1,75 @@
+use dailyreps_backup_server::db::migrations::MIGRATOR;
+use serde_json::Value;
+
+use crate::common::{TestDb, binary};
+
+fn known_versions() -> Vec<i64> {
+    MIGRATOR.iter().map(|m| m.version).collect()
+}
+
+async fn status_json(url: &str) -> Value {
+    let outcome = binary::run(&["migrate", "status", "--json"], &[("DATABASE_URL", url)]).await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    serde_json::from_str(&outcome.stdout).unwrap()
+}
+
+fn versions(list: &Value) -> Vec<i64> {
+    list.as_array().unwrap().iter().map(|m| m["version"].as_i64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn status_lists_pending_then_applied_and_migrate_is_safe_to_repeat() {
+    let db = TestDb::empty().await;
+    let before = status_json(&db.url).await;
+    assert_eq!(versions(&before["applied"]), Vec::<i64>::new());
+    assert_eq!(versions(&before["pending"]), known_versions());
+
+    for _ in 0..2 {
+        let outcome = binary::run(&["migrate"], &[("DATABASE_URL", &db.url)]).await;
+        assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+        assert!(outcome.stderr.contains("schema is at version"), "{}", outcome.stderr);
+    }
+
+    let after = status_json(&db.url).await;
+    assert_eq!(versions(&after["applied"]), known_versions());
+    assert_eq!(versions(&after["pending"]), Vec::<i64>::new());
+    let applied_at = after["applied"][0]["applied_at"].as_str().unwrap();
+    assert!(
+        time::OffsetDateTime::parse(applied_at, &time::format_description::well_known::Rfc3339).is_ok(),
+        "{applied_at}"
+    );
+    assert!(applied_at.ends_with('Z'), "UTC: {applied_at}");
+}
+
+#[tokio::test]
+async fn two_concurrent_migrates_apply_each_migration_once() {
+    let db = TestDb::empty().await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let (first, second) = tokio::join!(binary::run(&["migrate"], &env), binary::run(&["migrate"], &env));
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+
+    let pool = db.pool().await;
+    let rows: Vec<(i64, bool)> = sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, known_versions().into_iter().map(|v| (v, true)).collect::<Vec<_>>());
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_tables WHERE tablename IN ('users', 'backups', 'idempotency_keys')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 3);
+}
+
+#[tokio::test]
+async fn status_prints_a_table_by_default() {
+    let db = TestDb::migrated().await;
+    let outcome = binary::run(&["migrate", "status"], &[("DATABASE_URL", &db.url)]).await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert!(outcome.stdout.contains("Version"), "{}", outcome.stdout);
+    assert!(outcome.stdout.contains("applied"), "{}", outcome.stdout);
+    assert!(outcome.stdout.contains(&known_versions()[0].to_string()), "{}", outcome.stdout);
+}

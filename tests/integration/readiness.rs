@@ -1,0 +1,89 @@
+use std::time::{Duration, Instant};
+
+use dailyreps_backup_server::db::migrations;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::{self, TestApp, TestDb};
+
+#[tokio::test]
+async fn readyz_reports_the_schema_version_of_a_migrated_database() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["schema_version"], migrations::latest_known_version());
+}
+
+#[tokio::test]
+async fn readyz_is_503_naming_the_missing_migrations_until_migrate_runs() {
+    let db = TestDb::empty().await;
+    let app = TestApp::spawn_on(&db.url).await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("schema is behind"), "{message}");
+    assert!(message.contains(&migrations::latest_known_version().to_string()), "{message}");
+
+    migrations::apply(&app.pool).await.unwrap();
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_the_binary_is_still_ready() {
+    let app = TestApp::spawn().await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from a newer deploy', true, '\\x00', 1)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["schema_version"], 99990101000000_i64);
+}
+
+#[tokio::test]
+async fn readyz_goes_503_while_the_database_is_down_and_recovers_without_a_restart() {
+    // A cluster of this test's own, since it is stopped half-way.
+    let cluster = common::start_cluster().await;
+    let admin = common::connect(&cluster.url("postgres")).await;
+    migrations::apply(&admin).await.unwrap();
+    admin.close().await;
+    let app = TestApp::spawn_on(&cluster.url("postgres")).await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.stop_server().unwrap();
+        cluster
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let down = app.get("/readyz").await;
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(10), "readyz took {:?} to answer", started.elapsed());
+    let body: Value = down.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("database unreachable"), "{body}");
+    // Liveness does not depend on the database.
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+
+    // Keep the cluster: dropping it stops it.
+    let _cluster =
+        tokio::task::spawn_blocking(move || cluster.start_server().map(|()| cluster)).await.unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = app.get("/readyz").await.status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status} 15 s after the database came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
