@@ -286,19 +286,38 @@ fn prepare_data_dir(dir: &Path, run_as: Option<RunAs>) -> Result<PathBuf, LocalP
     if let Some(user) = run_as {
         std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
             .map_err(|e| failed(format!("could not hand {} to the PostgreSQL user: {e}", dir.display())))?;
-        // The server's user must be able to walk down to its folder.
-        for ancestor in dir.ancestors().skip(1) {
-            let mode = fs::metadata(ancestor).map(|m| m.permissions().mode()).unwrap_or(0);
-            if mode & 0o001 == 0 {
-                return Err(failed(format!(
-                    "as root, PostgreSQL runs as an unprivileged user, who cannot enter {}; \
-                     choose a data folder elsewhere (e.g. --dev-data-dir /var/tmp/dailyreps)",
-                    ancestor.display()
-                )));
-            }
+        if let Some(blocked) = untraversable_ancestor(&dir) {
+            return Err(failed(format!(
+                "PostgreSQL runs as an unprivileged user, who cannot enter {}; choose a data folder elsewhere",
+                blocked.display()
+            )));
         }
     }
     Ok(dir)
+}
+
+/// The first ancestor of `dir` that other users may not enter.
+fn untraversable_ancestor(dir: &Path) -> Option<&Path> {
+    dir.ancestors()
+        .skip(1)
+        .find(|ancestor| fs::metadata(ancestor).map_or(true, |m| m.permissions().mode() & 0o001 == 0))
+}
+
+/// `preferred`, or, when we are root and the PostgreSQL user cannot reach it (a checkout
+/// under `/root`, a `mktemp -d` folder), a folder under `/var/tmp` named after it, so the same
+/// checkout keeps finding the same cluster.
+pub fn reachable_data_dir(preferred: &Path) -> PathBuf {
+    let absolute = std::path::absolute(preferred).unwrap_or_else(|_| preferred.to_path_buf());
+    if !running_as_root() || untraversable_ancestor(&absolute).is_none() {
+        return preferred.to_path_buf();
+    }
+    // FNV-1a: a stable name for the path, with no dependency for one loop.
+    let hash = absolute
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3));
+    PathBuf::from(format!("/var/tmp/dailyreps-postgres-{hash:016x}"))
 }
 
 fn init_cluster(binaries: &PgBinaries, dir: &Path, durable: bool, run_as: Option<RunAs>) -> Result<(), LocalPgError> {
@@ -417,6 +436,24 @@ mod tests {
         let found = versioned_dirs(&root, "postgresql@");
         assert_eq!(found, [root.join("postgresql@16"), root.join("postgresql@15"), root.join("postgresql@9")]);
         fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn an_unreachable_data_dir_moves_to_a_stable_place_only_for_root() {
+        let private = std::env::temp_dir().join(format!("pg-private-{}", std::process::id()));
+        fs::create_dir_all(&private).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        let wanted = private.join("checkout/.dailyreps/postgres");
+        let chosen = reachable_data_dir(&wanted);
+        if running_as_root() {
+            assert!(chosen.starts_with("/var/tmp"), "{}", chosen.display());
+            assert_eq!(chosen, reachable_data_dir(&wanted), "the same folder each time");
+        } else {
+            assert_eq!(chosen, wanted);
+        }
+        let open = std::env::temp_dir().join("reachable");
+        assert_eq!(reachable_data_dir(&open), open);
+        fs::remove_dir_all(private).unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::config::{DatabaseUrl, SigningSecrets};
 use crate::db;
-use crate::local_postgres::{ClusterOptions, LocalCluster, PgBinaries};
+use crate::local_postgres::{self, ClusterOptions, LocalCluster, PgBinaries};
 use crate::output;
 
 /// The database `serve --dev` creates in its cluster.
@@ -59,7 +59,15 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 /// Starts (creating on first use) the cluster under `dir/postgres` and its `dailyreps` database.
 pub async fn start_database(dir: &Path) -> anyhow::Result<(LocalCluster, DatabaseUrl)> {
     let binaries = PgBinaries::find()?;
-    let options = ClusterOptions { data_dir: dir.join("postgres"), durable: true, remove_on_stop: false };
+    let data_dir = local_postgres::reachable_data_dir(&dir.join("postgres"));
+    if data_dir != dir.join("postgres") {
+        output::status(&format!(
+            "note: PostgreSQL refuses to run as root and its user cannot reach {}; its data lives in {} instead",
+            dir.display(),
+            data_dir.display()
+        ));
+    }
+    let options = ClusterOptions { data_dir, durable: true, remove_on_stop: false };
     let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&binaries, &options))
         .await
         .context("the cluster start was interrupted")??;
