@@ -25,12 +25,15 @@ CREATE INDEX backups_created_at ON backups (created_at);
 -- Idempotency-Key replay: the first answer is stored whole, so a retry gets it again even
 -- after retention has removed the backup it names.
 CREATE TABLE idempotency_keys (
-    user_id         uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    key             text        NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
-    request_sha256  bytea       NOT NULL CHECK (length(request_sha256) = 32),
-    response_status smallint    NOT NULL,
-    response_body   jsonb       NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now(),
+    user_id           uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    key               text        NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
+    request_sha256    bytea       NOT NULL CHECK (length(request_sha256) = 32),
+    backup_id         uuid        NOT NULL,
+    backup_created_at timestamptz NOT NULL,
+    size_bytes        integer     NOT NULL,
+    sha256            bytea       NOT NULL,
+    deduplicated      boolean     NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, key)
 );
 

@@ -64,6 +64,36 @@ pub struct ServeArgs {
     #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
     pub signing_secret: Option<SecretString>,
 
+    /// Origins allowed to call the API from a browser, comma-separated exact origins
+    /// (e.g. https://dailyreps.app). Empty: no cross-origin access.
+    #[arg(long, env = "ALLOWED_ORIGINS", default_value = "")]
+    pub allowed_origins: String,
+
+    /// Largest backup document accepted, in bytes, after gzip decoding.
+    #[arg(long, env = "MAX_BACKUP_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(2..=1024 * 1024 * 1024))]
+    pub max_backup_bytes: u64,
+
+    /// Backups kept per user; older ones are deleted when a new one arrives.
+    #[arg(long, env = "MAX_BACKUPS_KEPT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_backups_kept: u32,
+
+    /// Memory that request bodies and documents in flight may hold together, in MiB; beyond
+    /// it requests are answered 503 with Retry-After. Must fit two documents of the largest size.
+    #[arg(long, env = "MEMORY_BUDGET_MB", default_value_t = 96, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub memory_budget_mb: u64,
+
+    /// Account registrations per minute from one client IP (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_REGISTER_PER_MINUTE", default_value_t = 10)]
+    pub rate_limit_register_per_minute: u32,
+
+    /// API requests per minute from one user (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_USER_PER_MINUTE", default_value_t = 120)]
+    pub rate_limit_user_per_minute: u32,
+
+    /// API requests per minute from one client IP (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_IP_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_ip_per_minute: u32,
+
     /// Most database connections the server holds open.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,

@@ -77,6 +77,81 @@ pub enum ConfigError {
     /// A signing secret is too short.
     #[error("APP_SIGNING_SECRET is invalid: {0}")]
     InvalidSigningSecret(String),
+    /// An allowed origin is not an origin.
+    #[error("ALLOWED_ORIGINS is invalid: {0}")]
+    InvalidAllowedOrigins(String),
+    /// The memory budget cannot hold the largest request.
+    #[error(
+        "MEMORY_BUDGET_MB ({budget_mb} MiB) must hold at least two documents of MAX_BACKUP_BYTES \
+         ({max_backup_bytes} bytes): raise MEMORY_BUDGET_MB or lower MAX_BACKUP_BYTES"
+    )]
+    BudgetTooSmall {
+        /// The budget asked for.
+        budget_mb: u64,
+        /// The largest document.
+        max_backup_bytes: u64,
+    },
+}
+
+/// Origins allowed to call the API cross-origin: exact `scheme://host[:port]` strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedOrigins(Vec<String>);
+
+impl AllowedOrigins {
+    /// Parses `ALLOWED_ORIGINS`: comma-separated; empty means none.
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let origins: Vec<String> = raw.split(',').map(str::trim).filter(|o| !o.is_empty()).map(str::to_owned).collect();
+        for origin in &origins {
+            let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            let host_ok = rest.is_some_and(|host| !host.is_empty() && !host.contains(['/', '?', '#', ' ', '*']));
+            if !host_ok {
+                return Err(ConfigError::InvalidAllowedOrigins(format!(
+                    "`{origin}` is not an origin like https://app.example.com (scheme and host, no path)"
+                )));
+            }
+        }
+        Ok(Self(origins))
+    }
+
+    /// The origins.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// Whether no origin is allowed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The API's limits, validated together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest decoded document.
+    pub max_backup_bytes: usize,
+    /// Backups kept per user.
+    pub max_backups_kept: u32,
+    /// Bytes that bodies and documents in flight may hold together.
+    pub memory_budget_bytes: usize,
+    /// Registrations per minute per client IP; 0 is unlimited.
+    pub register_per_minute: u32,
+    /// Requests per minute per user; 0 is unlimited.
+    pub user_per_minute: u32,
+    /// Requests per minute per client IP; 0 is unlimited.
+    pub ip_per_minute: u32,
+}
+
+impl Limits {
+    /// Checks that the budget holds at least two of the largest documents.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.memory_budget_bytes < 2 * self.max_backup_bytes {
+            return Err(ConfigError::BudgetTooSmall {
+                budget_mb: (self.memory_budget_bytes / (1024 * 1024)) as u64,
+                max_backup_bytes: self.max_backup_bytes as u64,
+            });
+        }
+        Ok(self)
+    }
 }
 
 /// A PostgreSQL URL that never shows its password.
@@ -206,6 +281,32 @@ mod tests {
         let err = DatabaseUrl::parse("postgres://u:secretpw@host:notaport/db").unwrap_err();
         assert!(err.contains("not a PostgreSQL URL"), "{err}");
         assert!(!err.contains("secretpw"), "{err}");
+    }
+
+    #[test]
+    fn allowed_origins_are_exact_origins() {
+        let origins = AllowedOrigins::parse(" https://a.example.com, http://localhost:3000 ,").unwrap();
+        assert_eq!(origins.iter().collect::<Vec<_>>(), ["https://a.example.com", "http://localhost:3000"]);
+        assert!(AllowedOrigins::parse("").unwrap().is_empty());
+        for bad in ["a.example.com", "https://a.example.com/", "*", "https://*.example.com", "ftp://x"] {
+            let err = AllowedOrigins::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with("ALLOWED_ORIGINS is invalid"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_budget_must_hold_two_of_the_largest_documents() {
+        let limits = Limits {
+            max_backup_bytes: 10 << 20,
+            max_backups_kept: 30,
+            memory_budget_bytes: 16 << 20,
+            register_per_minute: 0,
+            user_per_minute: 0,
+            ip_per_minute: 0,
+        };
+        let err = limits.validate().unwrap_err().to_string();
+        assert!(err.contains("MEMORY_BUDGET_MB (16 MiB)") && err.contains("MAX_BACKUP_BYTES"), "{err}");
+        assert!(Limits { memory_budget_bytes: 20 << 20, ..limits }.validate().is_ok());
     }
 
     #[test]

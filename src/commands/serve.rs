@@ -10,9 +10,9 @@ use tokio::sync::watch;
 
 use crate::cli::ServeArgs;
 use crate::commands::dev;
-use crate::config::{DatabaseUrl, SigningSecrets};
+use crate::config::{AllowedOrigins, ConfigError, DatabaseUrl, Limits, SigningSecrets};
 use crate::db::{self, migrations};
-use crate::http::{self, state::AppState};
+use crate::http::{self, state::ApiSettings, state::AppState};
 use crate::local_postgres::LocalCluster;
 use crate::output;
 
@@ -22,9 +22,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         (None, true) => Some(dev::load_or_create_secret(&args.dev_data_dir)?),
         _ => None,
     };
-    let secrets = match &dev_secret {
+    let signing_secrets = match &dev_secret {
         Some(dev_secret) => dev_secret.secrets.clone(),
         None => SigningSecrets::from_setting(args.signing_secret.as_ref())?,
+    };
+    let settings = ApiSettings {
+        signing_secrets,
+        limits: limits(&args)?,
+        allowed_origins: AllowedOrigins::parse(&args.allowed_origins)?,
     };
     let (cluster, url) = match (&args.database.database_url, args.dev) {
         (None, true) => {
@@ -34,7 +39,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         (raw, _) => (None, DatabaseUrl::from_setting(raw.as_ref())?),
     };
 
-    let result = serve(&args, &url, secrets, dev_secret.as_ref(), cluster.as_ref()).await;
+    let result = serve(&args, &url, settings, dev_secret.as_ref(), cluster.as_ref()).await;
     if let Some(cluster) = cluster {
         match cluster.stop() {
             Ok(()) => output::status("stopped the development PostgreSQL"),
@@ -44,15 +49,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
+fn limits(args: &ServeArgs) -> Result<Limits, ConfigError> {
+    let bytes = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+    Limits {
+        max_backup_bytes: bytes(args.max_backup_bytes),
+        max_backups_kept: args.max_backups_kept,
+        memory_budget_bytes: bytes(args.memory_budget_mb.saturating_mul(1024 * 1024)),
+        register_per_minute: args.rate_limit_register_per_minute,
+        user_per_minute: args.rate_limit_user_per_minute,
+        ip_per_minute: args.rate_limit_ip_per_minute,
+    }
+    .validate()
+}
+
 async fn serve(
     args: &ServeArgs,
     url: &DatabaseUrl,
-    secrets: SigningSecrets,
+    settings: ApiSettings,
     dev_secret: Option<&dev::DevSecret>,
     cluster: Option<&LocalCluster>,
 ) -> anyhow::Result<()> {
-    let settings = db::PoolSettings { max_connections: args.pool_size, acquire_timeout: Duration::from_secs(5) };
-    let pool = db::connect(url, settings).await?;
+    let pool_settings = db::PoolSettings { max_connections: args.pool_size, acquire_timeout: Duration::from_secs(5) };
+    let pool = db::connect(url, pool_settings).await?;
     if args.dev {
         migrations::apply(&pool).await.context("could not apply the migrations")?;
     }
@@ -71,7 +89,7 @@ async fn serve(
         }
         let _ = signalled.send(true);
     });
-    let state = AppState::new(pool.clone(), secrets);
+    let state = AppState::new(pool.clone(), settings);
     let server = http::serve(api, metrics, state, wait_for(on_signal.clone()));
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     tokio::select! {

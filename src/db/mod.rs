@@ -1,7 +1,9 @@
 //! The database layer: the pool, the migrations, and (in one file per table group) the only SQL.
 
 pub mod admin;
+pub mod backups;
 pub mod migrations;
+pub mod users;
 
 use std::time::Duration;
 

@@ -4,22 +4,59 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::rate_limit::RetryAfter;
 use super::request_id;
+use crate::document::DocumentError;
+use crate::signature::SignatureError;
 
 /// Seconds a client is told to wait before retrying a 503.
-const RETRY_AFTER_SECONDS: u32 = 5;
+const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 5;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// No such route or resource.
+    /// The body is not parseable JSON.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// A bad query parameter, header value or id.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The app signature is missing, wrong or stale.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The bearer token is missing, unknown or revoked.
+    #[error("a valid bearer token is required (Authorization: Bearer drb_…)")]
+    Unauthorized,
+    /// No such route or resource (also another user's resource: existence is not leaked).
     #[error("no such route or resource")]
     NotFound,
+    /// The user has no backups yet.
+    #[error("this account has no backups yet")]
+    NoBackups,
     /// The route exists but not with this method.
     #[error("this method is not allowed on this route")]
     MethodNotAllowed,
-    /// The database cannot serve the request now; the message says why.
+    /// The same `Idempotency-Key` came with another body.
+    #[error("this Idempotency-Key was already used with a different body")]
+    IdempotencyConflict,
+    /// The body, decoded, is over the limit.
+    #[error("the body is larger than {limit} bytes (after decoding)")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Wrong `Content-Type` or `Content-Encoding`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Valid JSON, but not an object.
+    #[error("a backup must be a JSON object")]
+    InvalidBackup,
+    /// Too many requests; retry after the given seconds.
+    #[error("too many requests; retry after {0} seconds")]
+    RateLimited(u64),
+    /// The database cannot serve the request now, or the server is at its memory budget.
     #[error("{0}")]
     Unavailable(String),
     /// A bug or an unexpected failure; logged with its cause, never shown.
@@ -30,8 +67,15 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::InvalidJson(_) | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Signature(_) | Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound | Self::NoBackups => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::IdempotencyConflict => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::InvalidBackup => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -39,23 +83,53 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::Signature(SignatureError::Missing) => "missing_signature",
+            Self::Signature(SignatureError::Bad) => "bad_signature",
+            Self::Signature(SignatureError::Stale) => "stale_signature",
+            Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
+            Self::NoBackups => "no_backups",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::IdempotencyConflict => "idempotency_conflict",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::InvalidBackup => "invalid_backup",
+            Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited(seconds) => Some(*seconds),
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
+            _ => None,
+        }
+    }
+
+    /// The server is at its memory budget.
+    pub fn busy() -> Self {
+        Self::Unavailable("the server is busy; retry shortly".into())
+    }
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
+/// The error body: `{"error": {"code", "message", "request_id"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable, snake_case (e.g. `bad_signature`).
+    code: String,
+    /// For people.
     message: String,
+    /// The request's `X-Request-Id`.
     request_id: String,
 }
 
@@ -68,14 +142,58 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = Envelope {
-            error: Body { code: self.code(), message, request_id: request_id::current().unwrap_or_default() },
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message,
+                request_id: request_id::current().unwrap_or_default(),
+            },
         };
         let mut response = (self.status(), Json(body)).into_response();
-        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        if let Some(seconds) = self.retry_after() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
+    }
+}
+
+impl From<DocumentError> for ApiError {
+    fn from(error: DocumentError) -> Self {
+        match error {
+            DocumentError::TooLarge { limit } => Self::PayloadTooLarge { limit },
+            DocumentError::BadGzip => Self::InvalidRequest(error.to_string()),
+            DocumentError::InvalidJson(_) => Self::InvalidJson(error.to_string()),
+            DocumentError::NotAnObject => Self::InvalidBackup,
+        }
+    }
+}
+
+impl From<RetryAfter> for ApiError {
+    fn from(RetryAfter(seconds): RetryAfter) -> Self {
+        Self::RateLimited(seconds)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_unavailable(&error) {
+            tracing::warn!(error = %error, "database unavailable");
+            Self::Unavailable("the database is unavailable; retry shortly".into())
+        } else {
+            Self::Internal(anyhow::Error::new(error).context("database error"))
+        }
+    }
+}
+
+/// Errors that mean "the database cannot be reached or is going away", not a bug.
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now.
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
     }
 }
 

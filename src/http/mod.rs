@@ -1,34 +1,101 @@
 //! The HTTP layer: router, middleware, errors and the server loop.
 
+pub mod budget;
 pub mod error;
+pub mod extract;
 pub mod metrics;
 pub mod observe;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
+pub mod signed;
 pub mod state;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use axum::Router;
-use axum::middleware;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::routing::get;
+use axum::{Json, Router, middleware};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use self::state::AppState;
+use crate::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
+
+/// The OpenAPI document of every route [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes(None).1
+}
+
+/// The documented routes; the `/api/*` ones behind the signature layer when `state` is given.
+fn documented_routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let mut api = OpenApiRouter::new().merge(routes::users::router()).merge(routes::backups::router());
+    if let Some(state) = state {
+        // The body is read (within limits) by the signature layer, so axum's own limit is off.
+        api = api
+            .layer(middleware::from_fn_with_state(state.clone(), signed::middleware))
+            .layer(DefaultBodyLimit::disable());
+    }
+    OpenApiRouter::with_openapi(routes::openapi::ApiDoc::openapi())
+        .merge(routes::health::router())
+        .merge(api)
+        .split_for_parts()
+}
 
 /// The public API's router with its layer stack.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(routes::health::router())
+    let (routes, document) = documented_routes(Some(&state));
+    let document = Json(document);
+    routes
+        .route("/api/openapi.json", get(move || std::future::ready(document.clone())))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         // Layers run outside-in from the bottom: the request id wraps everything, so even the
         // per-request log line carries it.
+        .layer(CompressionLayer::new())
+        .layer(cors(&state))
         .layer(middleware::from_fn_with_state(state.clone(), observe::middleware))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
+}
+
+/// CORS for exactly the configured origins; with none, no cross-origin headers at all.
+fn cors(state: &AppState) -> CorsLayer {
+    let origins: Vec<HeaderValue> =
+        state.settings.allowed_origins.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()).collect();
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static(TIMESTAMP_HEADER),
+            HeaderName::from_static(SIGNATURE_HEADER),
+            request_id::X_REQUEST_ID.clone(),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-backup-id"),
+            HeaderName::from_static("x-backup-created-at"),
+            HeaderName::from_static("idempotent-replayed"),
+            request_id::X_REQUEST_ID.clone(),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Serves the API on `api` and metrics on `metrics` until `shutdown` resolves, then stops

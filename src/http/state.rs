@@ -5,8 +5,21 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+use super::budget::MemoryBudget;
 use super::metrics::Metrics;
-use crate::config::SigningSecrets;
+use super::rate_limit::RateLimits;
+use crate::config::{AllowedOrigins, Limits, SigningSecrets};
+
+/// The API's settings, validated.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// The secrets app requests are signed with.
+    pub signing_secrets: SigningSecrets,
+    /// Sizes, retention, budget and rates.
+    pub limits: Limits,
+    /// Origins allowed cross-origin access.
+    pub allowed_origins: AllowedOrigins,
+}
 
 /// The shared context handed to handlers with `with_state`. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -15,15 +28,26 @@ pub struct AppState {
     pub pool: PgPool,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// The secrets app requests are signed with.
-    pub signing_secrets: SigningSecrets,
+    /// Settings.
+    pub settings: Arc<ApiSettings>,
+    /// What bodies and documents in flight may hold.
+    pub budget: MemoryBudget,
+    /// Per-machine rate limits.
+    pub rate_limits: Arc<RateLimits>,
     /// How long `/readyz` waits for the database before calling it unreachable.
     pub readiness_timeout: Duration,
 }
 
 impl AppState {
-    /// State over `pool` with fresh metrics.
-    pub fn new(pool: PgPool, signing_secrets: SigningSecrets) -> Self {
-        Self { pool, metrics: Arc::new(Metrics::default()), signing_secrets, readiness_timeout: Duration::from_secs(3) }
+    /// State over `pool` with fresh metrics, budget and rate limits.
+    pub fn new(pool: PgPool, settings: ApiSettings) -> Self {
+        Self {
+            pool,
+            metrics: Arc::new(Metrics::default()),
+            budget: MemoryBudget::new(settings.limits.memory_budget_bytes),
+            rate_limits: Arc::new(RateLimits::new(&settings.limits)),
+            settings: Arc::new(settings),
+            readiness_timeout: Duration::from_secs(3),
+        }
     }
 }

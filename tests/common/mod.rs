@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Once;
 use std::time::Duration;
 
-use dailyreps_backup_server::config::{DatabaseUrl, SigningSecrets};
+use dailyreps_backup_server::config::{AllowedOrigins, DatabaseUrl, Limits, SigningSecrets};
 use dailyreps_backup_server::db::{self, admin, migrations};
-use dailyreps_backup_server::http::{self, state::AppState};
+use dailyreps_backup_server::http::{self, state::ApiSettings, state::AppState};
 use dailyreps_backup_server::local_postgres::{ClusterOptions, LocalCluster, PgBinaries};
+use dailyreps_backup_server::signature;
+use reqwest::Method;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
@@ -130,6 +132,22 @@ impl TestDb {
     }
 }
 
+/// Settings for a test server: the SPEC's defaults, without rate limits.
+pub fn test_settings() -> ApiSettings {
+    ApiSettings {
+        signing_secrets: SigningSecrets::parse(TEST_SECRET).unwrap(),
+        limits: Limits {
+            max_backup_bytes: 10 * 1024 * 1024,
+            max_backups_kept: 30,
+            memory_budget_bytes: 96 * 1024 * 1024,
+            register_per_minute: 0,
+            user_per_minute: 0,
+            ip_per_minute: 0,
+        },
+        allowed_origins: AllowedOrigins::default(),
+    }
+}
+
 /// The real server, running in this test's runtime on free ports.
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
@@ -142,28 +160,114 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
+/// An account made through the API.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// Its id.
+    pub id: uuid::Uuid,
+    /// Its bearer token.
+    pub token: String,
+}
+
 impl TestApp {
     /// Starts the server against a fresh migrated database.
     pub async fn spawn() -> Self {
-        Self::spawn_on(&TestDb::migrated().await.url).await
+        Self::spawn_with(test_settings()).await
+    }
+
+    /// Starts the server with `settings` against a fresh migrated database.
+    pub async fn spawn_with(settings: ApiSettings) -> Self {
+        Self::start(&TestDb::migrated().await.url, settings).await
     }
 
     /// Starts the server against the database at `url`.
     pub async fn spawn_on(url: &str) -> Self {
+        Self::start(url, test_settings()).await
+    }
+
+    async fn start(url: &str, settings: ApiSettings) -> Self {
         init_logs();
         let pool = connect(url).await;
-        let state = AppState::new(pool.clone(), SigningSecrets::parse(TEST_SECRET).unwrap());
+        let state = AppState::new(pool.clone(), settings);
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (address, metrics_address) = (base_url(api.local_addr().unwrap()), base_url(metrics.local_addr().unwrap()));
         tokio::spawn(http::serve(api, metrics, state, std::future::pending()));
-        Self { address, metrics_address, pool, client: reqwest::Client::new() }
+        // No automatic decompression: tests look at what goes over the wire.
+        let client = reqwest::Client::builder().build().unwrap();
+        Self { address, metrics_address, pool, client }
     }
 
-    /// `GET path` on the API.
+    /// `GET path` on the API, unsigned.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(format!("{}{path}", self.address)).send().await.unwrap()
     }
+
+    /// A request signed now with the test secret; add a token and headers, then send.
+    pub fn signed(&self, method: Method, path: &str, body: &[u8]) -> reqwest::RequestBuilder {
+        self.signed_with(TEST_SECRET, now(), method, path, body)
+    }
+
+    /// A request signed with `secret` at `timestamp`.
+    pub fn signed_with(
+        &self,
+        secret: &str,
+        timestamp: i64,
+        method: Method,
+        path: &str,
+        body: &[u8],
+    ) -> reqwest::RequestBuilder {
+        let signature = signature::sign(secret.as_bytes(), timestamp, method.as_str(), path, body);
+        self.client
+            .request(method, format!("{}{path}", self.address))
+            .header(signature::TIMESTAMP_HEADER, timestamp.to_string())
+            .header(signature::SIGNATURE_HEADER, signature)
+            .body(body.to_vec())
+    }
+
+    /// A signed request with the user's token.
+    pub fn authed(&self, user: &TestUser, method: Method, path: &str, body: &[u8]) -> reqwest::RequestBuilder {
+        self.signed(method, path, body).bearer_auth(&user.token)
+    }
+
+    /// Registers an account.
+    pub async fn register(&self) -> TestUser {
+        let response = self.signed(Method::POST, "/api/users", b"").send().await.unwrap();
+        assert_eq!(response.status(), 201, "register");
+        let body: serde_json::Value = response.json().await.unwrap();
+        TestUser {
+            id: body["user_id"].as_str().unwrap().parse().unwrap(),
+            token: body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Uploads `document` as the user's backup.
+    pub async fn upload(&self, user: &TestUser, document: &[u8]) -> reqwest::Response {
+        self.authed(user, Method::POST, "/api/backup", document)
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads and returns the new backup's id, asserting 201.
+    pub async fn upload_ok(&self, user: &TestUser, document: &[u8]) -> uuid::Uuid {
+        let response = self.upload(user, document).await;
+        assert_eq!(response.status(), 201, "upload");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["backup_id"].as_str().unwrap().parse().unwrap()
+    }
+}
+
+/// The current unix time.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The JSON error code of a response.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["error"]["code"].as_str().unwrap_or_default().to_owned()
 }
 
 /// `http://ADDR`.

@@ -1,35 +1,51 @@
 //! `/healthz` (the process is up) and `/readyz` (the database answers and has our schema).
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::db::migrations;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::state::AppState;
 
 /// The health routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
 }
 
-#[derive(Serialize)]
-struct Health {
+/// The process is up.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
     status: &'static str,
+    /// The server's version.
     version: &'static str,
 }
 
+/// Liveness: answers without touching the database.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "up", body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
 }
 
-#[derive(Serialize)]
-struct Ready {
+/// The database answers and has every migration this server knows.
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
     status: &'static str,
+    /// The newest migration applied.
     schema_version: i64,
 }
 
+/// Readiness: the database answers and its schema is at least this binary's.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "ready", body = Ready),
+        (status = 503, description = "the database is unreachable or its schema is behind", body = ErrorBody),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let status = tokio::time::timeout(state.readiness_timeout, async {
         let mut conn = state.pool.acquire().await?;

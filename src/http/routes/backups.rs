@@ -1,0 +1,372 @@
+//! Backups: upload, list, restore (latest or by id), delete.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::db::backups::{After, Backup, BackupMeta, NewBackup, Stored, Which};
+use crate::db::{self};
+use crate::document::{self, Encoding};
+use crate::http::budget::Reservation;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::AuthUser;
+use crate::http::state::AppState;
+use crate::signature::{hex, sha256};
+
+/// The backup routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload))
+        .routes(routes!(list))
+        .routes(routes!(latest))
+        .routes(routes!(by_id, delete))
+}
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 200;
+/// JSON usually compresses 5–20×; a first decode is allowed this ratio before the full limit
+/// is reserved, so an ordinary gzip upload does not hold the whole maximum of the budget.
+const EXPECTED_GZIP_RATIO: usize = 32;
+
+/// A stored backup, as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupInfo {
+    backup_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    /// The document's length in bytes.
+    size_bytes: i64,
+    /// Hex SHA-256 of the document (also its ETag).
+    sha256: String,
+}
+
+impl From<BackupMeta> for BackupInfo {
+    fn from(meta: BackupMeta) -> Self {
+        Self {
+            backup_id: meta.id,
+            created_at: meta.created_at,
+            size_bytes: meta.size_bytes.into(),
+            sha256: hex(&meta.sha256),
+        }
+    }
+}
+
+/// The answer to an upload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Uploaded {
+    #[serde(flatten)]
+    backup: BackupInfo,
+    /// True when the document equalled the latest backup and that one is answered instead.
+    deduplicated: bool,
+}
+
+fn upload_response(stored: Stored, replayed: bool) -> Response {
+    let status = if stored.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
+    let location = format!("/api/backups/{}", stored.meta.id);
+    let body = Uploaded { backup: stored.meta.into(), deduplicated: stored.deduplicated };
+    let mut response = (status, Json(body)).into_response();
+    let headers = response.headers_mut();
+    if status == StatusCode::CREATED {
+        headers.insert(header::LOCATION, HeaderValue::try_from(location).expect("a path is a valid header"));
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// Uploads a backup document (a JSON object), optionally gzip-encoded.
+#[utoipa::path(
+    post, path = "/api/backup", tag = "backups",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a retry with the same key and body gets the first answer")),
+    request_body(content = Object, description = "the backup document", content_type = "application/json"),
+    responses(
+        (status = 201, description = "stored", body = Uploaded, headers(("Location" = String, description = "/api/backups/<id>"))),
+        (status = 200, description = "identical to the latest backup, or a replay of a deduplicated upload", body = Uploaded),
+        (status = "4XX", description = "refused", body = ErrorBody),
+        (status = "5XX", description = "unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = [], "signature" = [], "timestamp" = []))
+)]
+async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    let encoding = content_encoding(&headers)?;
+    let key = idempotency_key(&headers)?;
+    let (document, _held) = decode_within_budget(&state, body, encoding)?;
+    document::validate(&document)?;
+    let digest = sha256(&document);
+
+    let mut tx = state.pool.begin().await?;
+    if !db::users::lock(&mut tx, user.id).await? {
+        return Err(ApiError::Unauthorized);
+    }
+    if let Some(key) = key
+        && let Some(earlier) = db::backups::earlier_upload(&mut tx, user.id, key).await?
+    {
+        if earlier.request_sha256 != digest {
+            return Err(ApiError::IdempotencyConflict);
+        }
+        return Ok(upload_response(earlier.stored, true));
+    }
+    let new = NewBackup {
+        id: Uuid::new_v4(),
+        user_id: user.id,
+        document: &document,
+        sha256: &digest,
+        keep: state.settings.limits.max_backups_kept,
+        idempotency_key: key,
+    };
+    let stored = db::backups::store(&mut tx, new).await?;
+    tx.commit().await?;
+    Ok(upload_response(stored, false))
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType("Content-Type must be application/json".into()))
+    }
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().map(str::trim)) {
+        None => Ok(Encoding::Identity),
+        Some(Ok(value)) if value.eq_ignore_ascii_case("identity") || value.is_empty() => Ok(Encoding::Identity),
+        Some(Ok(value)) if value.eq_ignore_ascii_case("gzip") => Ok(Encoding::Gzip),
+        Some(_) => Err(ApiError::UnsupportedMediaType("Content-Encoding must be gzip or identity".into())),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key =
+        value.to_str().ok().filter(|key| (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()));
+    key.map(Some)
+        .ok_or_else(|| ApiError::InvalidRequest("Idempotency-Key must be 1–255 visible ASCII characters".into()))
+}
+
+/// Decodes the body, holding budget for the decoded document. A gzip body first gets room for
+/// a usual compression ratio; only a document that needs more gets the whole limit.
+fn decode_within_budget(
+    state: &AppState,
+    body: Bytes,
+    encoding: Encoding,
+) -> Result<(Bytes, Option<Reservation>), ApiError> {
+    let limit = state.settings.limits.max_backup_bytes;
+    if encoding == Encoding::Identity {
+        // Already held by the body-reading layer.
+        return Ok((document::decode(body, encoding, limit)?, None));
+    }
+    let first_try = limit.min(body.len().saturating_mul(EXPECTED_GZIP_RATIO).max(64 * 1024));
+    let held = state.budget.try_reserve(first_try).ok_or_else(ApiError::busy)?;
+    match document::decode(body.clone(), encoding, first_try) {
+        Err(document::DocumentError::TooLarge { .. }) if first_try < limit => {
+            drop(held);
+            let held = state.budget.try_reserve(limit).ok_or_else(ApiError::busy)?;
+            Ok((document::decode(body, encoding, limit)?, Some(held)))
+        }
+        decoded => Ok((decoded?, Some(held))),
+    }
+}
+
+/// A page of backups.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupList {
+    /// Newest first.
+    backups: Vec<BackupInfo>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Query of the list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListParams {
+    /// Page size, 1–200 (default 50).
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Lists the caller's backups, newest first.
+#[utoipa::path(
+    get, path = "/api/backups", tag = "backups",
+    params(ListParams),
+    responses(
+        (status = 200, description = "a page", body = BackupList),
+        (status = "4XX", description = "refused", body = ErrorBody),
+        (status = "5XX", description = "unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = [], "signature" = [], "timestamp" = []))
+)]
+async fn list(State(state): State<AppState>, user: AuthUser, uri: Uri) -> Result<Json<BackupList>, ApiError> {
+    let Query(params) = Query::<ListParams>::try_from_uri(&uri).map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let limit = match params.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::InvalidRequest(format!("limit must be an integer from 1 to {MAX_PAGE}")))?,
+    };
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let mut page = db::backups::list(&state.pool, user.id, after, i64::from(limit) + 1).await?;
+    let next_cursor = if page.len() > limit as usize {
+        page.truncate(limit as usize);
+        page.last().map(|last| encode_cursor(After { created_at: last.created_at, id: last.id }))
+    } else {
+        None
+    };
+    Ok(Json(BackupList { backups: page.into_iter().map(BackupInfo::from).collect(), next_cursor }))
+}
+
+fn encode_cursor(after: After) -> String {
+    let micros = after.created_at.unix_timestamp_nanos() / 1000;
+    URL_SAFE_NO_PAD.encode(format!("{micros}.{}", after.id.simple()))
+}
+
+fn decode_cursor(cursor: &str) -> Result<After, ApiError> {
+    let bad = || ApiError::InvalidRequest("cursor is not one this server issued".into());
+    let text = URL_SAFE_NO_PAD.decode(cursor).ok().and_then(|bytes| String::from_utf8(bytes).ok()).ok_or_else(bad)?;
+    let (micros, id) = text.split_once('.').ok_or_else(bad)?;
+    let micros: i128 = micros.parse().map_err(|_| bad())?;
+    let created_at = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| bad())?;
+    Ok(After { created_at, id: Uuid::parse_str(id).map_err(|_| bad())? })
+}
+
+/// A backup id from the path.
+#[derive(Debug, Clone, Copy)]
+pub struct BackupId(Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for BackupId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(text) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::InvalidRequest("bad backup id".into()))?;
+        Uuid::parse_str(&text).map(Self).map_err(|_| ApiError::InvalidRequest("a backup id is a UUID".into()))
+    }
+}
+
+/// The newest backup's document, byte for byte as uploaded.
+#[utoipa::path(
+    get, path = "/api/backups/latest", tag = "backups",
+    params(("If-None-Match" = Option<String>, Header, description = "an ETag from an earlier answer")),
+    responses(
+        (status = 200, description = "the document as uploaded", body = Object, content_type = "application/json",
+            headers(("ETag" = String), ("X-Backup-Id" = String), ("X-Backup-Created-At" = String))),
+        (status = 304, description = "unchanged since the given ETag"),
+        (status = 404, description = "`no_backups`: none yet", body = ErrorBody),
+        (status = "4XX", description = "refused", body = ErrorBody),
+        (status = "5XX", description = "unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = [], "signature" = [], "timestamp" = []))
+)]
+async fn latest(State(state): State<AppState>, user: AuthUser, headers: HeaderMap) -> Result<Response, ApiError> {
+    let backup = db::backups::fetch(&state.pool, user.id, Which::Latest).await?.ok_or(ApiError::NoBackups)?;
+    document_response(&state, backup, &headers)
+}
+
+/// One backup's document, byte for byte as uploaded.
+#[utoipa::path(
+    get, path = "/api/backups/{id}", tag = "backups",
+    params(("id" = Uuid, Path, description = "the backup id"), ("If-None-Match" = Option<String>, Header, description = "an ETag from an earlier answer")),
+    responses(
+        (status = 200, description = "the document as uploaded", body = Object, content_type = "application/json",
+            headers(("ETag" = String), ("X-Backup-Id" = String), ("X-Backup-Created-At" = String))),
+        (status = 304, description = "unchanged since the given ETag"),
+        (status = "4XX", description = "refused, or no such backup of yours", body = ErrorBody),
+        (status = "5XX", description = "unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = [], "signature" = [], "timestamp" = []))
+)]
+async fn by_id(
+    State(state): State<AppState>,
+    user: AuthUser,
+    BackupId(id): BackupId,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let backup = db::backups::fetch(&state.pool, user.id, Which::Id(id)).await?.ok_or(ApiError::NotFound)?;
+    document_response(&state, backup, &headers)
+}
+
+/// A document and the budget it holds, freed together when the response body is dropped.
+struct HeldDocument {
+    document: Vec<u8>,
+    _held: Reservation,
+}
+
+impl AsRef<[u8]> for HeldDocument {
+    fn as_ref(&self) -> &[u8] {
+        &self.document
+    }
+}
+
+fn document_response(state: &AppState, backup: Backup, request: &HeaderMap) -> Result<Response, ApiError> {
+    let etag = format!("\"{}\"", hex(&backup.meta.sha256));
+    let created_at = backup
+        .meta
+        .created_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| anyhow::anyhow!("formatting a timestamp: {e}"))?;
+    let mut response = if matches_etag(request, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let held = state.budget.try_reserve(backup.document.len()).ok_or_else(ApiError::busy)?;
+        let body = Bytes::from_owner(HeldDocument { document: backup.document, _held: held });
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+    };
+    let headers = response.headers_mut();
+    let valid = |text: &str| HeaderValue::try_from(text).expect("hex, UUIDs and RFC 3339 are valid header values");
+    headers.insert(header::ETAG, valid(&etag));
+    headers.insert("x-backup-id", valid(&backup.meta.id.to_string()));
+    headers.insert("x-backup-created-at", valid(&created_at));
+    Ok(response)
+}
+
+fn matches_etag(request: &HeaderMap, etag: &str) -> bool {
+    request.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |candidate| {
+            let candidate = candidate.trim();
+            candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
+        },
+    )
+}
+
+/// Deletes one backup.
+#[utoipa::path(
+    delete, path = "/api/backups/{id}", tag = "backups",
+    params(("id" = Uuid, Path, description = "the backup id")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = "4XX", description = "refused, or no such backup of yours", body = ErrorBody),
+        (status = "5XX", description = "unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = [], "signature" = [], "timestamp" = []))
+)]
+async fn delete(State(state): State<AppState>, user: AuthUser, BackupId(id): BackupId) -> Result<StatusCode, ApiError> {
+    if db::backups::delete(&state.pool, user.id, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
