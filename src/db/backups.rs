@@ -30,11 +30,12 @@ pub struct Stored {
 }
 
 /// An earlier upload made with the same idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct EarlierUpload {
     /// SHA-256 of the earlier document.
     pub request_sha256: Vec<u8>,
     /// What it was answered.
+    #[sqlx(flatten)]
     pub stored: Stored,
 }
 
@@ -62,18 +63,14 @@ pub async fn earlier_upload(
     user_id: Uuid,
     key: &str,
 ) -> Result<Option<EarlierUpload>, sqlx::Error> {
-    let row: Option<(Vec<u8>, Uuid, OffsetDateTime, i32, Vec<u8>, bool)> = sqlx::query_as(
-        "SELECT request_sha256, backup_id, backup_created_at, size_bytes, sha256, deduplicated \
+    sqlx::query_as(
+        "SELECT request_sha256, backup_id AS id, backup_created_at AS created_at, size_bytes, sha256, deduplicated \
          FROM idempotency_keys WHERE user_id = $1 AND key = $2",
     )
     .bind(user_id)
     .bind(key)
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(request_sha256, id, created_at, size_bytes, sha256, deduplicated)| EarlierUpload {
-        request_sha256,
-        stored: Stored { meta: BackupMeta { id, created_at, size_bytes, sha256 }, deduplicated },
-    }))
+    .await
 }
 
 /// Stores a document unless it equals the user's latest backup; then deletes the user's
