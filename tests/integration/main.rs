@@ -3,6 +3,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api_signature;
+mod api_users;
 mod config_errors;
 mod dev;
 mod health;
