@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api_backups;
 mod api_signature;
 mod api_users;
 mod config_errors;
