@@ -47,6 +47,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pool_connections: Family<PoolLabels, Gauge>,
+    budget_in_use: Gauge,
 }
 
 impl Default for Metrics {
@@ -58,7 +59,13 @@ impl Default for Metrics {
         registry.register("http_requests", "HTTP requests answered, by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
         registry.register("db_pool_connections", "Database pool connections by state", pool_connections.clone());
-        Self { registry, requests, latency, pool_connections }
+        let budget_in_use = Gauge::default();
+        registry.register(
+            "memory_budget_in_use_bytes",
+            "Bytes of the memory budget held by requests",
+            budget_in_use.clone(),
+        );
+        Self { registry, requests, latency, pool_connections, budget_in_use }
     }
 }
 
@@ -78,6 +85,7 @@ impl Metrics {
         let in_use = i64::from(size) - i64::try_from(idle).unwrap_or(i64::MAX);
         self.pool_connections.get_or_create(&PoolLabels { state: "in_use" }).set(in_use.max(0));
         self.pool_connections.get_or_create(&PoolLabels { state: "idle" }).set(i64::try_from(idle).unwrap_or(i64::MAX));
+        self.budget_in_use.set(i64::try_from(state.budget.in_use_bytes()).unwrap_or(i64::MAX));
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

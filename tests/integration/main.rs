@@ -4,6 +4,7 @@
 mod common;
 
 mod api_backups;
+mod api_errors;
 mod api_signature;
 mod api_users;
 mod config_errors;

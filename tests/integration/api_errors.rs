@@ -1,0 +1,187 @@
+//! The SPEC's error table, row by row, over real HTTP.
+
+use std::time::{Duration, Instant};
+
+use dailyreps_backup_server::config::Limits;
+use dailyreps_backup_server::http::state::ApiSettings;
+use reqwest::{Method, StatusCode};
+use tokio::io::AsyncWriteExt;
+
+use crate::common::{TEST_SECRET, TestApp, error_code, now, test_settings};
+
+async fn upload_with(app: &TestApp, token: &str, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = app.signed(Method::POST, "/api/backup", body).bearer_auth(token);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+async fn assert_error(response: reqwest::Response, status: StatusCode, code: &str) {
+    assert_eq!(response.status(), status, "{code}");
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code);
+    assert_eq!(body["error"]["request_id"], request_id.as_str());
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+#[tokio::test]
+async fn bad_bodies_and_headers_get_their_4xx() {
+    let app = TestApp::spawn().await;
+    let user = app.register().await;
+    let json = [("content-type", "application/json")];
+    assert_error(upload_with(&app, &user.token, b"{\"a\": ", &json).await, StatusCode::BAD_REQUEST, "invalid_json")
+        .await;
+    assert_error(
+        upload_with(&app, &user.token, b"[1, 2]", &json).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_backup",
+    )
+    .await;
+    assert_error(
+        upload_with(&app, &user.token, b"\"text\"", &json).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_backup",
+    )
+    .await;
+    assert_error(
+        upload_with(&app, &user.token, b"{}", &[("content-type", "text/plain")]).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    assert_error(
+        upload_with(&app, &user.token, b"{}", &[]).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    let brotli = [("content-type", "application/json"), ("content-encoding", "br")];
+    assert_error(
+        upload_with(&app, &user.token, b"{}", &brotli).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    let not_gzip = [("content-type", "application/json"), ("content-encoding", "gzip")];
+    assert_error(upload_with(&app, &user.token, b"{}", &not_gzip).await, StatusCode::BAD_REQUEST, "invalid_request")
+        .await;
+    let long_key = "k".repeat(256);
+    let bad_key = [("content-type", "application/json"), ("idempotency-key", long_key.as_str())];
+    assert_error(upload_with(&app, &user.token, b"{}", &bad_key).await, StatusCode::BAD_REQUEST, "invalid_request")
+        .await;
+    assert_error(
+        app.authed(&user, Method::GET, "/api/backups/not-a-uuid", b"").send().await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+    assert_error(
+        app.authed(&user, Method::PUT, "/api/backup", b"").send().await.unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+    assert_error(
+        app.authed(&user, Method::GET, "/api/nothing-here", b"").send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM backups").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(count, 0, "nothing refused was stored");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_with_413_whether_declared_or_chunked() {
+    let settings =
+        ApiSettings { limits: Limits { max_backup_bytes: 64 * 1024, ..test_settings().limits }, ..test_settings() };
+    let app = TestApp::spawn_with(settings).await;
+    let user = app.register().await;
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(200 * 1024));
+    let declared = upload_with(&app, &user.token, big.as_bytes(), &[("content-type", "application/json")]).await;
+    assert_error(declared, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+
+    let just_over = format!("{{\"pad\": \"{}\"}}", "x".repeat(64 * 1024));
+    let response = upload_with(&app, &user.token, just_over.as_bytes(), &[("content-type", "application/json")]).await;
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+
+    // No Content-Length: the body arrives chunked and is cut off at the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.as_bytes().chunks(16 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let stream = futures_util::stream::iter(chunks);
+    let signature =
+        dailyreps_backup_server::signature::sign(TEST_SECRET.as_bytes(), now(), "POST", "/api/backup", big.as_bytes());
+    let chunked = app
+        .client
+        .post(format!("{}/api/backup", app.address))
+        .header("x-dailyreps-timestamp", now().to_string())
+        .header("x-dailyreps-signature", signature)
+        .header("content-type", "application/json")
+        .bearer_auth(&user.token)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_error(chunked, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+}
+
+#[tokio::test]
+async fn at_the_memory_budget_requests_get_503_with_retry_after() {
+    // Room for exactly two documents of the largest size.
+    let limits =
+        Limits { max_backup_bytes: 1024 * 1024, memory_budget_bytes: 2 * 1024 * 1024, ..test_settings().limits };
+    let app = TestApp::spawn_with(ApiSettings { limits, ..test_settings() }).await;
+    let user = app.register().await;
+
+    // A slow client declares a body of the largest size and sends none of it: its share of
+    // the budget is held while the server waits.
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /api/backup HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            1024 * 1024
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    wait_for_budget_in_use(&app, 2 * 1024 * 1024).await;
+
+    let response = upload_with(&app, &user.token, br#"{"small": true}"#, &[("content-type", "application/json")]).await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+
+    drop(slow);
+    wait_for_budget_in_use_below(&app, 1).await;
+    assert_eq!(
+        upload_with(&app, &user.token, br#"{"small": true}"#, &[("content-type", "application/json")]).await.status(),
+        StatusCode::CREATED
+    );
+}
+
+async fn budget_in_use(app: &TestApp) -> f64 {
+    let text = app.client.get(format!("{}/metrics", app.metrics_address)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|line| line.starts_with("dailyreps_memory_budget_in_use_bytes "))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .expect("the budget gauge is exported")
+}
+
+async fn wait_for_budget_in_use(app: &TestApp, at_least: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while budget_in_use(app).await < at_least as f64 {
+        assert!(Instant::now() < deadline, "the slow requests never held the budget");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_for_budget_in_use_below(app: &TestApp, below: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while budget_in_use(app).await >= below as f64 {
+        assert!(Instant::now() < deadline, "the budget was not given back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
