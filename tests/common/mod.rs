@@ -259,6 +259,24 @@ impl TestApp {
     }
 }
 
+/// A request to `base` + `path`, signed with `secret` at `timestamp`.
+pub fn signed_request(
+    client: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    timestamp: i64,
+    method: Method,
+    path: &str,
+    body: &[u8],
+) -> reqwest::RequestBuilder {
+    let signature = signature::sign(secret.as_bytes(), timestamp, method.as_str(), path, body);
+    client
+        .request(method, format!("{base}{path}"))
+        .header(signature::TIMESTAMP_HEADER, timestamp.to_string())
+        .header(signature::SIGNATURE_HEADER, signature)
+        .body(body.to_vec())
+}
+
 /// The current unix time.
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

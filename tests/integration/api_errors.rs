@@ -7,7 +7,7 @@ use dailyreps_backup_server::http::state::ApiSettings;
 use reqwest::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
-use crate::common::{TEST_SECRET, TestApp, error_code, now, test_settings};
+use crate::common::{TEST_SECRET, TestApp, now, test_settings};
 
 async fn upload_with(app: &TestApp, token: &str, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
     let mut request = app.signed(Method::POST, "/api/backup", body).bearer_auth(token);

@@ -4,7 +4,10 @@
 mod common;
 
 mod api_backups;
+mod api_cors;
 mod api_errors;
+mod api_memory;
+mod api_openapi;
 mod api_signature;
 mod api_users;
 mod config_errors;

@@ -1,0 +1,63 @@
+//! A gzip bomb costs the server no more than the document limit.
+
+use std::io::Write;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::common::{TEST_SECRET, TestDb, binary::Server, now, signed_request};
+
+/// Peak resident memory of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// `decoded_mib` MiB of zeros inside a JSON string, gzipped: about a thousandth of the size.
+fn gzip_bomb(decoded_mib: usize) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(b"{\"pad\": \"").unwrap();
+    let zeros = vec![b'0'; 1024 * 1024];
+    for _ in 0..decoded_mib {
+        encoder.write_all(&zeros).unwrap();
+    }
+    encoder.write_all(b"\"}").unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_with_413_without_the_server_growing() {
+    let db = TestDb::migrated().await;
+    let server = Server::start(&db.url, &["--max-backup-bytes", "2097152"]).await;
+    let pid = server.child.id().unwrap();
+    let client = reqwest::Client::new();
+    let call = |method: Method, path: &str, body: &[u8], token: Option<&str>| {
+        let request = signed_request(&client, &server.address, TEST_SECRET, now(), method, path, body);
+        let request = request.header("content-type", "application/json");
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    };
+    let registered: Value = call(Method::POST, "/api/users", b"", None).send().await.unwrap().json().await.unwrap();
+    let token = registered["token"].as_str().unwrap().to_owned();
+    // Warm up the allocator and the connection pool with an ordinary upload.
+    let ordinary = call(Method::POST, "/api/backup", br#"{"warm": "up"}"#, Some(&token)).send().await.unwrap();
+    assert_eq!(ordinary.status(), StatusCode::CREATED);
+    let before = peak_rss(pid);
+
+    let bomb = gzip_bomb(256);
+    assert!(bomb.len() < 2 * 1024 * 1024, "the bomb itself passes the raw size check: {} bytes", bomb.len());
+    let response =
+        call(Method::POST, "/api/backup", &bomb, Some(&token)).header("content-encoding", "gzip").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    let growth = peak_rss(pid).saturating_sub(before);
+    // 256 MiB decoded would be 256 MiB; the cap is 2 MiB, plus the compressed body.
+    assert!(growth < 8 * 1024 * 1024, "peak memory grew by {} KiB", growth / 1024);
+    server.signal("TERM").await;
+    assert_eq!(server.exit_code().await, 0);
+}
