@@ -35,6 +35,54 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the embedded database migrations, or show their state.
     Migrate(MigrateArgs),
+    /// Send one signed request to the API and print the answer, like `gh api`.
+    ///
+    /// Example: `request POST /api/backup --data @doc.json` (with APP_SIGNING_SECRET and
+    /// DAILYREPS_TOKEN set). The body goes to stdout; with --include, the status and headers go
+    /// to stderr. Exits 1 when the answer is not 2xx or 3xx.
+    Request(RequestArgs),
+}
+
+/// Settings of `request`.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// HTTP method: GET, POST, DELETE, ...
+    pub method: String,
+
+    /// Path and query, e.g. /api/backups?limit=5.
+    pub path: String,
+
+    /// Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise.
+    #[arg(long, short = 'd')]
+    pub data: Option<String>,
+
+    /// Gzip the body (sent with Content-Encoding: gzip).
+    #[arg(long)]
+    pub gzip: bool,
+
+    /// Extra header, `Name: value`; repeatable.
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+
+    /// Print the status line and headers to stderr.
+    #[arg(long, short = 'i')]
+    pub include: bool,
+
+    /// The server.
+    #[arg(long, env = "DAILYREPS_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+
+    /// Bearer token of the account (from POST /api/users).
+    #[arg(long, env = "DAILYREPS_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretString>,
+
+    /// The app signing secret to sign with (the first, if several).
+    #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<SecretString>,
+
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_seconds: u64,
 }
 
 /// Where the database is.

@@ -221,6 +221,11 @@ impl SigningSecrets {
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
         self.0.iter().map(Vec::as_slice)
     }
+
+    /// The secret to sign with: the first (the newest, by convention, during a rotation).
+    pub fn signing(&self) -> &[u8] {
+        &self.0[0]
+    }
 }
 
 impl SigningSecrets {

@@ -31,8 +31,13 @@ pub fn print_json(value: &impl Serialize) -> io::Result<()> {
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
 pub fn write_stdout(text: &str) -> io::Result<()> {
+    write_stdout_bytes(text.as_bytes())
+}
+
+/// Writes raw bytes to stdout (a document exactly as served); a closed pipe is not an error.
+pub fn write_stdout_bytes(bytes: &[u8]) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }

@@ -2,6 +2,7 @@
 
 pub mod dev;
 pub mod migrate;
+pub mod request;
 pub mod serve;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Request(args) => request::run(args).await,
     }
 }
 

@@ -193,9 +193,7 @@ impl TestApp {
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (address, metrics_address) = (base_url(api.local_addr().unwrap()), base_url(metrics.local_addr().unwrap()));
         tokio::spawn(http::serve(api, metrics, state, std::future::pending()));
-        // No automatic decompression: tests look at what goes over the wire.
-        let client = reqwest::Client::builder().build().unwrap();
-        Self { address, metrics_address, pool, client }
+        Self { address, metrics_address, pool, client: http_client() }
     }
 
     /// `GET path` on the API, unsigned.
@@ -275,6 +273,18 @@ pub fn signed_request(
         .header(signature::TIMESTAMP_HEADER, timestamp.to_string())
         .header(signature::SIGNATURE_HEADER, signature)
         .body(body.to_vec())
+}
+
+/// An HTTP client for tests. It does not decompress: tests look at what goes over the wire.
+pub fn http_client() -> reqwest::Client {
+    // reqwest is built without a default TLS crypto provider (see src/client.rs).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// `GET url`.
+pub async fn get(url: &str) -> reqwest::Response {
+    http_client().get(url).send().await.unwrap()
 }
 
 /// The current unix time.

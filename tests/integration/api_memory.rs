@@ -31,7 +31,7 @@ async fn a_gzip_bomb_is_refused_with_413_without_the_server_growing() {
     let db = TestDb::migrated().await;
     let server = Server::start(&db.url, &["--max-backup-bytes", "2097152"]).await;
     let pid = server.child.id().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::common::http_client();
     let call = |method: Method, path: &str, body: &[u8], token: Option<&str>| {
         let request = signed_request(&client, &server.address, TEST_SECRET, now(), method, path, body);
         let request = request.header("content-type", "application/json");

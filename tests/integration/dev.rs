@@ -41,7 +41,7 @@ async fn run_dev_server(dir: &Path) -> DevRun {
             break;
         }
     }
-    let ready = reqwest::get(format!("{api}/readyz")).await.unwrap();
+    let ready = crate::common::get(&format!("{api}/readyz")).await;
     assert_eq!(ready.status(), StatusCode::OK, "{banner}");
 
     let pid = child.id().unwrap().to_string();

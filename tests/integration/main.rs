@@ -16,4 +16,5 @@ mod health;
 mod metrics;
 mod migrate;
 mod readiness;
+mod request_helper;
 mod shutdown;

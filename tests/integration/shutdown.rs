@@ -46,7 +46,7 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     // Hold a lock that /readyz's query must wait for: a request is then truly in flight.
     let mut blocker = pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::common::http_client();
     let in_flight = tokio::spawn(client.get(format!("{}/readyz", server.address)).send());
     wait_until_blocked(&pool).await;
 
@@ -64,7 +64,7 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 async fn sigint_stops_an_idle_server_with_exit_0() {
     let db = TestDb::migrated().await;
     let mut server = Server::start(&db.url, &[]).await;
-    assert_eq!(reqwest::get(format!("{}/healthz", server.address)).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(crate::common::get(&format!("{}/healthz", server.address)).await.status(), StatusCode::OK);
     server.signal("INT").await;
     binary::next_log(&mut server.logs, "stopped").await;
     assert_eq!(server.exit_code().await, 0);
