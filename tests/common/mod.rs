@@ -215,12 +215,7 @@ impl TestApp {
         path: &str,
         body: &[u8],
     ) -> reqwest::RequestBuilder {
-        let signature = signature::sign(secret.as_bytes(), timestamp, method.as_str(), path, body);
-        self.client
-            .request(method, format!("{}{path}", self.address))
-            .header(signature::TIMESTAMP_HEADER, timestamp.to_string())
-            .header(signature::SIGNATURE_HEADER, signature)
-            .body(body.to_vec())
+        signed_request(&self.client, &self.address, secret, timestamp, method, path, body)
     }
 
     /// A signed request with the user's token.
@@ -241,9 +236,30 @@ impl TestApp {
 
     /// Uploads `document` as the user's backup.
     pub async fn upload(&self, user: &TestUser, document: &[u8]) -> reqwest::Response {
+        self.upload_with(user, document, &[("content-type", "application/json")]).await
+    }
+
+    /// Uploads `document` with exactly these headers (besides signature and token).
+    pub async fn upload_with(&self, user: &TestUser, document: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.authed(user, Method::POST, "/api/backup", document);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// An upload of `document` as JSON with an `Idempotency-Key`, ready to send.
+    pub fn upload_keyed(&self, user: &TestUser, document: &[u8], key: &str) -> reqwest::RequestBuilder {
         self.authed(user, Method::POST, "/api/backup", document)
             .header("content-type", "application/json")
-            .send()
+            .header("idempotency-key", key)
+    }
+
+    /// How many backups the user has in the database.
+    pub async fn backup_count(&self, user_id: uuid::Uuid) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM backups WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
             .await
             .unwrap()
     }

@@ -55,11 +55,7 @@ async fn upload_answers_201_with_location_and_metadata() {
     assert_eq!(body["size_bytes"], doc.len());
     assert_eq!(body["sha256"], hex_sha256(doc));
     assert_eq!(body["deduplicated"], false);
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM backups WHERE user_id = $1")
-        .bind(user.id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let stored = app.backup_count(user.id).await;
     assert_eq!(stored, 1, "201 means committed");
 }
 
@@ -148,12 +144,7 @@ async fn a_gzip_upload_is_stored_decoded() {
 async fn an_idempotent_retry_replays_and_another_body_conflicts() {
     let app = TestApp::spawn().await;
     let user = app.register().await;
-    let send = |key: &str, doc: &'static [u8]| {
-        app.authed(&user, Method::POST, "/api/backup", doc)
-            .header("content-type", "application/json")
-            .header("idempotency-key", key)
-            .send()
-    };
+    let send = |key: &str, doc: &'static [u8]| app.upload_keyed(&user, doc, key).send();
     let first = send("retry-1", br#"{"n": 1}"#).await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
     assert!(!first.headers().contains_key("idempotent-replayed"));
@@ -168,56 +159,29 @@ async fn an_idempotent_retry_replays_and_another_body_conflicts() {
     let conflict = send("retry-1", br#"{"n": 2}"#).await.unwrap();
     assert_eq!(conflict.status(), StatusCode::CONFLICT);
     assert_eq!(error_code(conflict).await, "idempotency_conflict");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM backups WHERE user_id = $1")
-        .bind(user.id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.backup_count(user.id).await;
     assert_eq!(count, 1);
 
     // Keys are per user.
     let other = app.register().await;
-    let theirs = app
-        .authed(&other, Method::POST, "/api/backup", br#"{"n": 2}"#)
-        .header("content-type", "application/json")
-        .header("idempotency-key", "retry-1")
-        .send()
-        .await
-        .unwrap();
+    let theirs = app.upload_keyed(&other, br#"{"n": 2}"#, "retry-1").send().await.unwrap();
     assert_eq!(theirs.status(), StatusCode::CREATED);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_retries_with_one_key_store_one_backup() {
     let app = TestApp::spawn().await;
     let user = app.register().await;
-    let attempts = (0..8).map(|_| {
-        app.authed(&user, Method::POST, "/api/backup", br#"{"same": true}"#)
-            .header("content-type", "application/json")
-            .header("idempotency-key", "race")
-            .send()
-    });
-    let answers = futures_join_all(attempts).await;
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let request = app.upload_keyed(&user, br#"{"same": true}"#, "race");
+        attempts.spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() });
+    }
+    let answers = attempts.join_all().await;
     let ids: HashSet<String> = answers.iter().map(|body| body["backup_id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids.len(), 1, "{answers:?}");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM backups WHERE user_id = $1")
-        .bind(user.id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.backup_count(user.id).await;
     assert_eq!(count, 1);
-}
-
-async fn futures_join_all(
-    requests: impl Iterator<Item = impl Future<Output = reqwest::Result<reqwest::Response>>>,
-) -> Vec<Value> {
-    let handles: Vec<_> =
-        requests.map(|request| async move { request.await.unwrap().json::<Value>().await.unwrap() }).collect();
-    let mut answers = Vec::new();
-    for handle in handles {
-        answers.push(handle.await);
-    }
-    answers
 }
 
 #[tokio::test]
@@ -233,11 +197,7 @@ async fn a_document_identical_to_the_latest_is_not_stored_twice() {
     // Only the *latest* is compared: A, B, A stores three.
     app.upload_ok(&user, br#"{"other": 1}"#).await;
     app.upload_ok(&user, br#"{"same": 1}"#).await;
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM backups WHERE user_id = $1")
-        .bind(user.id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.backup_count(user.id).await;
     assert_eq!(count, 3);
 }
 
@@ -257,11 +217,7 @@ async fn retention_keeps_exactly_the_newest_n() {
         listed["backups"].as_array().unwrap().iter().map(|b| b["backup_id"].as_str().unwrap().to_owned()).collect();
     let newest: Vec<String> = ids.iter().rev().take(3).map(ToString::to_string).collect();
     assert_eq!(listed, newest);
-    let theirs: i64 = sqlx::query_scalar("SELECT count(*) FROM backups WHERE user_id = $1")
-        .bind(other.id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let theirs = app.backup_count(other.id).await;
     assert_eq!(theirs, 1, "another user's backups are not pruned");
 }
 

@@ -9,14 +9,6 @@ use tokio::io::AsyncWriteExt;
 
 use crate::common::{TEST_SECRET, TestApp, now, test_settings};
 
-async fn upload_with(app: &TestApp, token: &str, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = app.signed(Method::POST, "/api/backup", body).bearer_auth(token);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.unwrap()
-}
-
 async fn assert_error(response: reqwest::Response, status: StatusCode, code: &str) {
     assert_eq!(response.status(), status, "{code}");
     let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
@@ -31,46 +23,35 @@ async fn bad_bodies_and_headers_get_their_4xx() {
     let app = TestApp::spawn().await;
     let user = app.register().await;
     let json = [("content-type", "application/json")];
-    assert_error(upload_with(&app, &user.token, b"{\"a\": ", &json).await, StatusCode::BAD_REQUEST, "invalid_json")
+    assert_error(app.upload_with(&user, b"{\"a\": ", &json).await, StatusCode::BAD_REQUEST, "invalid_json").await;
+    assert_error(app.upload_with(&user, b"[1, 2]", &json).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_backup")
+        .await;
+    assert_error(app.upload_with(&user, b"\"text\"", &json).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_backup")
         .await;
     assert_error(
-        upload_with(&app, &user.token, b"[1, 2]", &json).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_backup",
-    )
-    .await;
-    assert_error(
-        upload_with(&app, &user.token, b"\"text\"", &json).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_backup",
-    )
-    .await;
-    assert_error(
-        upload_with(&app, &user.token, b"{}", &[("content-type", "text/plain")]).await,
+        app.upload_with(&user, b"{}", &[("content-type", "text/plain")]).await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     )
     .await;
     assert_error(
-        upload_with(&app, &user.token, b"{}", &[]).await,
+        app.upload_with(&user, b"{}", &[]).await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     )
     .await;
     let brotli = [("content-type", "application/json"), ("content-encoding", "br")];
     assert_error(
-        upload_with(&app, &user.token, b"{}", &brotli).await,
+        app.upload_with(&user, b"{}", &brotli).await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     )
     .await;
     let not_gzip = [("content-type", "application/json"), ("content-encoding", "gzip")];
-    assert_error(upload_with(&app, &user.token, b"{}", &not_gzip).await, StatusCode::BAD_REQUEST, "invalid_request")
-        .await;
+    assert_error(app.upload_with(&user, b"{}", &not_gzip).await, StatusCode::BAD_REQUEST, "invalid_request").await;
     let long_key = "k".repeat(256);
     let bad_key = [("content-type", "application/json"), ("idempotency-key", long_key.as_str())];
-    assert_error(upload_with(&app, &user.token, b"{}", &bad_key).await, StatusCode::BAD_REQUEST, "invalid_request")
-        .await;
+    assert_error(app.upload_with(&user, b"{}", &bad_key).await, StatusCode::BAD_REQUEST, "invalid_request").await;
     assert_error(
         app.authed(&user, Method::GET, "/api/backups/not-a-uuid", b"").send().await.unwrap(),
         StatusCode::BAD_REQUEST,
@@ -100,11 +81,11 @@ async fn an_oversized_body_is_refused_with_413_whether_declared_or_chunked() {
     let app = TestApp::spawn_with(settings).await;
     let user = app.register().await;
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(200 * 1024));
-    let declared = upload_with(&app, &user.token, big.as_bytes(), &[("content-type", "application/json")]).await;
+    let declared = app.upload_with(&user, big.as_bytes(), &[("content-type", "application/json")]).await;
     assert_error(declared, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 
     let just_over = format!("{{\"pad\": \"{}\"}}", "x".repeat(64 * 1024));
-    let response = upload_with(&app, &user.token, just_over.as_bytes(), &[("content-type", "application/json")]).await;
+    let response = app.upload_with(&user, just_over.as_bytes(), &[("content-type", "application/json")]).await;
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 
     // No Content-Length: the body arrives chunked and is cut off at the limit.
@@ -150,14 +131,14 @@ async fn at_the_memory_budget_requests_get_503_with_retry_after() {
     }
     wait_for_budget_in_use(&app, 2 * 1024 * 1024).await;
 
-    let response = upload_with(&app, &user.token, br#"{"small": true}"#, &[("content-type", "application/json")]).await;
+    let response = app.upload_with(&user, br#"{"small": true}"#, &[("content-type", "application/json")]).await;
     assert!(response.headers().contains_key("retry-after"));
     assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
 
     drop(slow);
     wait_for_budget_in_use_below(&app, 1).await;
     assert_eq!(
-        upload_with(&app, &user.token, br#"{"small": true}"#, &[("content-type", "application/json")]).await.status(),
+        app.upload_with(&user, br#"{"small": true}"#, &[("content-type", "application/json")]).await.status(),
         StatusCode::CREATED
     );
 }
@@ -183,5 +164,21 @@ async fn wait_for_budget_in_use_below(app: &TestApp, below: usize) {
     while budget_in_use(app).await >= below as f64 {
         assert!(Instant::now() < deadline, "the budget was not given back");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_internal_error_is_500_without_internals_in_the_answer() {
+    let app = TestApp::spawn().await;
+    let user = app.register().await;
+    // Break the schema under the server: the query fails in a way no client could cause.
+    sqlx::query("ALTER TABLE backups RENAME TO backups_gone").execute(&app.pool).await.unwrap();
+    let response = app.authed(&user, Method::GET, "/api/backups", b"").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let text = response.text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["code"], "internal");
+    for internal in ["backups", "relation", "SELECT", "sqlx", "postgres"] {
+        assert!(!text.contains(internal), "{internal:?} leaked: {text}");
     }
 }

@@ -105,12 +105,7 @@ async fn deleting_the_account_removes_every_row_and_kills_the_token() {
     let user = app.register().await;
     let other = app.register().await;
     app.upload_ok(&user, br#"{"a": 1}"#).await;
-    app.authed(&user, Method::POST, "/api/backup", br#"{"a": 2}"#)
-        .header("content-type", "application/json")
-        .header("idempotency-key", "k1")
-        .send()
-        .await
-        .unwrap();
+    app.upload_keyed(&user, br#"{"a": 2}"#, "k1").send().await.unwrap();
     app.upload_ok(&other, br#"{"b": 1}"#).await;
 
     let response = app.authed(&user, Method::DELETE, "/api/users/me", b"").send().await.unwrap();

@@ -71,8 +71,12 @@ async fn readyz_goes_503_while_the_database_is_down_and_recovers_without_a_resta
     assert!(started.elapsed() < Duration::from_secs(10), "readyz took {:?} to answer", started.elapsed());
     let body: Value = down.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("database unreachable"), "{body}");
-    // Liveness does not depend on the database.
+    // Liveness does not depend on the database; the API says 503, not 500.
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    let api = app.signed(reqwest::Method::POST, "/api/users", b"").send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(api.headers().contains_key("retry-after"));
+    assert_eq!(crate::common::error_code(api).await, "unavailable");
 
     // Keep the cluster: dropping it stops it.
     let _cluster =
