@@ -41,6 +41,11 @@ pub enum Command {
     /// DAILYREPS_TOKEN set). The body goes to stdout; with --include, the status and headers go
     /// to stderr. Exits 1 when the answer is not 2xx or 3xx.
     Request(RequestArgs),
+    /// Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Settings of `request`.

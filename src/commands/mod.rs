@@ -1,5 +1,6 @@
 //! One module per subcommand: orchestration only (no SQL, no HTTP handling).
 
+pub mod completions;
 pub mod dev;
 pub mod migrate;
 pub mod request;
@@ -19,6 +20,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Request(args) => request::run(args).await,
+        Command::Completions { shell } => completions::run(shell),
     }
 }
 

@@ -1,0 +1,128 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'dailyreps-backup-server'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'dailyreps-backup-server'= {
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand serve 'Run the HTTP API'
+            cand migrate 'Apply the embedded database migrations, or show their state'
+            cand request 'Send one signed request to the API and print the answer, like `gh api`'
+            cand completions 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'dailyreps-backup-server;serve'= {
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --bind 'Address to listen on for the API: `HOST:PORT`, or just a port (all interfaces)'
+            cand --metrics-bind 'Address of the Prometheus metrics listener (`[::]` so Fly''s private IPv6 network reaches it)'
+            cand --signing-secret 'Secrets the app signs requests with, comma-separated (any one is accepted, for rotation). Each must be at least 32 bytes'
+            cand --allowed-origins 'Origins allowed to call the API from a browser, comma-separated exact origins (e.g. https://dailyreps.app). Empty: no cross-origin access'
+            cand --max-backup-bytes 'Largest backup document accepted, in bytes, after gzip decoding'
+            cand --max-backups-kept 'Backups kept per user; older ones are deleted when a new one arrives'
+            cand --memory-budget-mb 'Memory that request bodies and documents in flight may hold together, in MiB; beyond it requests are answered 503 with Retry-After. Must fit two documents of the largest size'
+            cand --rate-limit-register-per-minute 'Account registrations per minute from one client IP (0: no limit)'
+            cand --rate-limit-user-per-minute 'API requests per minute from one user (0: no limit)'
+            cand --rate-limit-ip-per-minute 'API requests per minute from one client IP (0: no limit)'
+            cand --pool-size 'Most database connections the server holds open'
+            cand --shutdown-grace-seconds 'Seconds to let in-flight requests finish after SIGINT or SIGTERM before exiting anyway'
+            cand --dev-data-dir 'Folder for `--dev`''s PostgreSQL cluster and signing secret, kept between runs'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --dev 'Development mode: without DATABASE_URL, start a private local PostgreSQL; apply migrations; generate a signing secret when none is set'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;migrate'= {
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand status 'List applied and pending migrations'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'dailyreps-backup-server;migrate;status'= {
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;migrate;help'= {
+            cand status 'List applied and pending migrations'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'dailyreps-backup-server;migrate;help;status'= {
+        }
+        &'dailyreps-backup-server;migrate;help;help'= {
+        }
+        &'dailyreps-backup-server;request'= {
+            cand -d 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise'
+            cand --data 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise'
+            cand -H 'Extra header, `Name: value`; repeatable'
+            cand --header 'Extra header, `Name: value`; repeatable'
+            cand --url 'The server'
+            cand --token 'Bearer token of the account (from POST /api/users)'
+            cand --signing-secret 'The app signing secret to sign with (the first, if several)'
+            cand --timeout-seconds 'Seconds to wait for the answer'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --gzip 'Gzip the body (sent with Content-Encoding: gzip)'
+            cand -i 'Print the status line and headers to stderr'
+            cand --include 'Print the status line and headers to stderr'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;completions'= {
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;help'= {
+            cand serve 'Run the HTTP API'
+            cand migrate 'Apply the embedded database migrations, or show their state'
+            cand request 'Send one signed request to the API and print the answer, like `gh api`'
+            cand completions 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'dailyreps-backup-server;help;serve'= {
+        }
+        &'dailyreps-backup-server;help;migrate'= {
+            cand status 'List applied and pending migrations'
+        }
+        &'dailyreps-backup-server;help;migrate;status'= {
+        }
+        &'dailyreps-backup-server;help;request'= {
+        }
+        &'dailyreps-backup-server;help;completions'= {
+        }
+        &'dailyreps-backup-server;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

@@ -1,0 +1,91 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_dailyreps_backup_server_global_optspecs
+    string join \n log-format= h/help V/version
+end
+
+function __fish_dailyreps_backup_server_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_dailyreps_backup_server_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_dailyreps_backup_server_using_subcommand
+    set -l cmd (__fish_dailyreps_backup_server_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "serve" -d 'Run the HTTP API'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "migrate" -d 'Apply the embedded database migrations, or show their state'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "request" -d 'Send one signed request to the API and print the answer, like `gh api`'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "completions" -d 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l bind -d 'Address to listen on for the API: `HOST:PORT`, or just a port (all interfaces)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l metrics-bind -d 'Address of the Prometheus metrics listener (`[::]` so Fly\'s private IPv6 network reaches it)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l signing-secret -d 'Secrets the app signs requests with, comma-separated (any one is accepted, for rotation). Each must be at least 32 bytes' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l allowed-origins -d 'Origins allowed to call the API from a browser, comma-separated exact origins (e.g. https://dailyreps.app). Empty: no cross-origin access' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l max-backup-bytes -d 'Largest backup document accepted, in bytes, after gzip decoding' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l max-backups-kept -d 'Backups kept per user; older ones are deleted when a new one arrives' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l memory-budget-mb -d 'Memory that request bodies and documents in flight may hold together, in MiB; beyond it requests are answered 503 with Retry-After. Must fit two documents of the largest size' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l rate-limit-register-per-minute -d 'Account registrations per minute from one client IP (0: no limit)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l rate-limit-user-per-minute -d 'API requests per minute from one user (0: no limit)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l rate-limit-ip-per-minute -d 'API requests per minute from one client IP (0: no limit)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l pool-size -d 'Most database connections the server holds open' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l shutdown-grace-seconds -d 'Seconds to let in-flight requests finish after SIGINT or SIGTERM before exiting anyway' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l dev-data-dir -d 'Folder for `--dev`\'s PostgreSQL cluster and signing secret, kept between runs' -r -F
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l dev -d 'Development mode: without DATABASE_URL, start a private local PostgreSQL; apply migrations; generate a signing secret when none is set'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -f -a "status" -d 'List applied and pending migrations'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from help" -f -a "status" -d 'List applied and pending migrations'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s d -l data -d 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s H -l header -d 'Extra header, `Name: value`; repeatable' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l url -d 'The server' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l token -d 'Bearer token of the account (from POST /api/users)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l signing-secret -d 'The app signing secret to sign with (the first, if several)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l timeout-seconds -d 'Seconds to wait for the answer' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l gzip -d 'Gzip the body (sent with Content-Encoding: gzip)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s i -l include -d 'Print the status line and headers to stderr'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request completions help" -f -a "serve" -d 'Run the HTTP API'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request completions help" -f -a "migrate" -d 'Apply the embedded database migrations, or show their state'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request completions help" -f -a "request" -d 'Send one signed request to the API and print the answer, like `gh api`'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request completions help" -f -a "completions" -d 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and __fish_seen_subcommand_from migrate" -f -a "status" -d 'List applied and pending migrations'
