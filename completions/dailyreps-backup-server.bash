@@ -31,6 +31,9 @@ _dailyreps__backup__server() {
             dailyreps__backup__server,serve)
                 cmd="dailyreps__backup__server__subcmd__serve"
                 ;;
+            dailyreps__backup__server,smoke-test)
+                cmd="dailyreps__backup__server__subcmd__smoke__subcmd__test"
+                ;;
             dailyreps__backup__server__subcmd__help,completions)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__completions"
                 ;;
@@ -45,6 +48,9 @@ _dailyreps__backup__server() {
                 ;;
             dailyreps__backup__server__subcmd__help,serve)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__serve"
+                ;;
+            dailyreps__backup__server__subcmd__help,smoke-test)
+                cmd="dailyreps__backup__server__subcmd__help__subcmd__smoke__subcmd__test"
                 ;;
             dailyreps__backup__server__subcmd__help__subcmd__migrate,status)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__migrate__subcmd__status"
@@ -68,7 +74,7 @@ _dailyreps__backup__server() {
 
     case "${cmd}" in
         dailyreps__backup__server)
-            opts="-h -V --log-format --help --version serve migrate request completions help"
+            opts="-h -V --log-format --help --version serve migrate request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -104,7 +110,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__help)
-            opts="serve migrate request completions help"
+            opts="serve migrate request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -188,6 +194,20 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__smoke__subcmd__test)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -397,6 +417,36 @@ _dailyreps__backup__server() {
                     return 0
                     ;;
                 --dev-data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__smoke__subcmd__test)
+            opts="-h -V --url --signing-secret --wait --json --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --signing-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

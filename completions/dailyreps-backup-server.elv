@@ -26,6 +26,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand serve 'Run the HTTP API'
             cand migrate 'Apply the embedded database migrations, or show their state'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
+            cand smoke-test 'Walk the whole user journey against a deployed server and report each step'
             cand completions 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -96,6 +97,17 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'dailyreps-backup-server;smoke-test'= {
+            cand --url 'The deployment, e.g. https://dailyreps-backup-server.fly.dev'
+            cand --signing-secret 'The app signing secret (the first, if several)'
+            cand --wait 'How long to wait for the deployment to answer /healthz (machines that start on demand)'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'dailyreps-backup-server;completions'= {
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
             cand -h 'Print help (see more with ''--help'')'
@@ -107,6 +119,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand serve 'Run the HTTP API'
             cand migrate 'Apply the embedded database migrations, or show their state'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
+            cand smoke-test 'Walk the whole user journey against a deployed server and report each step'
             cand completions 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -118,6 +131,8 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;help;migrate;status'= {
         }
         &'dailyreps-backup-server;help;request'= {
+        }
+        &'dailyreps-backup-server;help;smoke-test'= {
         }
         &'dailyreps-backup-server;help;completions'= {
         }

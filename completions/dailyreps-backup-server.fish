@@ -31,6 +31,7 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_com
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "serve" -d 'Run the HTTP API'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "migrate" -d 'Apply the embedded database migrations, or show their state'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "request" -d 'Send one signed request to the API and print the answer, like `gh api`'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "smoke-test" -d 'Walk the whole user journey against a deployed server and report each step'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "completions" -d 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
@@ -79,13 +80,22 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s i -l include -d 'Print the status line and headers to stderr'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l url -d 'The deployment, e.g. https://dailyreps-backup-server.fly.dev' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l signing-secret -d 'The app signing secret (the first, if several)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l wait -d 'How long to wait for the deployment to answer /healthz (machines that start on demand)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request completions help" -f -a "serve" -d 'Run the HTTP API'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request completions help" -f -a "migrate" -d 'Apply the embedded database migrations, or show their state'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request completions help" -f -a "request" -d 'Send one signed request to the API and print the answer, like `gh api`'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request completions help" -f -a "completions" -d 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "serve" -d 'Run the HTTP API'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "migrate" -d 'Apply the embedded database migrations, or show their state'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "request" -d 'Send one signed request to the API and print the answer, like `gh api`'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "smoke-test" -d 'Walk the whole user journey against a deployed server and report each step'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "completions" -d 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and __fish_seen_subcommand_from migrate" -f -a "status" -d 'List applied and pending migrations'

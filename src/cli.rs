@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{BindAddr, SecretString};
+use crate::config::{BindAddr, HumanDuration, SecretString};
 
 /// The DailyReps backup server and its operator's toolkit.
 #[derive(Debug, Parser)]
@@ -41,11 +41,37 @@ pub enum Command {
     /// DAILYREPS_TOKEN set). The body goes to stdout; with --include, the status and headers go
     /// to stderr. Exits 1 when the answer is not 2xx or 3xx.
     Request(RequestArgs),
+    /// Walk the whole user journey against a deployed server and report each step.
+    ///
+    /// Registers a throwaway account, uploads, retries, lists, restores, checks refusals, and
+    /// deletes everything it made, even when a step fails or it is interrupted. Exits 1 if
+    /// any step fails.
+    SmokeTest(SmokeTestArgs),
     /// Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`).
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// Settings of `smoke-test`.
+#[derive(Debug, Args)]
+pub struct SmokeTestArgs {
+    /// The deployment, e.g. https://dailyreps-backup-server.fly.dev.
+    #[arg(long, env = "SMOKE_TEST_URL")]
+    pub url: String,
+
+    /// The app signing secret (the first, if several).
+    #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<SecretString>,
+
+    /// How long to wait for the deployment to answer /healthz (machines that start on demand).
+    #[arg(long, default_value = "60s")]
+    pub wait: HumanDuration,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Settings of `request`.

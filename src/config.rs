@@ -31,6 +31,32 @@ impl FromStr for BindAddr {
     }
 }
 
+/// A duration as people write it: `500ms`, `60s`, `5m`, `2h`, `90d` (a bare number is seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub std::time::Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let bad = || format!("`{s}` is not a duration like 500ms, 60s, 5m, 2h or 90d");
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let seconds = |factor: u64| number.checked_mul(factor).map(std::time::Duration::from_secs).ok_or_else(bad);
+        let duration = match unit {
+            "ms" => std::time::Duration::from_millis(number),
+            "" | "s" => seconds(1)?,
+            "m" => seconds(60)?,
+            "h" => seconds(3600)?,
+            "d" => seconds(86_400)?,
+            _ => return Err(bad()),
+        };
+        Ok(Self(duration))
+    }
+}
+
 /// A setting that may hold a secret, as typed: never shown.
 #[derive(Clone)]
 pub struct SecretString(String);
@@ -268,6 +294,20 @@ mod tests {
         assert_eq!("8080".parse::<BindAddr>().unwrap().0, "0.0.0.0:8080".parse().unwrap());
         assert_eq!("127.0.0.1:9".parse::<BindAddr>().unwrap().0, "127.0.0.1:9".parse().unwrap());
         assert!("localhost".parse::<BindAddr>().unwrap_err().contains("neither a port"));
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let parse = |s: &str| s.parse::<HumanDuration>().map(|d| d.0);
+        assert_eq!(parse("500ms"), Ok(std::time::Duration::from_millis(500)));
+        assert_eq!(parse("60s"), Ok(std::time::Duration::from_secs(60)));
+        assert_eq!(parse("45"), Ok(std::time::Duration::from_secs(45)));
+        assert_eq!(parse("5m"), Ok(std::time::Duration::from_secs(300)));
+        assert_eq!(parse("2h"), Ok(std::time::Duration::from_secs(7200)));
+        assert_eq!(parse("90d"), Ok(std::time::Duration::from_secs(90 * 86_400)));
+        for bad in ["", "s", "1.5s", "10 years", "-1s", "99999999999999999999d"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -11,5 +11,6 @@ pub mod http;
 pub mod local_postgres;
 pub mod output;
 pub mod signature;
+pub mod smoke;
 pub mod telemetry;
 pub mod token;

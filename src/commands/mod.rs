@@ -5,6 +5,7 @@ pub mod dev;
 pub mod migrate;
 pub mod request;
 pub mod serve;
+pub mod smoke_test;
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Request(args) => request::run(args).await,
+        Command::SmokeTest(args) => smoke_test::run(args).await,
         Command::Completions { shell } => completions::run(shell),
     }
 }

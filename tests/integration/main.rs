@@ -19,3 +19,4 @@ mod migrate;
 mod readiness;
 mod request_helper;
 mod shutdown;
+mod smoke_test;

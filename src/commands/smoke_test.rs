@@ -1,0 +1,68 @@
+//! `smoke-test`: the user journey against a deployment, as CI runs it after every deploy.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::cli::SmokeTestArgs;
+use crate::client::ApiClient;
+use crate::config::SigningSecrets;
+use crate::output;
+use crate::smoke::{Journey, StepReport};
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Serialize)]
+struct Report<'a> {
+    ok: bool,
+    url: &'a str,
+    steps: &'a [StepReport],
+}
+
+/// Runs the smoke test; fails (exit 1) if any step failed.
+pub async fn run(args: SmokeTestArgs) -> anyhow::Result<()> {
+    let secrets = SigningSecrets::from_setting(args.signing_secret.as_ref())?;
+    let client = ApiClient::new(&args.url, secrets.signing(), REQUEST_TIMEOUT)?;
+    // Signs like the app but with a secret the server cannot have.
+    let wrong = ApiClient::new(&args.url, b"smoke-test: certainly not the deployment's secret", REQUEST_TIMEOUT)?;
+    let mut journey = Journey::new(client, wrong, args.wait.0);
+
+    let interrupted = tokio::select! {
+        () = journey.run() => false,
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    journey.clean_up().await;
+
+    let ok = journey.ok() && !interrupted;
+    let report = Report { ok, url: &args.url, steps: journey.steps() };
+    if args.json {
+        output::print_json(&report).context("could not write the report")?;
+    } else {
+        output::print_table(&table(journey.steps())).context("could not write the report")?;
+    }
+    if interrupted {
+        bail!("interrupted; cleaned up what this run had made");
+    }
+    if let Some(failed) = journey.steps().iter().find(|step| !step.ok) {
+        let status = failed.status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());
+        bail!("step `{}` failed ({status}): {}", failed.name, failed.error.as_deref().unwrap_or("unknown"));
+    }
+    output::status(&format!("smoke test passed: {} steps against {}", journey.steps().len(), args.url));
+    Ok(())
+}
+
+fn table(steps: &[StepReport]) -> comfy_table::Table {
+    let mut table = output::table(["Step", "OK", "Status", "Time", "Error"]);
+    for step in steps {
+        table.add_row([
+            step.name.to_owned(),
+            if step.ok { "yes" } else { "NO" }.to_owned(),
+            step.status.map(|s| s.to_string()).unwrap_or_default(),
+            format!("{} ms", step.ms),
+            step.error.clone().unwrap_or_default(),
+        ]);
+    }
+    table
+}
