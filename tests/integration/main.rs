@@ -12,6 +12,7 @@ mod api_signature;
 mod api_users;
 mod completions;
 mod config_errors;
+mod deploy_files;
 mod dev;
 mod health;
 mod metrics;
