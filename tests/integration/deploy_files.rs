@@ -83,7 +83,7 @@ fn the_dockerfile_runs_the_server_as_a_non_root_user() {
     let dockerfile = std::fs::read_to_string(path).unwrap();
     assert!(dockerfile.contains(r#"CMD ["dailyreps-backup-server", "serve"]"#));
     assert!(dockerfile.contains("cargo build --release --locked"));
-    let user = dockerfile.lines().filter(|line| line.starts_with("USER ")).last().expect("a USER line");
+    let user = dockerfile.lines().rfind(|line| line.starts_with("USER ")).expect("a USER line");
     assert!(!user.contains("root") && user != "USER 0", "{user}");
     assert!(dockerfile.contains("EXPOSE 8080 9091"));
 }
