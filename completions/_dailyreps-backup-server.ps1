@@ -28,6 +28,8 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the HTTP API')
             [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Apply the embedded database migrations, or show their state')
+            [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
+            [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('request', 'request', [CompletionResultType]::ParameterValue, 'Send one signed request to the API and print the answer, like `gh api`')
             [CompletionResult]::new('smoke-test', 'smoke-test', [CompletionResultType]::ParameterValue, 'Walk the whole user journey against a deployed server and report each step')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)')
@@ -89,6 +91,110 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
         'dailyreps-backup-server;migrate;help;help' {
             break
         }
+        'dailyreps-backup-server;inspect' {
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Users with their backup count, bytes and last backup')
+            [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
+            [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
+            [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'dailyreps-backup-server;inspect;users' {
+            [CompletionResult]::new('--sort', '--sort', [CompletionResultType]::ParameterName, 'Order')
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'Rows to show (1–1000)')
+            [CompletionResult]::new('--offset', '--offset', [CompletionResultType]::ParameterName, 'Rows to skip')
+            [CompletionResult]::new('--cursor', '--cursor', [CompletionResultType]::ParameterName, '`next_cursor` of the previous page')
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'dailyreps-backup-server;inspect;user' {
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'dailyreps-backup-server;inspect;backups' {
+            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Only this account''s')
+            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'Only those stored in this last period, e.g. 7d')
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'Rows to show (1–1000)')
+            [CompletionResult]::new('--cursor', '--cursor', [CompletionResultType]::ParameterName, '`next_cursor` of the previous page')
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'dailyreps-backup-server;inspect;stats' {
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'dailyreps-backup-server;inspect;help' {
+            [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Users with their backup count, bytes and last backup')
+            [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
+            [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
+            [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'dailyreps-backup-server;inspect;help;users' {
+            break
+        }
+        'dailyreps-backup-server;inspect;help;user' {
+            break
+        }
+        'dailyreps-backup-server;inspect;help;backups' {
+            break
+        }
+        'dailyreps-backup-server;inspect;help;stats' {
+            break
+        }
+        'dailyreps-backup-server;inspect;help;help' {
+            break
+        }
+        'dailyreps-backup-server;prune' {
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
+            [CompletionResult]::new('--older-than', '--older-than', [CompletionResultType]::ParameterName, 'Backups older than this, e.g. 90d')
+            [CompletionResult]::new('--keep-last', '--keep-last', [CompletionResultType]::ParameterName, 'Keep each user''s newest N backups')
+            [CompletionResult]::new('--inactive-users', '--inactive-users', [CompletionResultType]::ParameterName, 'Accounts with no backup in this long (and older than it), deleted with their data, e.g. 365d')
+            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Only this account')
+            [CompletionResult]::new('--batch-size', '--batch-size', [CompletionResultType]::ParameterName, 'Rows per batch (each batch is its own short statement)')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Show what would be deleted, and stop')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Do not ask (required when not on a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Do not ask (required when not on a terminal)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'dailyreps-backup-server;request' {
             [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise')
             [CompletionResult]::new('--data', '--data', [CompletionResultType]::ParameterName, 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise')
@@ -131,6 +237,8 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
         'dailyreps-backup-server;help' {
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Run the HTTP API')
             [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Apply the embedded database migrations, or show their state')
+            [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
+            [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('request', 'request', [CompletionResultType]::ParameterValue, 'Send one signed request to the API and print the answer, like `gh api`')
             [CompletionResult]::new('smoke-test', 'smoke-test', [CompletionResultType]::ParameterValue, 'Walk the whole user journey against a deployed server and report each step')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)')
@@ -145,6 +253,28 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             break
         }
         'dailyreps-backup-server;help;migrate;status' {
+            break
+        }
+        'dailyreps-backup-server;help;inspect' {
+            [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Users with their backup count, bytes and last backup')
+            [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
+            [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
+            [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
+            break
+        }
+        'dailyreps-backup-server;help;inspect;users' {
+            break
+        }
+        'dailyreps-backup-server;help;inspect;user' {
+            break
+        }
+        'dailyreps-backup-server;help;inspect;backups' {
+            break
+        }
+        'dailyreps-backup-server;help;inspect;stats' {
+            break
+        }
+        'dailyreps-backup-server;help;prune' {
             break
         }
         'dailyreps-backup-server;help;request' {

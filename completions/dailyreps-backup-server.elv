@@ -25,6 +25,8 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --version 'Print version'
             cand serve 'Run the HTTP API'
             cand migrate 'Apply the embedded database migrations, or show their state'
+            cand inspect 'Read-only views of users, backups and the database, for operators'
+            cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
             cand smoke-test 'Walk the whole user journey against a deployed server and report each step'
             cand completions 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
@@ -79,6 +81,98 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         }
         &'dailyreps-backup-server;migrate;help;help'= {
         }
+        &'dailyreps-backup-server;inspect'= {
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand users 'Users with their backup count, bytes and last backup'
+            cand user 'One account and its backups'
+            cand backups 'Backups, newest first'
+            cand stats 'Totals, database and table sizes, largest users, backups per day'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'dailyreps-backup-server;inspect;users'= {
+            cand --sort 'Order'
+            cand --limit 'Rows to show (1–1000)'
+            cand --offset 'Rows to skip'
+            cand --cursor '`next_cursor` of the previous page'
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;inspect;user'= {
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;inspect;backups'= {
+            cand --user 'Only this account''s'
+            cand --since 'Only those stored in this last period, e.g. 7d'
+            cand --limit 'Rows to show (1–1000)'
+            cand --cursor '`next_cursor` of the previous page'
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;inspect;stats'= {
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;inspect;help'= {
+            cand users 'Users with their backup count, bytes and last backup'
+            cand user 'One account and its backups'
+            cand backups 'Backups, newest first'
+            cand stats 'Totals, database and table sizes, largest users, backups per day'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'dailyreps-backup-server;inspect;help;users'= {
+        }
+        &'dailyreps-backup-server;inspect;help;user'= {
+        }
+        &'dailyreps-backup-server;inspect;help;backups'= {
+        }
+        &'dailyreps-backup-server;inspect;help;stats'= {
+        }
+        &'dailyreps-backup-server;inspect;help;help'= {
+        }
+        &'dailyreps-backup-server;prune'= {
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --older-than 'Backups older than this, e.g. 90d'
+            cand --keep-last 'Keep each user''s newest N backups'
+            cand --inactive-users 'Accounts with no backup in this long (and older than it), deleted with their data, e.g. 365d'
+            cand --user 'Only this account'
+            cand --batch-size 'Rows per batch (each batch is its own short statement)'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --dry-run 'Show what would be deleted, and stop'
+            cand -y 'Do not ask (required when not on a terminal)'
+            cand --yes 'Do not ask (required when not on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'dailyreps-backup-server;request'= {
             cand -d 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise'
             cand --data 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise'
@@ -118,6 +212,8 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;help'= {
             cand serve 'Run the HTTP API'
             cand migrate 'Apply the embedded database migrations, or show their state'
+            cand inspect 'Read-only views of users, backups and the database, for operators'
+            cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
             cand smoke-test 'Walk the whole user journey against a deployed server and report each step'
             cand completions 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
@@ -129,6 +225,22 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand status 'List applied and pending migrations'
         }
         &'dailyreps-backup-server;help;migrate;status'= {
+        }
+        &'dailyreps-backup-server;help;inspect'= {
+            cand users 'Users with their backup count, bytes and last backup'
+            cand user 'One account and its backups'
+            cand backups 'Backups, newest first'
+            cand stats 'Totals, database and table sizes, largest users, backups per day'
+        }
+        &'dailyreps-backup-server;help;inspect;users'= {
+        }
+        &'dailyreps-backup-server;help;inspect;user'= {
+        }
+        &'dailyreps-backup-server;help;inspect;backups'= {
+        }
+        &'dailyreps-backup-server;help;inspect;stats'= {
+        }
+        &'dailyreps-backup-server;help;prune'= {
         }
         &'dailyreps-backup-server;help;request'= {
         }

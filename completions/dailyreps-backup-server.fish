@@ -30,6 +30,8 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_com
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "serve" -d 'Run the HTTP API'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "migrate" -d 'Apply the embedded database migrations, or show their state'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "inspect" -d 'Read-only views of users, backups and the database, for operators'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "prune" -d 'Delete backups (and inactive accounts) by policy, in small batches'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "request" -d 'Send one signed request to the API and print the answer, like `gh api`'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "smoke-test" -d 'Walk the whole user journey against a deployed server and report each step'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "completions" -d 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
@@ -68,6 +70,70 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from help" -f -a "status" -d 'List applied and pending migrations'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -f -a "users" -d 'Users with their backup count, bytes and last backup'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -f -a "user" -d 'One account and its backups'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -f -a "backups" -d 'Backups, newest first'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -f -a "stats" -d 'Totals, database and table sizes, largest users, backups per day'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -l sort -d 'Order' -r -f -a "created\t'Newest accounts first'
+last-backup\t'Most recent backup first'
+size\t'Most bytes first'
+count\t'Most backups first'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -l limit -d 'Rows to show (1–1000)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -l offset -d 'Rows to skip' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -l cursor -d '`next_cursor` of the previous page' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from user" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from user" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from user" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from user" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from user" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -l user -d 'Only this account\'s' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -l since -d 'Only those stored in this last period, e.g. 7d' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -l limit -d 'Rows to show (1–1000)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -l cursor -d '`next_cursor` of the previous page' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "users" -d 'Users with their backup count, bytes and last backup'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "user" -d 'One account and its backups'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "backups" -d 'Backups, newest first'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "stats" -d 'Totals, database and table sizes, largest users, backups per day'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l older-than -d 'Backups older than this, e.g. 90d' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l keep-last -d 'Keep each user\'s newest N backups' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l inactive-users -d 'Accounts with no backup in this long (and older than it), deleted with their data, e.g. 365d' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l user -d 'Only this account' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l batch-size -d 'Rows per batch (each batch is its own short statement)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l dry-run -d 'Show what would be deleted, and stop'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -s y -l yes -d 'Do not ask (required when not on a terminal)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s d -l data -d 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s H -l header -d 'Extra header, `Name: value`; repeatable' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l url -d 'The server' -r
@@ -92,10 +158,16 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "serve" -d 'Run the HTTP API'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "migrate" -d 'Apply the embedded database migrations, or show their state'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "request" -d 'Send one signed request to the API and print the answer, like `gh api`'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "smoke-test" -d 'Walk the whole user journey against a deployed server and report each step'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "completions" -d 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate request smoke-test completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate inspect prune request smoke-test completions help" -f -a "serve" -d 'Run the HTTP API'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate inspect prune request smoke-test completions help" -f -a "migrate" -d 'Apply the embedded database migrations, or show their state'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate inspect prune request smoke-test completions help" -f -a "inspect" -d 'Read-only views of users, backups and the database, for operators'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate inspect prune request smoke-test completions help" -f -a "prune" -d 'Delete backups (and inactive accounts) by policy, in small batches'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate inspect prune request smoke-test completions help" -f -a "request" -d 'Send one signed request to the API and print the answer, like `gh api`'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate inspect prune request smoke-test completions help" -f -a "smoke-test" -d 'Walk the whole user journey against a deployed server and report each step'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate inspect prune request smoke-test completions help" -f -a "completions" -d 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate inspect prune request smoke-test completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and __fish_seen_subcommand_from migrate" -f -a "status" -d 'List applied and pending migrations'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and __fish_seen_subcommand_from inspect" -f -a "users" -d 'Users with their backup count, bytes and last backup'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and __fish_seen_subcommand_from inspect" -f -a "user" -d 'One account and its backups'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and __fish_seen_subcommand_from inspect" -f -a "backups" -d 'Backups, newest first'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and __fish_seen_subcommand_from inspect" -f -a "stats" -d 'Totals, database and table sizes, largest users, backups per day'

@@ -35,6 +35,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the embedded database migrations, or show their state.
     Migrate(MigrateArgs),
+    /// Read-only views of users, backups and the database, for operators.
+    Inspect(InspectArgs),
+    /// Delete backups (and inactive accounts) by policy, in small batches.
+    ///
+    /// Backup policies combine: a backup is deleted only if every given policy selects it
+    /// (e.g. `--older-than 90d --keep-last 5` deletes backups older than 90 days beyond each
+    /// user's newest five). `--inactive-users` deletes whole accounts with their data.
+    /// `--user` narrows everything to one account; alone, it deletes all of its backups.
+    /// Shows the plan first; asks on a terminal; elsewhere needs --yes.
+    Prune(PruneArgs),
     /// Send one signed request to the API and print the answer, like `gh api`.
     ///
     /// Example: `request POST /api/backup --data @doc.json` (with APP_SIGNING_SECRET and
@@ -52,6 +62,116 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `inspect` and its views.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub view: InspectView,
+}
+
+/// What `inspect` shows.
+#[derive(Debug, Subcommand)]
+pub enum InspectView {
+    /// Users with their backup count, bytes and last backup.
+    Users {
+        /// Order.
+        #[arg(long, value_enum, default_value = "created")]
+        sort: UserSort,
+        /// Rows to show (1–1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+        /// Rows to skip.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..), conflicts_with = "cursor")]
+        offset: i64,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One account and its backups.
+    User {
+        /// The account id.
+        id: uuid::Uuid,
+    },
+    /// Backups, newest first.
+    Backups {
+        /// Only this account's.
+        #[arg(long)]
+        user: Option<uuid::Uuid>,
+        /// Only those stored in this last period, e.g. 7d.
+        #[arg(long)]
+        since: Option<HumanDuration>,
+        /// Rows to show (1–1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Totals, database and table sizes, largest users, backups per day.
+    Stats,
+}
+
+/// Orders of `inspect users`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UserSort {
+    /// Newest accounts first.
+    Created,
+    /// Most recent backup first.
+    LastBackup,
+    /// Most bytes first.
+    Size,
+    /// Most backups first.
+    Count,
+}
+
+/// Settings of `prune`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("policy").required(true).multiple(true)
+    .args(["older_than", "keep_last", "inactive_users", "user"])))]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Backups older than this, e.g. 90d.
+    #[arg(long)]
+    pub older_than: Option<HumanDuration>,
+
+    /// Keep each user's newest N backups.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    pub keep_last: Option<i64>,
+
+    /// Accounts with no backup in this long (and older than it), deleted with their data, e.g. 365d.
+    #[arg(long)]
+    pub inactive_users: Option<HumanDuration>,
+
+    /// Only this account.
+    #[arg(long)]
+    pub user: Option<uuid::Uuid>,
+
+    /// Show what would be deleted, and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not ask (required when not on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Rows per batch (each batch is its own short statement).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Settings of `smoke-test`.

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod cursor;
 pub mod db;
 pub mod document;
 pub mod http;

@@ -43,17 +43,13 @@ fn status_table(status: &migrations::Status) -> comfy_table::Table {
             applied.version.to_string(),
             applied.description.clone(),
             "applied".into(),
-            rfc3339(applied.applied_at),
+            output::rfc3339(applied.applied_at),
         ]);
     }
     for pending in &status.pending {
         table.add_row([pending.version.to_string(), pending.description.clone(), "pending".into(), String::new()]);
     }
     table
-}
-
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.to_offset(time::UtcOffset::UTC).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 #[derive(Serialize)]

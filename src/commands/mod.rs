@@ -2,7 +2,9 @@
 
 pub mod completions;
 pub mod dev;
+pub mod inspect;
 pub mod migrate;
+pub mod prune;
 pub mod request;
 pub mod serve;
 pub mod smoke_test;
@@ -20,6 +22,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Inspect(args) => inspect::run(args).await,
+        Command::Prune(args) => prune::run(args).await,
         Command::Request(args) => request::run(args).await,
         Command::SmokeTest(args) => smoke_test::run(args).await,
         Command::Completions { shell } => completions::run(shell),

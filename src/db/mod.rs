@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod backups;
+pub mod inspect;
 pub mod migrations;
+pub mod prune;
 pub mod users;
 
 use std::time::Duration;

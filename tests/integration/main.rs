@@ -15,6 +15,7 @@ mod config_errors;
 mod deploy_files;
 mod dev;
 mod health;
+mod inspect;
 mod metrics;
 mod migrate;
 mod readiness;

@@ -5,8 +5,6 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -15,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::cursor;
 use crate::db::backups::{After, Backup, BackupMeta, NewBackup, Stored, Which};
 use crate::db::{self};
 use crate::document::{self, Encoding};
@@ -227,29 +226,21 @@ async fn list(State(state): State<AppState>, user: AuthUser, uri: Uri) -> Result
             .filter(|n| (1..=MAX_PAGE).contains(n))
             .ok_or_else(|| ApiError::InvalidRequest(format!("limit must be an integer from 1 to {MAX_PAGE}")))?,
     };
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = params
+        .cursor
+        .as_deref()
+        .map(|text| {
+            cursor::decode(text).ok_or_else(|| ApiError::InvalidRequest("cursor is not one this server issued".into()))
+        })
+        .transpose()?;
     let mut page = db::backups::list(&state.pool, user.id, after, i64::from(limit) + 1).await?;
     let next_cursor = if page.len() > limit as usize {
         page.truncate(limit as usize);
-        page.last().map(|last| encode_cursor(After { created_at: last.created_at, id: last.id }))
+        page.last().map(|last| cursor::encode(After { created_at: last.created_at, id: last.id }))
     } else {
         None
     };
     Ok(Json(BackupList { backups: page.into_iter().map(BackupInfo::from).collect(), next_cursor }))
-}
-
-fn encode_cursor(after: After) -> String {
-    let micros = after.created_at.unix_timestamp_nanos() / 1000;
-    URL_SAFE_NO_PAD.encode(format!("{micros}.{}", after.id.simple()))
-}
-
-fn decode_cursor(cursor: &str) -> Result<After, ApiError> {
-    let bad = || ApiError::InvalidRequest("cursor is not one this server issued".into());
-    let text = URL_SAFE_NO_PAD.decode(cursor).ok().and_then(|bytes| String::from_utf8(bytes).ok()).ok_or_else(bad)?;
-    let (micros, id) = text.split_once('.').ok_or_else(bad)?;
-    let micros: i128 = micros.parse().map_err(|_| bad())?;
-    let created_at = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| bad())?;
-    Ok(After { created_at, id: Uuid::parse_str(id).map_err(|_| bad())? })
 }
 
 /// A backup id from the path.

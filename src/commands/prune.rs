@@ -1,0 +1,133 @@
+//! `prune`: plan, show, confirm, then delete in small batches with a progress bar.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::cli::PruneArgs;
+use crate::commands::connect_cli;
+use crate::db::prune::{self, Deleted, Plan, Policy};
+use crate::output;
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    dry_run: bool,
+    users_deleted: i64,
+    backups_deleted: i64,
+    bytes_freed: i64,
+    /// Set when Ctrl-C stopped the run between batches.
+    interrupted: bool,
+}
+
+/// Runs `prune`.
+pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let policy = Policy {
+        older_than: args.older_than.map(|d| now - d.0),
+        keep_last: args.keep_last,
+        inactive_since: args.inactive_users.map(|d| now - d.0),
+        user: args.user,
+    };
+    let pool = connect_cli(&args.database).await?;
+    let plan = prune::plan(&pool, &policy).await.context("could not work out what the policy selects")?;
+    let planned = Summary {
+        dry_run: true,
+        users_deleted: plan.users.len() as i64,
+        backups_deleted: plan.backups.len() as i64 + plan.user_backups,
+        bytes_freed: plan.backup_bytes + plan.user_bytes,
+        interrupted: false,
+    };
+    if !args.json || args.dry_run {
+        report(&planned, args.json && args.dry_run, "Would delete")?;
+    }
+    if args.dry_run || (planned.users_deleted == 0 && planned.backups_deleted == 0) {
+        return Ok(());
+    }
+    if !args.yes {
+        if !output::interactive() {
+            bail!("not on a terminal: add --yes to delete (or --dry-run to only look)");
+        }
+        let question = format!(
+            "Delete {} users and {} backups ({})?",
+            planned.users_deleted,
+            planned.backups_deleted,
+            output::bytes(planned.bytes_freed)
+        );
+        if !output::confirm(&question).context("could not read the answer")? {
+            bail!("nothing deleted");
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_on_signal = Arc::clone(&stop);
+    let listener = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            output::status("stopping after the current batch…");
+            stop_on_signal.store(true, Ordering::SeqCst);
+        }
+    });
+    let done = delete(&pool, &plan, policy, args.batch_size as usize, &stop).await;
+    listener.abort();
+    let (deleted, interrupted) = done?;
+    let summary = Summary {
+        dry_run: false,
+        users_deleted: deleted.users,
+        backups_deleted: deleted.backups,
+        bytes_freed: deleted.bytes,
+        interrupted,
+    };
+    report(&summary, args.json, "Deleted")?;
+    if interrupted {
+        bail!("interrupted: stopped after a whole batch; what is listed above was deleted");
+    }
+    Ok(())
+}
+
+/// Deletes the plan batch by batch; stops between batches when `stop` is set.
+async fn delete(
+    pool: &sqlx::PgPool,
+    plan: &Plan,
+    policy: Policy,
+    batch_size: usize,
+    stop: &AtomicBool,
+) -> anyhow::Result<(Deleted, bool)> {
+    let bar = output::progress((plan.users.len() + plan.backups.len()) as u64, "rows");
+    let mut total = Deleted::default();
+    let batches = plan
+        .users
+        .chunks(batch_size)
+        .map(|ids| (true, ids))
+        .chain(plan.backups.chunks(batch_size).map(|ids| (false, ids)));
+    for (users, ids) in batches {
+        if stop.load(Ordering::SeqCst) {
+            bar.abandon();
+            return Ok((total, true));
+        }
+        let deleted = match (users, policy.inactive_since) {
+            (true, Some(cutoff)) => prune::delete_inactive_users(pool, ids, cutoff).await,
+            _ => prune::delete_backups(pool, ids).await,
+        }
+        .context("a batch failed; the batches before it are deleted")?;
+        total.users += deleted.users;
+        total.backups += deleted.backups;
+        total.bytes += deleted.bytes;
+        bar.inc(ids.len() as u64);
+        bar.set_message(output::bytes(total.bytes));
+    }
+    bar.finish_and_clear();
+    Ok((total, false))
+}
+
+fn report(summary: &Summary, json: bool, verb: &'static str) -> anyhow::Result<()> {
+    if json {
+        return output::print_json(summary).context("could not write the output");
+    }
+    let mut table = output::table([verb, "Count"]);
+    table.add_row(["users (with their data)".to_owned(), summary.users_deleted.to_string()]);
+    table.add_row(["backups".to_owned(), summary.backups_deleted.to_string()]);
+    table.add_row(["bytes".to_owned(), output::bytes(summary.bytes_freed)]);
+    output::print_table(&table).context("could not write the output")
+}

@@ -1,0 +1,185 @@
+//! Read-only operator views. Each is one or two statements however many rows it returns,
+//! since the operator may be on the far side of a slow `fly proxy`.
+
+use serde::Deserialize;
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A user with their backups in aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UserRow {
+    /// The account id.
+    pub user_id: Uuid,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+    /// Its newest backup's time.
+    pub last_backup_at: Option<OffsetDateTime>,
+    /// How many backups.
+    pub backup_count: i64,
+    /// Their bytes together.
+    pub total_bytes: i64,
+}
+
+/// How to order users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserOrder {
+    /// Newest accounts first.
+    Created,
+    /// Most recent backup first (never backed up last).
+    LastBackup,
+    /// Most bytes first.
+    Size,
+    /// Most backups first.
+    Count,
+}
+
+const USER_ROWS: &str = "SELECT u.id AS user_id, u.created_at, s.last_backup_at, \
+            coalesce(s.backup_count, 0) AS backup_count, coalesce(s.total_bytes, 0) AS total_bytes \
+     FROM users u LEFT JOIN ( \
+         SELECT user_id, max(created_at) AS last_backup_at, count(*) AS backup_count, \
+                sum(size_bytes)::bigint AS total_bytes \
+         FROM backups GROUP BY user_id) s ON s.user_id = u.id";
+
+/// A page of users, in one statement.
+pub async fn users(
+    db: impl PgExecutor<'_>,
+    order: UserOrder,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<UserRow>, sqlx::Error> {
+    let order_by = match order {
+        UserOrder::Created => "u.created_at DESC",
+        UserOrder::LastBackup => "s.last_backup_at DESC NULLS LAST",
+        UserOrder::Size => "total_bytes DESC",
+        UserOrder::Count => "backup_count DESC",
+    };
+    let sql = format!("{USER_ROWS} ORDER BY {order_by}, u.id LIMIT $1 OFFSET $2");
+    // `order_by` is one of the constants above, never user text.
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).bind(offset).fetch_all(db).await
+}
+
+/// One user, in aggregate.
+pub async fn user(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!("{USER_ROWS} WHERE u.id = $1");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db).await
+}
+
+/// A backup, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BackupRow {
+    /// Its id.
+    pub backup_id: Uuid,
+    /// Its owner.
+    pub user_id: Uuid,
+    /// When it was stored.
+    pub created_at: OffsetDateTime,
+    /// Document bytes.
+    pub size_bytes: i32,
+    /// SHA-256 of the document.
+    pub sha256: Vec<u8>,
+}
+
+/// Backups newest first, optionally of one user and since a time, after a (time, id) position.
+pub async fn backups(
+    db: impl PgExecutor<'_>,
+    user: Option<Uuid>,
+    since: Option<OffsetDateTime>,
+    before: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<BackupRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id AS backup_id, user_id, created_at, size_bytes, sha256 FROM backups \
+         WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::timestamptz IS NULL OR created_at >= $2) \
+           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
+         ORDER BY created_at DESC, id DESC LIMIT $5",
+    )
+    .bind(user)
+    .bind(since)
+    .bind(before.map(|(at, _)| at))
+    .bind(before.map(|(_, id)| id))
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The whole database at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Stats {
+    /// Accounts.
+    pub users: i64,
+    /// Backups.
+    pub backups: i64,
+    /// Document bytes together.
+    pub total_bytes: i64,
+    /// The database's size on disk.
+    pub database_bytes: i64,
+    /// Our tables: exact rows and size on disk (with indexes and TOAST).
+    pub tables: Vec<TableStats>,
+    /// The users holding the most bytes.
+    pub largest_users: Vec<LargeUser>,
+    /// Backups per day, the last 14 days (UTC), oldest first, days without any included.
+    pub backups_per_day: Vec<DayCount>,
+}
+
+/// One table's figures.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TableStats {
+    /// Table name.
+    pub name: String,
+    /// Exact row count.
+    pub rows: i64,
+    /// Bytes on disk.
+    pub bytes: i64,
+}
+
+/// A user among the largest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LargeUser {
+    /// The account id.
+    pub user_id: Uuid,
+    /// Bytes of its backups.
+    pub total_bytes: i64,
+    /// How many backups.
+    pub backup_count: i64,
+}
+
+/// Backups stored on one day.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DayCount {
+    /// The day (UTC), `YYYY-MM-DD`.
+    pub date: String,
+    /// Backups created that day.
+    pub backups: i64,
+}
+
+/// Every figure of `inspect stats`, in one statement (assembled as JSON by PostgreSQL).
+pub async fn stats(db: impl PgExecutor<'_>, largest: i64) -> Result<Stats, sqlx::Error> {
+    let json: String = sqlx::query_scalar(
+        "SELECT json_build_object( \
+           'users', (SELECT count(*) FROM users), \
+           'backups', (SELECT count(*) FROM backups), \
+           'total_bytes', (SELECT coalesce(sum(size_bytes), 0)::bigint FROM backups), \
+           'database_bytes', pg_database_size(current_database()), \
+           'tables', json_build_array( \
+               json_build_object('name', 'users', 'rows', (SELECT count(*) FROM users), \
+                                 'bytes', pg_total_relation_size('users')), \
+               json_build_object('name', 'backups', 'rows', (SELECT count(*) FROM backups), \
+                                 'bytes', pg_total_relation_size('backups')), \
+               json_build_object('name', 'idempotency_keys', 'rows', (SELECT count(*) FROM idempotency_keys), \
+                                 'bytes', pg_total_relation_size('idempotency_keys'))), \
+           'largest_users', coalesce((SELECT json_agg(l) FROM ( \
+               SELECT user_id, sum(size_bytes)::bigint AS total_bytes, count(*) AS backup_count \
+               FROM backups GROUP BY user_id ORDER BY total_bytes DESC, user_id LIMIT $1) l), '[]'::json), \
+           'backups_per_day', (SELECT json_agg(json_build_object('date', to_char(d.day, 'YYYY-MM-DD'), \
+                                                                 'backups', coalesce(c.n, 0)) ORDER BY d.day) \
+               FROM generate_series((now() AT TIME ZONE 'UTC')::date - 13, (now() AT TIME ZONE 'UTC')::date, '1 day') AS d(day) \
+               LEFT JOIN (SELECT (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM backups \
+                          WHERE created_at >= now() - interval '15 days' GROUP BY 1) c ON c.day = d.day) \
+         )::text",
+    )
+    .bind(largest)
+    .fetch_one(db)
+    .await?;
+    serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}

@@ -1,0 +1,223 @@
+//! `inspect`: numbers equal SQL counts, pagination, and a few round trips over a slow link.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::common::{TestDb, binary};
+
+/// Inserts a user created `age_days` ago with backups `backup_ages_days` old of `size` bytes.
+pub async fn seed_user(pool: &PgPool, age_days: i64, backup_ages_days: &[i64], size: usize) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO users (id, token_hash, created_at) VALUES ($1, sha256($2::text::bytea), now() - make_interval(days => $3::int))")
+        .bind(id)
+        .bind(id.to_string())
+        .bind(age_days)
+        .execute(pool)
+        .await
+        .unwrap();
+    for (n, age) in backup_ages_days.iter().enumerate() {
+        let document = format!("{{\"n\": {n}, \"pad\": \"{}\"}}", "x".repeat(size.saturating_sub(20)));
+        sqlx::query(
+            "INSERT INTO backups (id, user_id, created_at, size_bytes, sha256, document) \
+             VALUES ($1, $2, now() - make_interval(days => $3::int) - make_interval(secs => $4::int), $5, sha256($6), $6)",
+        )
+        .bind(Uuid::new_v4())
+        .bind(id)
+        .bind(*age)
+        .bind(n as i32)
+        .bind(document.len() as i32)
+        .bind(document.as_bytes())
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    id
+}
+
+async fn inspect(url: &str, args: &[&str]) -> Value {
+    let mut all = vec!["inspect"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let outcome = binary::run(&all, &[("DATABASE_URL", url)]).await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    serde_json::from_str(&outcome.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn inspect_users_and_user_match_sql() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let big = seed_user(&pool, 30, &[1, 2, 3], 5000).await;
+    let small = seed_user(&pool, 10, &[0], 100).await;
+    let idle = seed_user(&pool, 5, &[], 0).await;
+
+    let by_size = inspect(&db.url, &["users", "--sort", "size"]).await;
+    let ids: Vec<&str> = by_size["users"].as_array().unwrap().iter().map(|u| u["user_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [big.to_string(), small.to_string(), idle.to_string()]);
+    assert_eq!(by_size["next_cursor"], Value::Null);
+    for user in by_size["users"].as_array().unwrap() {
+        let id: Uuid = user["user_id"].as_str().unwrap().parse().unwrap();
+        let (count, bytes): (i64, i64) =
+            sqlx::query_as("SELECT count(*), coalesce(sum(size_bytes), 0)::bigint FROM backups WHERE user_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!((user["backup_count"].as_i64().unwrap(), user["total_bytes"].as_i64().unwrap()), (count, bytes));
+    }
+    assert_eq!(by_size["users"][2]["last_backup_at"], Value::Null);
+
+    let page = inspect(&db.url, &["users", "--sort", "created", "--limit", "2"]).await;
+    assert_eq!(page["users"].as_array().unwrap().len(), 2);
+    let next = page["next_cursor"].as_str().unwrap().to_owned();
+    let rest = inspect(&db.url, &["users", "--sort", "created", "--limit", "2", "--cursor", &next]).await;
+    assert_eq!(rest["users"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["users"][0]["user_id"], big.to_string(), "the oldest account comes last");
+
+    let one = inspect(&db.url, &["user", &big.to_string()]).await;
+    assert_eq!(one["user"]["backup_count"], 3);
+    let backups = one["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 3);
+    assert!(
+        backups.iter().all(|b| b["size_bytes"].as_i64().unwrap() > 4000 && b["sha256"].as_str().unwrap().len() == 64)
+    );
+}
+
+#[tokio::test]
+async fn inspect_backups_filters_by_user_and_age_and_pages() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let alice = seed_user(&pool, 30, &[0, 1, 5, 20], 100).await;
+    seed_user(&pool, 30, &[0, 2], 100).await;
+
+    let recent = inspect(&db.url, &["backups", "--since", "3d"]).await;
+    assert_eq!(recent["backups"].as_array().unwrap().len(), 4);
+    let hers = inspect(&db.url, &["backups", "--user", &alice.to_string()]).await;
+    assert!(hers["backups"].as_array().unwrap().iter().all(|b| b["user_id"] == alice.to_string()));
+    assert_eq!(hers["backups"].as_array().unwrap().len(), 4);
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = vec!["backups", "--limit", "2"];
+        if let Some(cursor) = &cursor {
+            args.extend(["--cursor", cursor.as_str()]);
+        }
+        let page = inspect(&db.url, &args).await;
+        seen.extend(page["backups"].as_array().unwrap().iter().map(|b| b["backup_id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (6, 6));
+}
+
+#[tokio::test]
+async fn inspect_stats_match_sql() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    seed_user(&pool, 30, &[0, 0, 1, 20], 1000).await;
+    let heavy = seed_user(&pool, 30, &[3], 50_000).await;
+    seed_user(&pool, 1, &[], 0).await;
+    let stats = inspect(&db.url, &["stats"]).await;
+    let (users, backups, bytes): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM backups), (SELECT sum(size_bytes)::bigint FROM backups)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (stats["users"].as_i64(), stats["backups"].as_i64(), stats["total_bytes"].as_i64()),
+        (Some(users), Some(backups), Some(bytes))
+    );
+    assert!(stats["database_bytes"].as_i64().unwrap() > bytes);
+    let backups_table = stats["tables"].as_array().unwrap().iter().find(|t| t["name"] == "backups").unwrap();
+    assert_eq!(backups_table["rows"].as_i64(), Some(backups));
+    assert_eq!(stats["largest_users"][0]["user_id"], heavy.to_string());
+    let days = stats["backups_per_day"].as_array().unwrap();
+    assert_eq!(days.len(), 14);
+    assert_eq!(days[13]["backups"], 2, "today");
+    assert_eq!(days[12]["backups"], 1, "yesterday");
+    assert_eq!(days.iter().map(|d| d["backups"].as_i64().unwrap()).sum::<i64>(), 4, "the 20-day-old one is outside");
+
+    let table = binary::run(&["inspect", "stats"], &[("DATABASE_URL", &db.url)]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.contains("Backups per day") && table.stdout.contains('█'), "{}", table.stdout);
+    assert!(table.stdout.contains("KiB"), "sizes for people: {}", table.stdout);
+}
+
+/// Forwards TCP to `upstream`, holding every chunk for `delay` in each direction.
+async fn slow_proxy(upstream: String, delay: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(pipe(client_read, server_write, delay));
+            tokio::spawn(pipe(server_read, client_write, delay));
+        }
+    });
+    port
+}
+
+async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, delay: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        // Latency, not synchronisation: each chunk arrives `delay` after it was sent.
+        tokio::time::sleep(delay).await;
+        if to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_users_over_a_slow_link_costs_a_few_round_trips_not_one_per_user() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    sqlx::query(
+        "INSERT INTO users (id, token_hash, created_at) \
+         SELECT gen_random_uuid(), sha256(g::text::bytea), now() - make_interval(secs => g) FROM generate_series(1, 1000) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO backups (id, user_id, size_bytes, sha256, document) SELECT gen_random_uuid(), id, 2, sha256('{}'), '{}' FROM users")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let (host_port, database) = db.url.rsplit_once('/').unwrap();
+    let upstream = host_port.rsplit_once('@').unwrap().1.to_owned();
+    let port = slow_proxy(upstream, Duration::from_millis(50)).await;
+    let slow_url = format!("{}@127.0.0.1:{port}/{database}", host_port.rsplit_once('@').unwrap().0);
+
+    let started = Instant::now();
+    let baseline = binary::run(&["migrate", "status", "--json"], &[("DATABASE_URL", &slow_url)]).await;
+    assert_eq!(baseline.code, 0, "{}", baseline.stderr);
+    let connect_and_one_query = started.elapsed();
+
+    let started = Instant::now();
+    let users = inspect(&slow_url, &["users", "--limit", "1000"]).await;
+    let elapsed = started.elapsed();
+    assert_eq!(users["users"].as_array().unwrap().len(), 1000);
+    // 100 ms a round trip: one statement more than the baseline's, and far from 1000 of them.
+    let extra_round_trips = elapsed.saturating_sub(connect_and_one_query).as_secs_f64() / 0.1;
+    eprintln!("over 100 ms round trips: migrate status {connect_and_one_query:?}, inspect users (1000) {elapsed:?}");
+    assert!(
+        elapsed < connect_and_one_query + Duration::from_millis(500),
+        "inspect users took {elapsed:?} against {connect_and_one_query:?} for connect + one query ({extra_round_trips:.1} extra round trips)"
+    );
+}
