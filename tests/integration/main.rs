@@ -18,6 +18,7 @@ mod health;
 mod inspect;
 mod metrics;
 mod migrate;
+mod prune;
 mod readiness;
 mod request_helper;
 mod shutdown;

@@ -1,0 +1,202 @@
+//! `prune`: each policy deletes exactly what it should, and nothing without consent.
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::common::{TestApp, TestDb, binary};
+use crate::inspect::seed_user;
+
+async fn prune(url: &str, args: &[&str]) -> binary::Outcome {
+    let mut all = vec!["prune", "--json"];
+    all.extend_from_slice(args);
+    binary::run(&all, &[("DATABASE_URL", url)]).await
+}
+
+async fn summary(url: &str, args: &[&str]) -> Value {
+    let outcome = prune(url, args).await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    serde_json::from_str(&outcome.stdout).unwrap()
+}
+
+async fn counts(pool: &PgPool) -> (i64, i64, i64) {
+    sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM backups), (SELECT coalesce(sum(size_bytes), 0)::bigint FROM backups)")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn backup_ages(pool: &PgPool, user: Uuid) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT extract(day FROM now() - created_at)::bigint FROM backups WHERE user_id = $1 ORDER BY created_at DESC",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// The figures a run reports equal what disappeared from the tables.
+fn assert_figures(report: &Value, before: (i64, i64, i64), after: (i64, i64, i64)) {
+    assert_eq!(report["users_deleted"].as_i64(), Some(before.0 - after.0), "{report}");
+    assert_eq!(report["backups_deleted"].as_i64(), Some(before.1 - after.1), "{report}");
+    assert_eq!(report["bytes_freed"].as_i64(), Some(before.2 - after.2), "{report}");
+}
+
+#[tokio::test]
+async fn older_than_deletes_exactly_the_old_backups() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let a = seed_user(&pool, 400, &[1, 50, 100, 200], 300).await;
+    let b = seed_user(&pool, 400, &[95, 120], 500).await;
+    let before = counts(&pool).await;
+    let report = summary(&db.url, &["--older-than", "90d", "--yes"]).await;
+    assert_eq!(report["dry_run"], false);
+    assert_figures(&report, before, counts(&pool).await);
+    assert_eq!(backup_ages(&pool, a).await, [1, 50]);
+    assert_eq!(backup_ages(&pool, b).await, Vec::<i64>::new());
+    assert_eq!(counts(&pool).await.0, 2, "accounts stay");
+}
+
+#[tokio::test]
+async fn keep_last_keeps_each_users_newest() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let a = seed_user(&pool, 400, &[1, 2, 3, 4, 5], 100).await;
+    let b = seed_user(&pool, 400, &[7], 100).await;
+    let before = counts(&pool).await;
+    let report = summary(&db.url, &["--keep-last", "2", "--yes"]).await;
+    assert_figures(&report, before, counts(&pool).await);
+    assert_eq!(backup_ages(&pool, a).await, [1, 2]);
+    assert_eq!(backup_ages(&pool, b).await, [7]);
+}
+
+#[tokio::test]
+async fn policies_combine_as_all_of_and_user_narrows_them() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let a = seed_user(&pool, 400, &[1, 100, 200, 300], 100).await;
+    let b = seed_user(&pool, 400, &[100, 200, 300], 100).await;
+    // Older than 90 days AND beyond the newest 2, for user a only.
+    let report =
+        summary(&db.url, &["--older-than", "90d", "--keep-last", "2", "--user", &a.to_string(), "--yes"]).await;
+    assert_eq!(report["backups_deleted"], 2);
+    assert_eq!(backup_ages(&pool, a).await, [1, 100]);
+    assert_eq!(backup_ages(&pool, b).await, [100, 200, 300], "another user's data is untouched");
+
+    let report = summary(&db.url, &["--user", &b.to_string(), "--yes"]).await;
+    assert_eq!(report["backups_deleted"], 3);
+    assert_eq!(backup_ages(&pool, b).await, Vec::<i64>::new());
+    assert_eq!(counts(&pool).await.0, 2);
+}
+
+#[tokio::test]
+async fn inactive_users_go_with_their_data_and_new_or_active_ones_stay() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let dormant = seed_user(&pool, 800, &[400, 500], 1000).await;
+    let never_backed_up = seed_user(&pool, 800, &[], 0).await;
+    let active = seed_user(&pool, 800, &[10, 400], 1000).await;
+    let newcomer = seed_user(&pool, 3, &[], 0).await;
+    sqlx::query("INSERT INTO idempotency_keys (user_id, key, request_sha256, backup_id, backup_created_at, size_bytes, sha256, deduplicated) \
+                 SELECT $1, 'k', sha256('x'), gen_random_uuid(), now(), 1, sha256('x'), false")
+        .bind(dormant)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let before = counts(&pool).await;
+    let report = summary(&db.url, &["--inactive-users", "365d", "--yes"]).await;
+    assert_figures(&report, before, counts(&pool).await);
+    assert_eq!(report["users_deleted"], 2);
+    let left: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM users ORDER BY created_at").fetch_all(&pool).await.unwrap();
+    assert!(
+        left.contains(&active)
+            && left.contains(&newcomer)
+            && !left.contains(&dormant)
+            && !left.contains(&never_backed_up)
+    );
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys").fetch_one(&pool).await.unwrap();
+    assert_eq!(keys, 0, "no row of a deleted user is left");
+    assert_eq!(
+        backup_ages(&pool, active).await,
+        [10, 400],
+        "an active user's old backups are not touched by this policy"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_what_a_real_run_then_deletes_and_deletes_nothing() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    seed_user(&pool, 400, &[1, 100, 200], 700).await;
+    seed_user(&pool, 800, &[500], 700).await;
+    let args = ["--older-than", "90d", "--inactive-users", "365d"];
+    let before = counts(&pool).await;
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let planned = summary(&db.url, &dry).await;
+    assert_eq!(planned["dry_run"], true);
+    assert_eq!(counts(&pool).await, before, "a dry run deletes nothing");
+    let mut real = args.to_vec();
+    real.push("--yes");
+    let done = summary(&db.url, &real).await;
+    for key in ["users_deleted", "backups_deleted", "bytes_freed"] {
+        assert_eq!(planned[key], done[key], "{key}");
+    }
+    assert_figures(&done, before, counts(&pool).await);
+}
+
+#[tokio::test]
+async fn without_a_terminal_or_yes_nothing_is_deleted() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    seed_user(&pool, 400, &[100, 200], 100).await;
+    let before = counts(&pool).await;
+    let outcome = prune(&db.url, &["--older-than", "90d"]).await;
+    assert_eq!(outcome.code, 1);
+    assert!(outcome.stderr.contains("--yes"), "{}", outcome.stderr);
+    assert_eq!(counts(&pool).await, before);
+    let no_policy = binary::run(&["prune", "--yes"], &[("DATABASE_URL", &db.url)]).await;
+    assert_eq!(no_policy.code, 2, "a policy is required: {}", no_policy.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prune_while_the_server_takes_uploads_gives_errors_to_neither() {
+    let app = TestApp::spawn().await;
+    let users = [app.register().await, app.register().await, app.register().await];
+    for user in &users {
+        for n in 0..20 {
+            app.upload_ok(user, format!(r#"{{"seed": {n}}}"#).as_bytes()).await;
+        }
+    }
+    let url = app.pool.connect_options();
+    let database_url = format!(
+        "postgres://{}@{}:{}/{}",
+        url.get_username(),
+        url.get_host(),
+        url.get_port(),
+        url.get_database().unwrap()
+    );
+    let mut uploads = tokio::task::JoinSet::new();
+    for (u, user) in users.iter().enumerate() {
+        for n in 0..15 {
+            let request = app
+                .authed(
+                    user,
+                    reqwest::Method::POST,
+                    "/api/backup",
+                    format!(r#"{{"user": {u}, "live": {n}}}"#).as_bytes(),
+                )
+                .header("content-type", "application/json");
+            uploads.spawn(async move { request.send().await.unwrap().status() });
+        }
+    }
+    let pruned = prune(&database_url, &["--keep-last", "1", "--batch-size", "5", "--yes"]).await;
+    let statuses = uploads.join_all().await;
+    assert_eq!(pruned.code, 0, "{}", pruned.stderr);
+    assert!(statuses.iter().all(|s| s.is_success()), "{statuses:?}");
+    for user in &users {
+        assert!(app.backup_count(user.id).await >= 1, "every user keeps at least their newest backup");
+    }
+}
