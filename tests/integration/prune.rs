@@ -200,3 +200,46 @@ async fn prune_while_the_server_takes_uploads_gives_errors_to_neither() {
         assert!(app.backup_count(user.id).await >= 1, "every user keeps at least their newest backup");
     }
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_after_a_whole_batch_and_reports_what_was_deleted() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    sqlx::query("INSERT INTO users (id, token_hash, created_at) VALUES ('00000000-0000-4000-8000-000000000001', sha256('u'), now() - interval '1 year')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO backups (id, user_id, created_at, size_bytes, sha256, document) \
+         SELECT gen_random_uuid(), '00000000-0000-4000-8000-000000000001', now() - interval '200 days' - make_interval(secs => g), 2, sha256('{}'), '{}' \
+         FROM generate_series(1, 3000) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = counts(&pool).await;
+    let child = binary::command()
+        .args(["prune", "--json", "--older-than", "90d", "--batch-size", "1", "--yes"])
+        .env("DATABASE_URL", &db.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until deleting has begun, then interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while counts(&pool).await.1 == before.1 {
+        assert!(std::time::Instant::now() < deadline, "prune never started deleting");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
+    let output = child.wait_with_output().await.unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    eprintln!("interrupted run: {report}");
+    assert_figures(&report, before, counts(&pool).await);
+    if report["interrupted"] == true {
+        assert_eq!(output.status.code(), Some(1));
+        assert!(report["backups_deleted"].as_i64().unwrap() < 3000, "{report}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted"));
+    }
+}
