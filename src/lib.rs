@@ -8,6 +8,7 @@ pub mod config;
 pub mod cursor;
 pub mod db;
 pub mod document;
+pub mod dump;
 pub mod http;
 pub mod local_postgres;
 pub mod output;

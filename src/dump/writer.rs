@@ -1,0 +1,79 @@
+//! Writes a dump to any `Write` (normally a zstd encoder over a file).
+
+use std::io::Write;
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    END_OF_DATA, END_PREFIX, Header, MAGIC, MANIFEST_PREFIX, RESTORE_ONE_LINER, TABLE_PREFIX, TableSummary, Trailer,
+};
+use crate::signature::hex;
+
+/// A dump being written.
+pub struct DumpWriter<W: Write> {
+    inner: W,
+    body: Sha256,
+    tables: Vec<TableSummary>,
+    table: Option<(String, u64, Sha256)>,
+}
+
+impl<W: Write> DumpWriter<W> {
+    /// Starts a dump: the magic line, the restore hint, the manifest and session settings.
+    pub fn new(inner: W, header: &Header) -> std::io::Result<Self> {
+        let mut writer = Self { inner, body: Sha256::new(), tables: Vec::new(), table: None };
+        let manifest = serde_json::to_string(header).map_err(std::io::Error::other)?;
+        let preamble = format!(
+            "{MAGIC}\n-- restore without this tool: {RESTORE_ONE_LINER}\n{MANIFEST_PREFIX}{manifest}\n\
+             SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSET statement_timeout = 0;\n"
+        );
+        writer.emit(preamble.as_bytes())?;
+        Ok(writer)
+    }
+
+    fn emit(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.body.update(bytes);
+        self.inner.write_all(bytes)
+    }
+
+    /// A block of SQL statements (`schema`, `sequences`), run as they are.
+    pub fn section(&mut self, kind: &str, sql: &str) -> std::io::Result<()> {
+        let sql = sql.trim_end();
+        self.emit(format!("-- begin {kind}\n{sql}\n-- end {kind}\n").as_bytes())
+    }
+
+    /// Starts a table's data.
+    pub fn begin_table(&mut self, name: &str, columns: &[String]) -> std::io::Result<()> {
+        assert!(self.table.is_none(), "begin_table inside a table");
+        self.emit(
+            format!("{TABLE_PREFIX}{name}\nCOPY public.{name} ({}) FROM stdin;\n", columns.join(", ")).as_bytes(),
+        )?;
+        self.table = Some((name.to_owned(), 0, Sha256::new()));
+        Ok(())
+    }
+
+    /// Appends COPY text data (whole rows, each ending in a newline).
+    pub fn table_data(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        let (_, rows, hash) = self.table.as_mut().expect("table_data outside a table");
+        *rows += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        hash.update(chunk);
+        self.emit(chunk)
+    }
+
+    /// Ends a table's data; returns its summary.
+    pub fn end_table(&mut self) -> std::io::Result<TableSummary> {
+        let (name, rows, hash) = self.table.take().expect("end_table outside a table");
+        self.emit(END_OF_DATA)?;
+        let summary = TableSummary { name, rows, sha256: hex(&hash.finalize()) };
+        self.tables.push(summary.clone());
+        Ok(summary)
+    }
+
+    /// Writes the last line and returns the inner writer and the trailer.
+    pub fn finish(mut self) -> std::io::Result<(W, Trailer)> {
+        let trailer =
+            Trailer { tables: std::mem::take(&mut self.tables), body_sha256: hex(&self.body.clone().finalize()) };
+        let line = format!("{END_PREFIX}{}\n", serde_json::to_string(&trailer).map_err(std::io::Error::other)?);
+        self.inner.write_all(line.as_bytes())?;
+        Ok((self.inner, trailer))
+    }
+}
