@@ -53,7 +53,7 @@ pub fn open<R: Read>(inner: R) -> Result<CompressedReader<R>, DumpError> {
 
 /// Reads a whole dump, checking every byte; returns its header and trailer.
 pub fn verify<R: std::io::BufRead>(mut reader: DumpReader<R>) -> Result<(Header, Trailer), DumpError> {
-    while reader.next()?.is_some() {}
+    while reader.next_event()?.is_some() {}
     let trailer = reader.trailer().cloned().expect("the reader ends only after the trailer");
     Ok((reader.header().clone(), trailer))
 }
@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(reader.header(), &header());
         let mut events = Vec::new();
         let mut rows = 0;
-        while let Some(event) = reader.next().unwrap() {
+        while let Some(event) = reader.next_event().unwrap() {
             match event {
                 Event::Data(chunk) => rows += chunk.iter().filter(|&&b| b == b'\n').count(),
                 other => events.push(other),

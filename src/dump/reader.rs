@@ -88,13 +88,13 @@ impl<R: BufRead> DumpReader<R> {
         &self.header
     }
 
-    /// The trailer, once [`Self::next`] has returned `None`.
+    /// The trailer, once [`Self::next_event`] has returned `None`.
     pub fn trailer(&self) -> Option<&Trailer> {
         self.trailer.as_ref()
     }
 
     /// The next piece; `Ok(None)` at the end, after the checksums matched.
-    pub fn next(&mut self) -> Result<Option<Event>, DumpError> {
+    pub fn next_event(&mut self) -> Result<Option<Event>, DumpError> {
         if self.trailer.is_some() {
             return Ok(None);
         }
