@@ -16,6 +16,9 @@ _dailyreps__backup__server() {
             ",$1")
                 cmd="dailyreps__backup__server"
                 ;;
+            dailyreps__backup__server,backup-db)
+                cmd="dailyreps__backup__server__subcmd__backup__subcmd__db"
+                ;;
             dailyreps__backup__server,completions)
                 cmd="dailyreps__backup__server__subcmd__completions"
                 ;;
@@ -34,11 +37,20 @@ _dailyreps__backup__server() {
             dailyreps__backup__server,request)
                 cmd="dailyreps__backup__server__subcmd__request"
                 ;;
+            dailyreps__backup__server,restore-db)
+                cmd="dailyreps__backup__server__subcmd__restore__subcmd__db"
+                ;;
             dailyreps__backup__server,serve)
                 cmd="dailyreps__backup__server__subcmd__serve"
                 ;;
             dailyreps__backup__server,smoke-test)
                 cmd="dailyreps__backup__server__subcmd__smoke__subcmd__test"
+                ;;
+            dailyreps__backup__server,verify-backup)
+                cmd="dailyreps__backup__server__subcmd__verify__subcmd__backup"
+                ;;
+            dailyreps__backup__server__subcmd__help,backup-db)
+                cmd="dailyreps__backup__server__subcmd__help__subcmd__backup__subcmd__db"
                 ;;
             dailyreps__backup__server__subcmd__help,completions)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__completions"
@@ -58,11 +70,17 @@ _dailyreps__backup__server() {
             dailyreps__backup__server__subcmd__help,request)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__request"
                 ;;
+            dailyreps__backup__server__subcmd__help,restore-db)
+                cmd="dailyreps__backup__server__subcmd__help__subcmd__restore__subcmd__db"
+                ;;
             dailyreps__backup__server__subcmd__help,serve)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__serve"
                 ;;
             dailyreps__backup__server__subcmd__help,smoke-test)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__smoke__subcmd__test"
+                ;;
+            dailyreps__backup__server__subcmd__help,verify-backup)
+                cmd="dailyreps__backup__server__subcmd__help__subcmd__verify__subcmd__backup"
                 ;;
             dailyreps__backup__server__subcmd__help__subcmd__inspect,backups)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__inspect__subcmd__backups"
@@ -128,12 +146,46 @@ _dailyreps__backup__server() {
 
     case "${cmd}" in
         dailyreps__backup__server)
-            opts="-h -V --log-format --help --version serve migrate inspect prune request smoke-test completions help"
+            opts="-h -V --log-format --help --version serve migrate backup-db restore-db verify-backup inspect prune request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --log-format)
+                    COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__backup__subcmd__db)
+            opts="-o -h -V --database-url --output --keep --json --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
                     return 0
@@ -164,8 +216,22 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__help)
-            opts="serve migrate inspect prune request smoke-test completions help"
+            opts="serve migrate backup-db restore-db verify-backup inspect prune request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__backup__subcmd__db)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -331,6 +397,20 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__restore__subcmd__db)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -346,6 +426,20 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__smoke__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__verify__subcmd__backup)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -763,6 +857,28 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__restore__subcmd__db)
+            opts="-h -V --database-url --force --json --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__serve)
             opts="-h -V --database-url --bind --metrics-bind --signing-secret --allowed-origins --max-backup-bytes --max-backups-kept --memory-budget-mb --rate-limit-register-per-minute --rate-limit-user-per-minute --rate-limit-ip-per-minute --pool-size --shutdown-grace-seconds --dev --dev-data-dir --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -856,6 +972,24 @@ _dailyreps__backup__server() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__verify__subcmd__backup)
+            opts="-h -V --json --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --log-format)
                     COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
                     return 0

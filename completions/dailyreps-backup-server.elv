@@ -25,6 +25,9 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --version 'Print version'
             cand serve 'Run the HTTP API'
             cand migrate 'Apply the embedded database migrations, or show their state'
+            cand backup-db 'Dump the database to a file: one consistent snapshot, streamed and compressed'
+            cand restore-db 'Load a dump into an empty database, all or nothing, then apply newer migrations'
+            cand verify-backup 'Check a dump''s integrity and manifest, without a database'
             cand inspect 'Read-only views of users, backups and the database, for operators'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
@@ -80,6 +83,36 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;migrate;help;status'= {
         }
         &'dailyreps-backup-server;migrate;help;help'= {
+        }
+        &'dailyreps-backup-server;backup-db'= {
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand -o 'A file, or a folder for a UTC-timestamped file (created if missing)'
+            cand --output 'A file, or a folder for a UTC-timestamped file (created if missing)'
+            cand --keep 'After a successful dump, keep only the newest N dumps in the output folder'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;restore-db'= {
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --force 'Replace whatever the target database holds (everything in its public schema)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;verify-backup'= {
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'dailyreps-backup-server;inspect'= {
             cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
@@ -212,6 +245,9 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;help'= {
             cand serve 'Run the HTTP API'
             cand migrate 'Apply the embedded database migrations, or show their state'
+            cand backup-db 'Dump the database to a file: one consistent snapshot, streamed and compressed'
+            cand restore-db 'Load a dump into an empty database, all or nothing, then apply newer migrations'
+            cand verify-backup 'Check a dump''s integrity and manifest, without a database'
             cand inspect 'Read-only views of users, backups and the database, for operators'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
@@ -225,6 +261,12 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand status 'List applied and pending migrations'
         }
         &'dailyreps-backup-server;help;migrate;status'= {
+        }
+        &'dailyreps-backup-server;help;backup-db'= {
+        }
+        &'dailyreps-backup-server;help;restore-db'= {
+        }
+        &'dailyreps-backup-server;help;verify-backup'= {
         }
         &'dailyreps-backup-server;help;inspect'= {
             cand users 'Users with their backup count, bytes and last backup'

@@ -35,6 +35,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the embedded database migrations, or show their state.
     Migrate(MigrateArgs),
+    /// Dump the database to a file: one consistent snapshot, streamed and compressed.
+    ///
+    /// The file is a zstd-compressed SQL script with a manifest; `verify-backup` checks it and
+    /// `restore-db` loads it. Without this tool: zstd -dc FILE | psql -v ON_ERROR_STOP=1
+    /// --single-transaction -d "$DATABASE_URL".
+    BackupDb(BackupDbArgs),
+    /// Load a dump into an empty database, all or nothing, then apply newer migrations.
+    RestoreDb(RestoreDbArgs),
+    /// Check a dump's integrity and manifest, without a database.
+    VerifyBackup(VerifyBackupArgs),
     /// Read-only views of users, backups and the database, for operators.
     Inspect(InspectArgs),
     /// Delete backups (and inactive accounts) by policy, in small batches.
@@ -62,6 +72,54 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// Settings of `backup-db`.
+#[derive(Debug, Args)]
+pub struct BackupDbArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// A file, or a folder for a UTC-timestamped file (created if missing).
+    #[arg(long, short = 'o', default_value = "backups/")]
+    pub output: PathBuf,
+
+    /// After a successful dump, keep only the newest N dumps in the output folder.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of `restore-db`.
+#[derive(Debug, Args)]
+pub struct RestoreDbArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The dump.
+    pub file: PathBuf,
+
+    /// Replace whatever the target database holds (everything in its public schema).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of `verify-backup`.
+#[derive(Debug, Args)]
+pub struct VerifyBackupArgs {
+    /// The dump.
+    pub file: PathBuf,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `inspect` and its views.

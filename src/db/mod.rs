@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod backups;
+pub mod dump;
 pub mod inspect;
 pub mod migrations;
 pub mod prune;

@@ -1,0 +1,114 @@
+//! `restore-db`: verify the dump, then load it into an empty database in one transaction,
+//! then apply any migrations newer than the dump's.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use serde::Serialize;
+use sqlx::PgConnection;
+use tokio::sync::mpsc;
+
+use crate::cli::RestoreDbArgs;
+use crate::commands::verify_backup::check;
+use crate::commands::{TableRows, connect_cli};
+use crate::db::{dump as dump_db, migrations};
+use crate::dump::reader::Event;
+use crate::dump::{self, DumpError};
+use crate::output;
+
+#[derive(Serialize)]
+struct Restored {
+    ok: bool,
+    path: String,
+    tables: Vec<TableRows>,
+}
+
+/// Runs `restore-db`.
+pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
+    let path = args.file.display().to_string();
+    let file = args.file.clone();
+    let (header, trailer) = tokio::task::spawn_blocking(move || check(&file))
+        .await?
+        .with_context(|| format!("{path} did not verify; nothing was restored"))?;
+    output::status(&format!("{path} verified: schema version {}, taken {}", header.schema_version, header.created_at));
+
+    let pool = connect_cli(&args.database).await?;
+    let mut tx = pool.begin().await?;
+    if !dump_db::is_empty(&mut tx).await? {
+        if !args.force {
+            bail!(
+                "the target database is not empty; restore into an empty database, or add --force to replace what it holds"
+            );
+        }
+        dump_db::clear(&mut tx).await.context("could not clear the target")?;
+    }
+    let bar = output::progress(trailer.tables.iter().map(|t| t.rows).sum::<u64>().max(1), "rows");
+    load(&mut tx, args.file.clone(), &bar)
+        .await
+        .context("the restore failed and was rolled back; the target is as it was")?;
+    let counts = dump_db::row_counts(&mut tx).await?;
+    tx.commit().await.context("could not commit the restore")?;
+    bar.finish_and_clear();
+    migrations::apply(&pool).await.context("restored, but applying newer migrations failed; run `migrate`")?;
+
+    let mut table = output::table(["Table", "In the dump", "Restored"]);
+    let mut mismatch = false;
+    for listed in &trailer.tables {
+        let restored = counts.iter().find(|(name, _)| *name == listed.name).map_or(0, |(_, n)| *n);
+        mismatch |= u64::try_from(restored).ok() != Some(listed.rows);
+        table.add_row([listed.name.clone(), listed.rows.to_string(), restored.to_string()]);
+    }
+    if args.json {
+        output::print_json(&Restored { ok: !mismatch, path: path.clone(), tables: TableRows::of(&trailer) })?;
+    } else {
+        output::print_table(&table)?;
+    }
+    if mismatch {
+        bail!("restored row counts differ from the dump's manifest");
+    }
+    output::status(&format!("restored {path}"));
+    Ok(())
+}
+
+/// Streams the dump's statements and COPY data into the transaction.
+async fn load(conn: &mut PgConnection, file: PathBuf, bar: &indicatif::ProgressBar) -> anyhow::Result<()> {
+    let (sender, mut events) = mpsc::channel::<Event>(32);
+    let reader = tokio::task::spawn_blocking(move || -> Result<(), DumpError> {
+        let mut reader = dump::open(File::open(file)?)?;
+        while let Some(event) = reader.next_event()? {
+            if sender.blocking_send(event).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Section { kind, sql } => {
+                dump_db::run_sql(conn, sql).await.with_context(|| format!("running the {kind} section"))?
+            }
+            Event::Table { name, copy } => {
+                bar.set_message(name.clone());
+                let mut copy_in = dump_db::copy_in(conn, &copy).await.with_context(|| format!("starting {name}"))?;
+                loop {
+                    match events.recv().await {
+                        Some(Event::Data(chunk)) => {
+                            bar.inc(chunk.iter().filter(|&&b| b == b'\n').count() as u64);
+                            copy_in.send(chunk).await.with_context(|| format!("loading {name}"))?;
+                        }
+                        Some(Event::TableEnd) => break,
+                        _ => {
+                            copy_in.abort("the dump ended inside a table").await.ok();
+                            bail!("the dump ended inside table {name}");
+                        }
+                    }
+                }
+                copy_in.finish().await.with_context(|| format!("loading {name}"))?;
+            }
+            Event::Data(_) | Event::TableEnd => bail!("table data outside a table"),
+        }
+    }
+    reader.await.map_err(|e| anyhow!("the dump reader crashed: {e}"))?.context("reading the dump")?;
+    Ok(())
+}

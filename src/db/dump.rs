@@ -1,0 +1,171 @@
+//! The database side of `backup-db` and `restore-db`: a consistent snapshot streamed out with
+//! COPY, and a load streamed in with COPY, each in one transaction.
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use sqlx::postgres::PgCopyIn;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use super::migrations::MIGRATOR;
+
+/// Our tables in load order (parents before children). A test checks that it names every
+/// table the migrations create.
+pub const TABLES: &[&str] = &["_sqlx_migrations", "users", "backups", "idempotency_keys"];
+
+/// sqlx's own migration table, as sqlx creates it.
+const MIGRATIONS_TABLE: &str = "CREATE TABLE _sqlx_migrations (\n    version BIGINT PRIMARY KEY,\n    \
+    description TEXT NOT NULL,\n    installed_on TIMESTAMPTZ NOT NULL DEFAULT now(),\n    success BOOLEAN NOT NULL,\n    \
+    checksum BYTEA NOT NULL,\n    execution_time BIGINT NOT NULL\n);\n";
+
+/// Why a dump cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The database has migrations this binary does not know.
+    #[error(
+        "the database's schema (version {database}) is newer than this tool's ({known}); use a newer dailyreps-backup-server"
+    )]
+    SchemaTooNew {
+        /// The database's newest migration.
+        database: i64,
+        /// This binary's newest.
+        known: i64,
+    },
+    /// A query failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// One read-only repeatable-read transaction: every table is read as of one instant while
+/// the server goes on writing.
+pub struct Snapshot {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl Snapshot {
+    /// Starts the snapshot.
+    pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        Ok(Self { tx })
+    }
+
+    /// The server's version, e.g. `16.4`.
+    pub async fn postgres_version(&mut self) -> Result<String, sqlx::Error> {
+        sqlx::query_scalar("SHOW server_version").fetch_one(&mut *self.tx).await
+    }
+
+    /// The newest applied migration.
+    pub async fn schema_version(&mut self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *self.tx)
+            .await
+    }
+
+    /// The SQL that recreates the schema at `version`: sqlx's table and our migrations.
+    pub fn schema_sql(version: i64) -> Result<String, SnapshotError> {
+        let known = super::migrations::latest_known_version();
+        if version > known {
+            return Err(SnapshotError::SchemaTooNew { database: version, known });
+        }
+        let mut sql = String::from(MIGRATIONS_TABLE);
+        for migration in MIGRATOR.iter().filter(|m| m.version <= version && !m.migration_type.is_down_migration()) {
+            sql.push_str(&format!(
+                "-- migration {}: {}\n{}\n",
+                migration.version,
+                migration.description,
+                migration.sql.as_str().trim_end()
+            ));
+        }
+        Ok(sql)
+    }
+
+    /// A table's columns, quoted, in order.
+    pub async fn columns(&mut self, table: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT quote_ident(attname) FROM pg_attribute \
+             WHERE attrelid = ('public.' || quote_ident($1))::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        )
+        .bind(table)
+        .fetch_all(&mut *self.tx)
+        .await
+    }
+
+    /// The planner's row estimate of all our tables, for a progress bar.
+    pub async fn estimated_rows(&mut self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint FROM pg_class \
+             WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' AND relname = ANY($1)",
+        )
+        .bind(TABLES)
+        .fetch_one(&mut *self.tx)
+        .await
+    }
+
+    /// The table's rows in COPY text format, as they arrive.
+    pub async fn copy_out(
+        &mut self,
+        table: &str,
+        columns: &[String],
+    ) -> Result<BoxStream<'_, Result<Bytes, sqlx::Error>>, sqlx::Error> {
+        // Names come from TABLES and the catalog's quote_ident, never from input.
+        let statement = format!("COPY public.{table} ({}) TO STDOUT", columns.join(", "));
+        self.tx.copy_out_raw(&statement).await
+    }
+
+    /// `setval` calls that put every sequence where it is now.
+    pub async fn sequences_sql(&mut self) -> Result<String, sqlx::Error> {
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences WHERE schemaname = 'public'",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, last)| match last {
+                Some(value) => format!("SELECT pg_catalog.setval('{name}', {value}, true);\n"),
+                None => format!("SELECT pg_catalog.setval('{name}', 1, false);\n"),
+            })
+            .collect())
+    }
+
+    /// Ends the snapshot.
+    pub async fn finish(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+/// Whether the database holds no table of its own.
+pub async fn is_empty(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetch_one(conn).await?;
+    Ok(tables == 0)
+}
+
+/// Drops everything in the public schema (for `restore-db --force`), inside the caller's transaction.
+pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;").execute(conn).await.map(drop)
+}
+
+/// Runs a block of SQL from a verified dump.
+pub async fn run_sql(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error> {
+    // The dump was written by this tool and its checksums verified before loading.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn).await.map(drop)
+}
+
+/// Starts a `COPY … FROM stdin` of a verified dump.
+pub async fn copy_in<'c>(
+    conn: &'c mut PgConnection,
+    statement: &str,
+) -> Result<PgCopyIn<&'c mut PgConnection>, sqlx::Error> {
+    conn.copy_in_raw(statement).await
+}
+
+/// Exact row counts of our tables.
+pub async fn row_counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let mut counts = Vec::new();
+    for table in TABLES {
+        let sql = format!("SELECT count(*) FROM public.{table}");
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *conn).await?;
+        counts.push(((*table).to_owned(), count));
+    }
+    Ok(counts)
+}
