@@ -10,6 +10,7 @@ mod api_memory;
 mod api_openapi;
 mod api_signature;
 mod api_users;
+mod backup_db;
 mod completions;
 mod config_errors;
 mod deploy_files;

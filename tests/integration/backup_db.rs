@@ -1,0 +1,353 @@
+//! `backup-db`, `verify-backup`, `restore-db`: round trips, consistency under load, crashes,
+//! corruption, and a restore with the standard client tools alone.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::common::{TestApp, TestDb, binary, scratch_dir};
+
+async fn backup(url: &str, output: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["backup-db", "--json", "--output"];
+    let output = format!("{}/", output.display());
+    args.push(&output);
+    args.extend_from_slice(extra);
+    let outcome = binary::run(&args, &[("DATABASE_URL", url)]).await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    serde_json::from_str(&outcome.stdout).unwrap()
+}
+
+async fn restore(url: &str, file: &str, extra: &[&str]) -> binary::Outcome {
+    let mut args = vec!["restore-db", file];
+    args.extend_from_slice(extra);
+    binary::run(&args, &[("DATABASE_URL", url)]).await
+}
+
+/// Every table's rows, as one digest per table.
+async fn fingerprint(pool: &PgPool) -> Vec<(String, i64, String)> {
+    let mut tables = Vec::new();
+    for table in dailyreps_backup_server::db::dump::TABLES {
+        let sql = format!(
+            "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM public.{table} t"
+        );
+        let (rows, digest): (i64, String) = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.unwrap();
+        tables.push(((*table).to_owned(), rows, digest));
+    }
+    tables
+}
+
+/// A document whose COPY text needs escaping: a JSON-escaped tab and backslash, and unicode.
+fn document(u: usize, n: usize) -> Vec<u8> {
+    format!(r#"{{"u": {u}, "n": {n}, "text": "tab\there, back\\slash, ünï ✓"}}"#).into_bytes()
+}
+
+async fn populated_app() -> (TestApp, Vec<crate::common::TestUser>) {
+    let app = TestApp::spawn().await;
+    let mut users = Vec::new();
+    for u in 0..4 {
+        let user = app.register().await;
+        for n in 0..3 {
+            let response = app.upload_keyed(&user, &document(u, n), &format!("k{n}")).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::CREATED);
+        }
+        users.push(user);
+    }
+    (app, users)
+}
+
+fn app_url(app: &TestApp) -> String {
+    let options = app.pool.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap()
+    )
+}
+
+#[tokio::test]
+async fn a_dump_restores_every_row_and_the_server_works_on_the_copy() {
+    let (app, users) = populated_app().await;
+    let dir = scratch_dir("dumps");
+    let summary = backup(&app_url(&app), &dir, &[]).await;
+    let path = summary["path"].as_str().unwrap().to_owned();
+    assert!(Path::new(&path).exists());
+    assert_eq!(summary["bytes"].as_u64().unwrap(), std::fs::metadata(&path).unwrap().len());
+    assert_eq!(summary["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(summary["tables"][2], serde_json::json!({"name": "backups", "rows": 12}));
+
+    let target = TestDb::empty().await;
+    let restored = restore(&target.url, &path, &["--json"]).await;
+    assert_eq!(restored.code, 0, "{}", restored.stderr);
+    let report: Value = serde_json::from_str(&restored.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(fingerprint(&target.pool().await).await, fingerprint(&app.pool).await, "every row of every table");
+
+    // The server works against the copy: old tokens, old backups, new uploads.
+    let copy = TestApp::spawn_on(&target.url).await;
+    let old = &users[0];
+    let latest = copy.authed(old, Method::GET, "/api/backups/latest", b"").send().await.unwrap();
+    assert_eq!(latest.status(), StatusCode::OK);
+    let replay = copy.upload_keyed(old, &document(0, 0), "k0").send().await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true", "idempotency keys came along");
+    let newcomer = copy.register().await;
+    copy.upload_ok(&newcomer, br#"{"after": "restore"}"#).await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_dump_taken_under_load_is_consistent() {
+    let (app, users) = populated_app().await;
+    let dir = scratch_dir("dumps");
+    let mut load = tokio::task::JoinSet::new();
+    for (u, user) in users.iter().enumerate() {
+        for n in 0..25 {
+            let request = app
+                .authed(user, Method::POST, "/api/backup", format!(r#"{{"live": {u}, "n": {n}}}"#).as_bytes())
+                .header("content-type", "application/json");
+            load.spawn(async move { request.send().await.unwrap().status() });
+        }
+        let registration = app.signed(Method::POST, "/api/users", b"");
+        load.spawn(async move { registration.send().await.unwrap().status() });
+    }
+    let summary = backup(&app_url(&app), &dir, &[]).await;
+    assert!(load.join_all().await.iter().all(|s| s.is_success()));
+
+    let target = TestDb::empty().await;
+    let restored = restore(&target.url, summary["path"].as_str().unwrap(), &[]).await;
+    assert_eq!(restored.code, 0, "{}", restored.stderr);
+    let pool = target.pool().await;
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM backups b WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = b.user_id)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0);
+    let over_retention: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT user_id FROM backups GROUP BY user_id HAVING count(*) > 30) x",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(over_retention, 0);
+    for table in summary["tables"].as_array().unwrap() {
+        let name = table["name"].as_str().unwrap();
+        let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM public.{name}")))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(Some(rows), table["rows"].as_i64(), "{name}: the manifest's count is what was restored");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_dump_killed_half_way_leaves_nothing_under_a_final_name() {
+    let (app, _) = populated_app().await;
+    let dir = scratch_dir("dumps");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Hold a lock the dump's COPY of `backups` must wait for: it stops half-way, file open.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE backups IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
+    let mut child = binary::command()
+        .args(["backup-db", "--output"])
+        .arg(format!("{}/", dir.display()))
+        .env("DATABASE_URL", app_url(&app))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY public.backups%'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the dump never reached the backups table");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    blocker.rollback().await.unwrap();
+    let names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|name| name.starts_with('.') && name.ends_with(".partial")), "{names:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn keep_rotates_the_oldest_dumps_out() {
+    let (app, _) = populated_app().await;
+    let dir = scratch_dir("dumps");
+    std::fs::create_dir_all(&dir).unwrap();
+    for old in ["dailyreps-20240101T000000.000Z.sql.zst", "dailyreps-20250101T000000.000Z.sql.zst", "unrelated.txt"] {
+        std::fs::write(dir.join(old), "old").unwrap();
+    }
+    let summary = backup(&app_url(&app), &dir, &["--keep", "2"]).await;
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    let newest = Path::new(summary["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(names, ["dailyreps-20250101T000000.000Z.sql.zst".to_owned(), newest, "unrelated.txt".to_owned()]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn restore_refuses_a_non_empty_target_unless_forced() {
+    let (app, _) = populated_app().await;
+    let dir = scratch_dir("dumps");
+    let path = backup(&app_url(&app), &dir, &[]).await["path"].as_str().unwrap().to_owned();
+    let target = TestDb::migrated().await;
+    let pool = target.pool().await;
+    sqlx::query("INSERT INTO users (id, token_hash) VALUES (gen_random_uuid(), sha256('precious'))")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let refused = restore(&target.url, &path, &[]).await;
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("not empty") && refused.stderr.contains("--force"), "{}", refused.stderr);
+    let untouched: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
+    assert_eq!(untouched, 1);
+
+    let forced = restore(&target.url, &path, &["--force"]).await;
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(fingerprint(&pool).await, fingerprint(&app.pool).await);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A well-formed dump whose data breaks a constraint half-way through.
+fn dump_failing_half_way(dir: &Path) -> PathBuf {
+    use dailyreps_backup_server::dump::{self, Header, writer::DumpWriter};
+    let schema_version = dailyreps_backup_server::db::migrations::latest_known_version();
+    let header = Header {
+        format_version: dump::FORMAT_VERSION,
+        created_at: "2026-11-29T00:00:00Z".into(),
+        server_version: "test".into(),
+        postgres_version: "15".into(),
+        schema_version,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("failing.sql.zst");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer = DumpWriter::new(dump::compress(file).unwrap(), &header).unwrap();
+    writer
+        .section("schema", &dailyreps_backup_server::db::dump::Snapshot::schema_sql(schema_version).unwrap())
+        .unwrap();
+    writer.begin_table("users", &["id".into(), "token_hash".into(), "created_at".into()]).unwrap();
+    writer.table_data(b"00000000-0000-4000-8000-000000000001\t\\\\x0000000000000000000000000000000000000000000000000000000000000000\t2026-01-01 00:00:00+00\n").unwrap();
+    writer.end_table().unwrap();
+    writer
+        .begin_table(
+            "backups",
+            &[
+                "id".into(),
+                "user_id".into(),
+                "created_at".into(),
+                "size_bytes".into(),
+                "sha256".into(),
+                "document".into(),
+            ],
+        )
+        .unwrap();
+    // Its user does not exist: the foreign key stops the load here.
+    writer.table_data(b"00000000-0000-4000-8000-0000000000b1\t00000000-0000-4000-8000-00000000dead\t2026-01-01 00:00:00+00\t2\t\\\\x0000000000000000000000000000000000000000000000000000000000000000\t\\\\x7b7d\n").unwrap();
+    writer.end_table().unwrap();
+    let (encoder, _) = writer.finish().unwrap();
+    encoder.finish().unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_restore_that_fails_half_way_leaves_the_target_empty() {
+    let dir = scratch_dir("dumps");
+    let path = dump_failing_half_way(&dir);
+    let verified = binary::run(&["verify-backup", path.to_str().unwrap()], &[]).await;
+    assert_eq!(verified.code, 0, "the file itself is intact: {}", verified.stderr);
+    let target = TestDb::empty().await;
+    let failed = restore(&target.url, path.to_str().unwrap(), &[]).await;
+    assert_eq!(failed.code, 1);
+    assert!(failed.stderr.contains("rolled back"), "{}", failed.stderr);
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_one(&target.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(tables, 0, "nothing half-done");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn corruption_truncation_and_foreign_files_fail_verification() {
+    let (app, _) = populated_app().await;
+    let dir = scratch_dir("dumps");
+    let path = backup(&app_url(&app), &dir, &[]).await["path"].as_str().unwrap().to_owned();
+    let good = binary::run(&["verify-backup", &path, "--json"], &[]).await;
+    assert_eq!(good.code, 0, "{}", good.stderr);
+    let report: Value = serde_json::from_str(&good.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["tables"].as_array().unwrap().len(), 4);
+
+    let bytes = std::fs::read(&path).unwrap();
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    let truncated = bytes[..bytes.len() * 2 / 3].to_vec();
+    for (label, content) in [("flipped", flipped), ("truncated", truncated), ("foreign", b"PGDMP not ours".to_vec())] {
+        let damaged = dir.join(label);
+        std::fs::write(&damaged, content).unwrap();
+        let outcome = binary::run(&["verify-backup", damaged.to_str().unwrap(), "--json"], &[]).await;
+        assert_eq!(outcome.code, 1, "{label}");
+        let report: Value = serde_json::from_str(&outcome.stdout).unwrap();
+        assert_eq!(report["ok"], false, "{label}");
+        let error = report["error"].as_str().unwrap();
+        assert!(
+            error.contains("corrupt") || error.contains("truncated") || error.contains("not a dailyreps"),
+            "{label}: {error}"
+        );
+        let target = TestDb::empty().await;
+        let refused = restore(&target.url, damaged.to_str().unwrap(), &[]).await;
+        assert_eq!(refused.code, 1, "{label}");
+        assert!(refused.stderr.contains("did not verify"), "{label}: {}", refused.stderr);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_dump_restores_with_psql_and_zstd_alone() {
+    let (app, _) = populated_app().await;
+    let dir = scratch_dir("dumps");
+    let path = backup(&app_url(&app), &dir, &[]).await["path"].as_str().unwrap().to_owned();
+    let target = TestDb::empty().await;
+    // The documented one-liner, with FILE and DATABASE_URL filled in.
+    let one_liner = dailyreps_backup_server::dump::RESTORE_ONE_LINER.replace("FILE", &path);
+    let status = tokio::process::Command::new("bash")
+        .args(["-o", "pipefail", "-c", &one_liner])
+        .env("DATABASE_URL", &target.url)
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "{one_liner}");
+    assert_eq!(fingerprint(&target.pool().await).await, fingerprint(&app.pool).await);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_dump_covers_every_table_of_the_schema() {
+    let db = TestDb::migrated().await;
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+            .fetch_all(&db.pool().await)
+            .await
+            .unwrap();
+    let mut dumped: Vec<String> = dailyreps_backup_server::db::dump::TABLES.iter().map(|t| (*t).to_owned()).collect();
+    dumped.sort();
+    assert_eq!(tables, dumped, "a new table must be added to db::dump::TABLES");
+}
