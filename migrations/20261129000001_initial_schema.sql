@@ -5,15 +5,16 @@ CREATE TABLE users (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- The document is kept as the exact bytes uploaded (decoded), so a restore is byte-for-byte
--- the same; jsonb would reorder keys and cost a parse on every write.
+-- The document is kept as the exact text uploaded (decoded, checked to be UTF-8), so a restore
+-- is byte-for-byte the same; jsonb would reorder keys and cost a parse on every write. text
+-- rather than bytea: dumps carry it as itself instead of doubled into hex.
 CREATE TABLE backups (
     id          uuid        PRIMARY KEY,
     user_id     uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     size_bytes  integer     NOT NULL CHECK (size_bytes >= 0),
     sha256      bytea       NOT NULL CHECK (length(sha256) = 32),
-    document    bytea       NOT NULL
+    document    text        NOT NULL
 );
 
 -- A user's backups newest first: latest, dedupe against the latest, retention beyond the

@@ -54,13 +54,13 @@ pub fn decode(raw: Bytes, encoding: Encoding, limit: usize) -> Result<Bytes, Doc
 }
 
 /// Checks that `document` is one JSON object (UTF-8, syntactically valid), allocating nothing
-/// for its contents.
-pub fn validate(document: &[u8]) -> Result<(), DocumentError> {
+/// for its contents; returns it as text.
+pub fn validate(document: &[u8]) -> Result<&str, DocumentError> {
     let text = std::str::from_utf8(document).map_err(|e| DocumentError::InvalidJson(format!("not UTF-8 ({e})")))?;
     serde_json::from_str::<IgnoredAny>(text).map_err(|e| DocumentError::InvalidJson(e.to_string()))?;
     // Valid JSON whose first significant byte is `{` is an object.
     match document.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => Ok(()),
+        Some(b'{') => Ok(text),
         _ => Err(DocumentError::NotAnObject),
     }
 }
@@ -105,8 +105,8 @@ mod tests {
 
     #[test]
     fn only_json_objects_are_documents() {
-        assert_eq!(validate(b" \n{\"a\": [1, {\"b\": null}]}\n "), Ok(()));
-        assert_eq!(validate("{\"ünï\": \"😀\"}".as_bytes()), Ok(()));
+        assert_eq!(validate(b" \n{\"a\": [1, {\"b\": null}]}\n "), Ok(" \n{\"a\": [1, {\"b\": null}]}\n "));
+        assert_eq!(validate("{\"ünï\": \"😀\"}".as_bytes()), Ok("{\"ünï\": \"😀\"}"));
         for not_object in [&b"[]"[..], b"1", b"\"s\"", b"null", b" true "] {
             assert_eq!(validate(not_object), Err(DocumentError::NotAnObject), "{not_object:?}");
         }

@@ -47,7 +47,7 @@ pub struct NewBackup<'a> {
     /// Owner.
     pub user_id: Uuid,
     /// The document, as uploaded (decoded).
-    pub document: &'a [u8],
+    pub document: &'a str,
     /// Its SHA-256.
     pub sha256: &'a [u8; 32],
     /// Backups to keep for the user, this one included.
@@ -166,7 +166,7 @@ pub struct Backup {
     #[sqlx(flatten)]
     pub meta: BackupMeta,
     /// The document, byte for byte as uploaded.
-    pub document: Vec<u8>,
+    pub document: String,
 }
 
 /// Fetches one of the user's backups with its document.

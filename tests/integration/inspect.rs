@@ -22,14 +22,14 @@ pub async fn seed_user(pool: &PgPool, age_days: i64, backup_ages_days: &[i64], s
         let document = format!("{{\"n\": {n}, \"pad\": \"{}\"}}", "x".repeat(size.saturating_sub(20)));
         sqlx::query(
             "INSERT INTO backups (id, user_id, created_at, size_bytes, sha256, document) \
-             VALUES ($1, $2, now() - make_interval(days => $3::int) - make_interval(secs => $4::int), $5, sha256($6), $6)",
+             VALUES ($1, $2, now() - make_interval(days => $3::int) - make_interval(secs => $4::int), $5, sha256(convert_to($6, 'UTF8')), $6)",
         )
         .bind(Uuid::new_v4())
         .bind(id)
         .bind(*age)
         .bind(n as i32)
         .bind(document.len() as i32)
-        .bind(document.as_bytes())
+        .bind(&document)
         .execute(pool)
         .await
         .unwrap();

@@ -107,9 +107,9 @@ async fn upload(
     require_json(&headers)?;
     let encoding = content_encoding(&headers)?;
     let key = idempotency_key(&headers)?;
-    let (document, _held) = decode_within_budget(&state, body, encoding)?;
-    document::validate(&document)?;
-    let digest = sha256(&document);
+    let (decoded, _held) = decode_within_budget(&state, body, encoding)?;
+    let document = document::validate(&decoded)?;
+    let digest = sha256(document.as_bytes());
 
     let mut tx = state.pool.begin().await?;
     if !db::users::lock(&mut tx, user.id).await? {
@@ -126,7 +126,7 @@ async fn upload(
     let new = NewBackup {
         id: Uuid::new_v4(),
         user_id: user.id,
-        document: &document,
+        document,
         sha256: &digest,
         keep: state.settings.limits.max_backups_kept,
         idempotency_key: key,
@@ -302,13 +302,13 @@ async fn by_id(
 
 /// A document and the budget it holds, freed together when the response body is dropped.
 struct HeldDocument {
-    document: Vec<u8>,
+    document: String,
     _held: Reservation,
 }
 
 impl AsRef<[u8]> for HeldDocument {
     fn as_ref(&self) -> &[u8] {
-        &self.document
+        self.document.as_bytes()
     }
 }
 

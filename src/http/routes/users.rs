@@ -50,7 +50,7 @@ async fn register(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
     if !body.iter().all(u8::is_ascii_whitespace) {
-        document::validate(&body).map_err(|error| match error {
+        document::validate(&body).map(drop).map_err(|error| match error {
             DocumentError::NotAnObject => ApiError::InvalidRequest("the body must be empty or a JSON object".into()),
             other => other.into(),
         })?;
