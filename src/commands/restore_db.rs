@@ -10,11 +10,10 @@ use sqlx::PgConnection;
 use tokio::sync::mpsc;
 
 use crate::cli::RestoreDbArgs;
-use crate::commands::verify_backup::check;
 use crate::commands::{TableRows, connect_cli};
 use crate::db::{dump as dump_db, migrations};
 use crate::dump::reader::Event;
-use crate::dump::{self, DumpError};
+use crate::dump::{self, DumpError, Trailer};
 use crate::output;
 
 #[derive(Serialize)]
@@ -27,11 +26,14 @@ struct Restored {
 /// Runs `restore-db`.
 pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
     let path = args.file.display().to_string();
-    let file = args.file.clone();
-    let (header, trailer) = tokio::task::spawn_blocking(move || check(&file))
-        .await?
+    // The header now; every other byte is checked while it loads, and the load commits only if
+    // the whole file checked out (one pass over the file instead of two).
+    let header = File::open(&args.file)
+        .map_err(DumpError::from)
+        .and_then(dump::open)
+        .map(|reader| reader.header().clone())
         .with_context(|| format!("{path} did not verify; nothing was restored"))?;
-    output::status(&format!("{path} verified: schema version {}, taken {}", header.schema_version, header.created_at));
+    output::status(&format!("{path}: schema version {}, taken {}", header.schema_version, header.created_at));
 
     let pool = connect_cli(&args.database).await?;
     let mut tx = pool.begin().await?;
@@ -43,10 +45,10 @@ pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
         }
         dump_db::clear(&mut tx).await.context("could not clear the target")?;
     }
-    let bar = output::progress(trailer.tables.iter().map(|t| t.rows).sum::<u64>().max(1), "rows");
-    load(&mut tx, args.file.clone(), &bar)
+    let bar = output::progress(0, "rows");
+    let trailer = load(&mut tx, args.file.clone(), &bar)
         .await
-        .context("the restore failed and was rolled back; the target is as it was")?;
+        .map_err(|error| error.context("the restore was rolled back; the target is as it was"))?;
     let counts = dump_db::row_counts(&mut tx).await?;
     tx.commit().await.context("could not commit the restore")?;
     bar.finish_and_clear();
@@ -71,18 +73,35 @@ pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Streams the dump's statements and COPY data into the transaction.
-async fn load(conn: &mut PgConnection, file: PathBuf, bar: &indicatif::ProgressBar) -> anyhow::Result<()> {
+/// Streams the dump's statements and COPY data into the transaction; returns the manifest's
+/// trailer once the whole file has verified.
+async fn load(conn: &mut PgConnection, file: PathBuf, bar: &indicatif::ProgressBar) -> anyhow::Result<Trailer> {
+    let path = file.display().to_string();
     let (sender, mut events) = mpsc::channel::<Event>(32);
-    let reader = tokio::task::spawn_blocking(move || -> Result<(), DumpError> {
+    let reader = tokio::task::spawn_blocking(move || -> Result<Option<Trailer>, DumpError> {
         let mut reader = dump::open(File::open(file)?)?;
         while let Some(event) = reader.next_event()? {
             if sender.blocking_send(event).is_err() {
-                break;
+                return Ok(None);
             }
         }
-        Ok(())
+        Ok(reader.trailer().cloned())
     });
+    let loaded = apply(conn, &mut events, bar).await;
+    drop(events);
+    let verified = reader.await.map_err(|e| anyhow!("the dump reader crashed: {e}"))?;
+    // A damaged file explains a failed load better than the load's own error does.
+    let trailer = verified.with_context(|| format!("{path} did not verify"))?;
+    loaded?;
+    trailer.ok_or_else(|| anyhow!("the dump ended early"))
+}
+
+/// Runs the dump's events against the database.
+async fn apply(
+    conn: &mut PgConnection,
+    events: &mut mpsc::Receiver<Event>,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
     while let Some(event) = events.recv().await {
         match event {
             Event::Section { kind, sql } => {
@@ -109,6 +128,5 @@ async fn load(conn: &mut PgConnection, file: PathBuf, bar: &indicatif::ProgressB
             Event::Data(_) | Event::TableEnd => bail!("table data outside a table"),
         }
     }
-    reader.await.map_err(|e| anyhow!("the dump reader crashed: {e}"))?.context("reading the dump")?;
     Ok(())
 }

@@ -20,8 +20,9 @@
 //! -- end: {"tables":[{"name","rows","sha256"}],"body_sha256":…}
 //! ```
 //!
-//! The last line holds each table's row count and SHA-256 of its COPY data, and the SHA-256 of
-//! every byte before it; zstd's own frame checksum covers the compressed bytes.
+//! The last line holds each table's row count and SHA-256 of its COPY data, and a SHA-256 of
+//! everything before it (every line, with each table's data standing in by its digest, so no
+//! byte is hashed twice); zstd's own frame checksum covers the compressed bytes.
 
 pub mod reader;
 pub mod writer;
@@ -34,11 +35,17 @@ use self::reader::DumpReader;
 
 /// zstd level: fast enough to keep up with PostgreSQL's COPY on one core, smaller than gzip.
 const ZSTD_LEVEL: i32 = 3;
+/// Bytes zstd's worker compresses at a time.
+const JOB_SIZE: u32 = 1 << 20;
 
-/// The compressor a dump is written through (with zstd's frame checksum on).
+/// The compressor a dump is written through (with zstd's frame checksum on). It compresses on
+/// a worker thread of its own, so compressing overlaps with checksumming and reading.
 pub fn compress<W: Write>(inner: W) -> std::io::Result<zstd::Encoder<'static, W>> {
     let mut encoder = zstd::Encoder::new(inner, ZSTD_LEVEL)?;
     encoder.include_checksum(true)?;
+    encoder.multithread(1)?;
+    // Small jobs keep the worker's buffers, and so memory, small.
+    encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
     Ok(encoder)
 }
 
@@ -101,7 +108,7 @@ pub struct TableSummary {
 pub struct Trailer {
     /// Every table, in load order.
     pub tables: Vec<TableSummary>,
-    /// Hex SHA-256 of every byte before the last line.
+    /// Hex SHA-256 of everything before the last line (table data by its digest).
     pub body_sha256: String,
 }
 

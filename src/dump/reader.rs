@@ -160,7 +160,6 @@ impl<R: BufRead> DumpReader<R> {
         loop {
             self.line.clear();
             read_line(&mut self.inner, &mut self.line)?;
-            self.body.update(&self.line);
             if self.line == END_OF_DATA {
                 if chunk.is_empty() {
                     return Ok(self.end_table());
@@ -180,7 +179,11 @@ impl<R: BufRead> DumpReader<R> {
 
     fn end_table(&mut self) -> Event {
         let (name, rows, hash) = self.table.take().expect("inside a table");
-        self.tables.push((name, rows, hex(&hash.finalize())));
+        // As the writer does: the table's digest, then its end marker.
+        let digest = hash.finalize();
+        self.body.update(digest);
+        self.body.update(END_OF_DATA);
+        self.tables.push((name, rows, hex(&digest)));
         self.table_ended = false;
         Event::TableEnd
     }
