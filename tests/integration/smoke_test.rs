@@ -126,3 +126,42 @@ async fn nothing_listening_fails_at_health_after_the_wait() {
     assert!(outcome.stderr.contains("step `health` failed (no answer)"), "{}", outcome.stderr);
     assert!(outcome.stdout.contains("health"), "the table is printed: {}", outcome.stdout);
 }
+
+#[tokio::test]
+async fn an_interrupted_run_still_deletes_its_account() {
+    let app = TestApp::spawn().await;
+    // Hold up the upload step: its statement waits for this lock.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE backups IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
+    let child = binary::command()
+        .args(["smoke-test", "--json", "--wait", "5s", "--url", &app.address])
+        .env("APP_SIGNING_SECRET", TEST_SECRET)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dailyreps-backup-server' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the upload never reached the database");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
+    blocker.rollback().await.unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(step(&report, "clean up")["ok"], true, "{report}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted"));
+    assert_eq!(users_left(&app).await, 0);
+}
