@@ -102,7 +102,11 @@ async fn apply(
     events: &mut mpsc::Receiver<Event>,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
+    let mut deferred = None;
     while let Some(event) = events.recv().await {
+        if matches!(event, Event::Table { .. }) && deferred.is_none() {
+            deferred = Some(dump_db::defer_indexes_and_foreign_keys(conn).await.context("setting indexes aside")?);
+        }
         match event {
             Event::Section { kind, sql } => {
                 dump_db::run_sql(conn, sql).await.with_context(|| format!("running the {kind} section"))?
@@ -127,6 +131,10 @@ async fn apply(
             }
             Event::Data(_) | Event::TableEnd => bail!("table data outside a table"),
         }
+    }
+    if let Some(deferred) = deferred {
+        bar.set_message("indexes and foreign keys");
+        dump_db::restore_deferred(conn, deferred).await.context("rebuilding indexes and checking foreign keys")?;
     }
     Ok(())
 }

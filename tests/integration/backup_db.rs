@@ -44,6 +44,18 @@ fn document(u: usize, n: usize) -> Vec<u8> {
     format!(r#"{{"u": {u}, "n": {n}, "text": "tab\there, back\\slash, ünï ✓"}}"#).into_bytes()
 }
 
+/// Every index and constraint of the public schema, as PostgreSQL prints them.
+async fn schema_of(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' \
+         UNION ALL SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) \
+         FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 async fn populated_app() -> (TestApp, Vec<crate::common::TestUser>) {
     let app = TestApp::spawn().await;
     let mut users = Vec::new();
@@ -86,6 +98,7 @@ async fn a_dump_restores_every_row_and_the_server_works_on_the_copy() {
     let report: Value = serde_json::from_str(&restored.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(fingerprint(&target.pool().await).await, fingerprint(&app.pool).await, "every row of every table");
+    assert_eq!(schema_of(&target.pool().await).await, schema_of(&app.pool).await, "the same indexes and constraints");
 
     // The server works against the copy: old tokens, old backups, new uploads.
     let copy = TestApp::spawn_on(&target.url).await;
