@@ -103,11 +103,7 @@ pub async fn run(args: BackupDbArgs) -> anyhow::Result<()> {
     if args.json {
         return output::print_json(&summary).context("could not write the summary");
     }
-    let mut table = output::table(["Table", "Rows"]);
-    for t in &summary.tables {
-        table.add_row([t.name.clone(), t.rows.to_string()]);
-    }
-    output::print_table(&table).context("could not write the summary")?;
+    output::print_table(&TableRows::table(&summary.tables)).context("could not write the summary")?;
     output::status(&format!(
         "wrote {} ({}) in {:.1} s; schema version {schema_version}; check it with `verify-backup`",
         summary.path,

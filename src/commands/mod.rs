@@ -54,6 +54,15 @@ pub struct TableRows {
 }
 
 impl TableRows {
+    /// A table of them for people.
+    pub fn table(rows: &[Self]) -> comfy_table::Table {
+        let mut table = crate::output::table(["Table", "Rows"]);
+        for t in rows {
+            table.add_row([t.name.clone(), t.rows.to_string()]);
+        }
+        table
+    }
+
     /// The tables of a dump's manifest.
     pub fn of(trailer: &crate::dump::Trailer) -> Vec<Self> {
         trailer.tables.iter().map(|t| Self { name: t.name.clone(), rows: t.rows }).collect()

@@ -44,11 +44,7 @@ pub fn run(args: &VerifyBackupArgs) -> anyhow::Result<()> {
     match result {
         Ok((header, _)) => {
             if !args.json {
-                let mut table = output::table(["Table", "Rows"]);
-                for t in &checked.tables {
-                    table.add_row([t.name.clone(), t.rows.to_string()]);
-                }
-                output::print_table(&table).context("could not write the result")?;
+                output::print_table(&TableRows::table(&checked.tables)).context("could not write the result")?;
                 output::status(&format!(
                     "{path} is intact: taken {} by version {}, schema version {}",
                     header.created_at, header.server_version, header.schema_version

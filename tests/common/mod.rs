@@ -303,6 +303,30 @@ pub async fn get(url: &str) -> reqwest::Response {
     http_client().get(url).send().await.unwrap()
 }
 
+/// Waits until a statement of ours (application_name dailyreps-backup-server) whose text starts
+/// with `statement_prefix` is waiting for a lock: a request or command is then truly in flight.
+pub async fn wait_until_blocked_on_lock(pool: &PgPool, statement_prefix: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'dailyreps-backup-server' AND wait_event_type = 'Lock' AND starts_with(query, $1)",
+        )
+        .bind(statement_prefix)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no statement starting {statement_prefix:?} ever waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The current unix time.
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

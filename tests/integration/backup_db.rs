@@ -175,18 +175,7 @@ async fn a_dump_killed_half_way_leaves_nothing_under_a_final_name() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY public.backups%'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the dump never reached the backups table");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    crate::common::wait_until_blocked_on_lock(&app.pool, "COPY public.backups").await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     blocker.rollback().await.unwrap();

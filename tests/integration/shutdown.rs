@@ -9,25 +9,6 @@ use crate::common::{
     binary::{self, Server},
 };
 
-/// Waits until the server's readiness query is blocked on a lock in `db`.
-async fn wait_until_blocked(pool: &sqlx::PgPool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE application_name = 'dailyreps-backup-server' AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the request never reached the database");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits until the listener is closed (the server logs the signal just before closing it).
 async fn wait_until_refused(addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -48,7 +29,7 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     sqlx::query("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
     let client = crate::common::http_client();
     let in_flight = tokio::spawn(client.get(format!("{}/readyz", server.address)).send());
-    wait_until_blocked(&pool).await;
+    crate::common::wait_until_blocked_on_lock(&pool, "").await;
 
     server.signal("TERM").await;
     binary::next_log(&mut server.logs, "shutting down: no new connections; finishing requests in flight").await;

@@ -140,20 +140,7 @@ async fn an_interrupted_run_still_deletes_its_account() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dailyreps-backup-server' AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the upload never reached the database");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    crate::common::wait_until_blocked_on_lock(&app.pool, "").await;
     let pid = child.id().unwrap().to_string();
     assert!(tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
     blocker.rollback().await.unwrap();
