@@ -51,6 +51,8 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('--rate-limit-register-per-minute', '--rate-limit-register-per-minute', [CompletionResultType]::ParameterName, 'Account registrations per minute from one client IP (0: no limit)')
             [CompletionResult]::new('--rate-limit-user-per-minute', '--rate-limit-user-per-minute', [CompletionResultType]::ParameterName, 'API requests per minute from one user (0: no limit)')
             [CompletionResult]::new('--rate-limit-ip-per-minute', '--rate-limit-ip-per-minute', [CompletionResultType]::ParameterName, 'API requests per minute from one client IP (0: no limit)')
+            [CompletionResult]::new('--body-timeout-seconds', '--body-timeout-seconds', [CompletionResultType]::ParameterName, 'Seconds a client may take to send a request body (then 408; a slow client cannot hold the memory budget)')
+            [CompletionResult]::new('--request-timeout-seconds', '--request-timeout-seconds', [CompletionResultType]::ParameterName, 'Seconds the server may take over a request once its body is in (then 503 with Retry-After)')
             [CompletionResult]::new('--pool-size', '--pool-size', [CompletionResultType]::ParameterName, 'Most database connections the server holds open')
             [CompletionResult]::new('--shutdown-grace-seconds', '--shutdown-grace-seconds', [CompletionResultType]::ParameterName, 'Seconds to let in-flight requests finish after SIGINT or SIGTERM before exiting anyway')
             [CompletionResult]::new('--dev-data-dir', '--dev-data-dir', [CompletionResultType]::ParameterName, 'Folder for `--dev`''s PostgreSQL cluster and signing secret, kept between runs')

@@ -50,6 +50,8 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l rate-limit-register-per-minute -d 'Account registrations per minute from one client IP (0: no limit)' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l rate-limit-user-per-minute -d 'API requests per minute from one user (0: no limit)' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l rate-limit-ip-per-minute -d 'API requests per minute from one client IP (0: no limit)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l body-timeout-seconds -d 'Seconds a client may take to send a request body (then 408; a slow client cannot hold the memory budget)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l request-timeout-seconds -d 'Seconds the server may take over a request once its body is in (then 503 with Retry-After)' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l pool-size -d 'Most database connections the server holds open' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l shutdown-grace-seconds -d 'Seconds to let in-flight requests finish after SIGINT or SIGTERM before exiting anyway' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l dev-data-dir -d 'Folder for `--dev`\'s PostgreSQL cluster and signing secret, kept between runs' -r -F

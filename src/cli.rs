@@ -351,6 +351,15 @@ pub struct ServeArgs {
     #[arg(long, env = "RATE_LIMIT_IP_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_ip_per_minute: u32,
 
+    /// Seconds a client may take to send a request body (then 408; a slow client cannot hold
+    /// the memory budget).
+    #[arg(long, env = "BODY_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_seconds: u64,
+
+    /// Seconds the server may take over a request once its body is in (then 503 with Retry-After).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_seconds: u64,
+
     /// Most database connections the server holds open.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,

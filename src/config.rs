@@ -165,6 +165,10 @@ pub struct Limits {
     pub user_per_minute: u32,
     /// Requests per minute per client IP; 0 is unlimited.
     pub ip_per_minute: u32,
+    /// How long a client may take to send a body.
+    pub body_timeout: std::time::Duration,
+    /// How long the server may take over a request once its body is in.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Limits {
@@ -348,6 +352,8 @@ mod tests {
             register_per_minute: 0,
             user_per_minute: 0,
             ip_per_minute: 0,
+            body_timeout: std::time::Duration::from_secs(60),
+            request_timeout: std::time::Duration::from_secs(30),
         };
         let err = limits.validate().unwrap_err().to_string();
         assert!(err.contains("MEMORY_BUDGET_MB (16 MiB)") && err.contains("MAX_BACKUP_BYTES"), "{err}");

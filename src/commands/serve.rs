@@ -58,6 +58,8 @@ fn limits(args: &ServeArgs) -> Result<Limits, ConfigError> {
         register_per_minute: args.rate_limit_register_per_minute,
         user_per_minute: args.rate_limit_user_per_minute,
         ip_per_minute: args.rate_limit_ip_per_minute,
+        body_timeout: Duration::from_secs(args.body_timeout_seconds),
+        request_timeout: Duration::from_secs(args.request_timeout_seconds),
     }
     .validate()
 }

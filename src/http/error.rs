@@ -53,6 +53,9 @@ pub enum ApiError {
     /// Valid JSON, but not an object.
     #[error("a backup must be a JSON object")]
     InvalidBackup,
+    /// The client took too long to send the body.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// Too many requests; retry after the given seconds.
     #[error("too many requests; retry after {0} seconds")]
     RateLimited(u64),
@@ -75,6 +78,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidBackup => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -96,6 +100,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::InvalidBackup => "invalid_backup",
+            Self::RequestTimeout => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",

@@ -39,7 +39,8 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     }
     // Reserve before reading: a chunked body of unknown length is charged the most it may be.
     let _reservation = state.budget.try_reserve(declared.unwrap_or(limit)).ok_or_else(ApiError::busy)?;
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|error| {
+    let read = tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limit));
+    let raw = read.await.map_err(|_| ApiError::RequestTimeout)?.map_err(|error| {
         if std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>()) {
             ApiError::PayloadTooLarge { limit: limits.max_backup_bytes.min(limit) }
         } else {
@@ -57,5 +58,8 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     };
     signature::verify(&state.settings.signing_secrets, &received, time::OffsetDateTime::now_utc().unix_timestamp())?;
 
-    Ok(next.run(Request::from_parts(parts, Body::from(raw))).await)
+    // A handler stuck behind a stalled database gives up rather than hanging the client.
+    tokio::time::timeout(limits.request_timeout, next.run(Request::from_parts(parts, Body::from(raw))))
+        .await
+        .map_err(|_| ApiError::Unavailable("the server could not answer in time; retry shortly".into()))
 }

@@ -143,6 +143,8 @@ pub fn test_settings() -> ApiSettings {
             register_per_minute: 0,
             user_per_minute: 0,
             ip_per_minute: 0,
+            body_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
         },
         allowed_origins: AllowedOrigins::default(),
     }

@@ -182,3 +182,43 @@ async fn an_internal_error_is_500_without_internals_in_the_answer() {
         assert!(!text.contains(internal), "{internal:?} leaked: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_body_that_dribbles_is_cut_off_with_408_and_its_budget_returned() {
+    let limits = Limits { body_timeout: Duration::from_secs(1), ..test_settings().limits };
+    let app = TestApp::spawn_with(ApiSettings { limits, ..test_settings() }).await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head =
+        "POST /api/backup HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"a\"";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::io::AsyncReadExt::read(&mut slow, &mut buffer).await.unwrap();
+        assert!(n > 0, "the connection closed without an answer");
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10), "cut off after {:?}", started.elapsed());
+    wait_for_budget_in_use_below(&app, 1).await;
+}
+
+#[tokio::test]
+async fn a_request_stuck_behind_the_database_gets_503_in_bounded_time() {
+    let limits = Limits { request_timeout: Duration::from_secs(1), ..test_settings().limits };
+    let app = TestApp::spawn_with(ApiSettings { limits, ..test_settings() }).await;
+    let user = app.register().await;
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE backups IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
+    let started = Instant::now();
+    let response = app.upload(&user, br#"{"stuck": true}"#).await;
+    let waited = started.elapsed();
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert!(waited < Duration::from_secs(10), "answered after {waited:?}");
+    blocker.rollback().await.unwrap();
+    assert_eq!(app.upload(&user, br#"{"stuck": false}"#).await.status(), StatusCode::CREATED, "it recovers");
+}
