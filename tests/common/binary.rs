@@ -54,12 +54,18 @@ pub struct Server {
 impl Server {
     /// Starts `serve` with JSON logs on free loopback ports, and waits for it to listen.
     pub async fn start(database_url: &str, extra_args: &[&str]) -> Self {
+        Self::start_with_env(database_url, extra_args, &[]).await
+    }
+
+    /// As [`Self::start`], with extra environment variables.
+    pub async fn start_with_env(database_url: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = command()
             .args(["serve", "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"])
             .args(extra_args)
             .env("DATABASE_URL", database_url)
             .env("APP_SIGNING_SECRET", super::TEST_SECRET)
             .env("LOG_FORMAT", "json")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

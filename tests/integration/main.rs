@@ -22,5 +22,6 @@ mod migrate;
 mod prune;
 mod readiness;
 mod request_helper;
+mod secrets;
 mod shutdown;
 mod smoke_test;
