@@ -234,4 +234,61 @@ mod tests {
             "an empty file is a dump cut before its first line"
         );
     }
+
+    mod never_panics {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Lines that look like a dump's, in any order, to reach every branch of the parser.
+        fn dump_like_lines() -> impl Strategy<Value = Vec<String>> {
+            let line = prop_oneof![
+                Just("-- dailyreps-backup-server dump".to_owned()),
+                Just(format!("-- manifest: {}", serde_json::to_string(&header()).unwrap())),
+                Just("SET x = 1;".to_owned()),
+                Just("-- begin schema".to_owned()),
+                Just("-- end schema".to_owned()),
+                Just("-- table: t".to_owned()),
+                Just("COPY public.t (a) FROM stdin;".to_owned()),
+                Just("\\.".to_owned()),
+                Just("-- end: {\"tables\":[],\"body_sha256\":\"00\"}".to_owned()),
+                "[ -~]{0,40}",
+            ];
+            proptest::collection::vec(line, 0..40)
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_are_refused_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                prop_assert!(open(bytes.as_slice()).and_then(verify).is_err());
+            }
+
+            #[test]
+            fn arbitrary_dump_like_text_never_panics(lines in dump_like_lines(), header_first in any::<bool>()) {
+                let mut text = String::new();
+                if header_first {
+                    text.push_str("-- dailyreps-backup-server dump\n");
+                }
+                for line in lines {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                let compressed = zstd::encode_all(text.as_bytes(), 1).unwrap();
+                let _ = open(compressed.as_slice()).and_then(verify);
+            }
+
+            #[test]
+            fn a_cut_or_flipped_dump_is_refused(cut in 0.0f64..1.0, position in 0.0f64..1.0, bit in 0u8..8) {
+                let bytes = sample();
+                let cut_at = (bytes.len() as f64 * cut) as usize;
+                prop_assert!(open(&bytes[..cut_at]).and_then(verify).is_err());
+                let mut flipped = bytes.clone();
+                // Past zstd's frame header (at most 18 bytes), where a flip of, say, the window
+                // size can leave the content decodable and unchanged: nothing to detect there.
+                let at = 18 + ((bytes.len() - 19) as f64 * position) as usize;
+                flipped[at] ^= 1 << bit;
+                prop_assert!(open(flipped.as_slice()).and_then(verify).is_err(), "a flip at {} went unnoticed", at);
+            }
+        }
+    }
 }
