@@ -106,6 +106,11 @@ struct Session {
 }
 
 impl Session {
+    /// A request without body or extra headers that must answer `expected`.
+    async fn expect(&self, method: Method, path: &str, expected: StatusCode) -> Result<Answer, Failure> {
+        self.call(method, path, Vec::new(), HeaderMap::new()).await?.expect(expected)
+    }
+
     async fn call(&self, method: Method, path: &str, body: Vec<u8>, headers: HeaderMap) -> Result<Answer, Failure> {
         let call = Call { path_and_query: path, body, token: self.token.as_deref(), headers };
         Answer::read(self.client.send(method, call).await?).await
@@ -161,17 +166,13 @@ impl Journey {
         let session = &self.session;
         log.step("health", wait_for_health(&session.client, self.wait)).await?;
         log.step("readiness", async {
-            let answer =
-                session.call(Method::GET, "/readyz", Vec::new(), HeaderMap::new()).await?.expect(StatusCode::OK)?;
+            let answer = session.expect(Method::GET, "/readyz", StatusCode::OK).await?;
             answer.ok(())
         })
         .await?;
         let token = log
             .step("register", async {
-                let answer = session
-                    .call(Method::POST, "/api/users", Vec::new(), HeaderMap::new())
-                    .await?
-                    .expect(StatusCode::CREATED)?;
+                let answer = session.expect(Method::POST, "/api/users", StatusCode::CREATED).await?;
                 let token = answer.json()?["token"]
                     .as_str()
                     .map(str::to_owned)
@@ -183,10 +184,7 @@ impl Journey {
         let (log, session) = (&mut self.log, &self.session);
         let max_bytes = log
             .step("account", async {
-                let answer = session
-                    .call(Method::GET, "/api/users/me", Vec::new(), HeaderMap::new())
-                    .await?
-                    .expect(StatusCode::OK)?;
+                let answer = session.expect(Method::GET, "/api/users/me", StatusCode::OK).await?;
                 let max = answer.json()?["limits"]["max_backup_bytes"]
                     .as_u64()
                     .ok_or_else(|| answer.fail("no limits in the answer"))?;
@@ -227,10 +225,7 @@ impl Journey {
         })
         .await?;
         log.step("list", async {
-            let answer = session
-                .call(Method::GET, "/api/backups?limit=10", Vec::new(), HeaderMap::new())
-                .await?
-                .expect(StatusCode::OK)?;
+            let answer = session.expect(Method::GET, "/api/backups?limit=10", StatusCode::OK).await?;
             let listed = answer.json()?["backups"]
                 .as_array()
                 .is_some_and(|list| list.iter().any(|b| b["backup_id"] == backup_id.as_str()));
@@ -242,10 +237,7 @@ impl Journey {
         .await?;
         let etag = log
             .step("restore", async {
-                let answer = session
-                    .call(Method::GET, "/api/backups/latest", Vec::new(), HeaderMap::new())
-                    .await?
-                    .expect(StatusCode::OK)?;
+                let answer = session.expect(Method::GET, "/api/backups/latest", StatusCode::OK).await?;
                 if hex(&sha256(&answer.body)) != digest {
                     return Err(answer.fail("the restored document's sha256 differs from the upload's"));
                 }
@@ -288,29 +280,19 @@ impl Journey {
         .await?;
         log.step("delete backup", async {
             let path = format!("/api/backups/{backup_id}");
-            let answer = session
-                .call(Method::DELETE, &path, Vec::new(), HeaderMap::new())
-                .await?
-                .expect(StatusCode::NO_CONTENT)?;
+            let answer = session.expect(Method::DELETE, &path, StatusCode::NO_CONTENT).await?;
             answer.ok(())
         })
         .await?;
         log.step("delete account", async {
-            let answer = session
-                .call(Method::DELETE, "/api/users/me", Vec::new(), HeaderMap::new())
-                .await?
-                .expect(StatusCode::NO_CONTENT)?;
+            let answer = session.expect(Method::DELETE, "/api/users/me", StatusCode::NO_CONTENT).await?;
             answer.ok(())
         })
         .await?;
         self.account_deleted = true;
         self.log
             .step("token refused", async {
-                let answer = self
-                    .session
-                    .call(Method::GET, "/api/users/me", Vec::new(), HeaderMap::new())
-                    .await?
-                    .expect(StatusCode::UNAUTHORIZED)?;
+                let answer = self.session.expect(Method::GET, "/api/users/me", StatusCode::UNAUTHORIZED).await?;
                 answer.ok(())
             })
             .await
@@ -325,10 +307,7 @@ impl Journey {
         let deleted = self
             .log
             .step("clean up", async {
-                let answer = session
-                    .call(Method::DELETE, "/api/users/me", Vec::new(), HeaderMap::new())
-                    .await?
-                    .expect(StatusCode::NO_CONTENT)?;
+                let answer = session.expect(Method::DELETE, "/api/users/me", StatusCode::NO_CONTENT).await?;
                 answer.ok(())
             })
             .await;

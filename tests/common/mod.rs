@@ -18,6 +18,16 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 
+/// Every /api path of the SPEC, with a made-up backup id.
+pub const API_PATHS: &[&str] = &[
+    "/api/users",
+    "/api/users/me",
+    "/api/backup",
+    "/api/backups",
+    "/api/backups/latest",
+    "/api/backups/5f0c3c4e-0000-4000-8000-000000000000",
+];
+
 /// A signing secret for tests (never a real one).
 pub const TEST_SECRET: &str = "test-signing-secret-0123456789abcdef";
 

@@ -23,14 +23,7 @@ async fn preflight(app: &TestApp, path: &str, origin: &str) -> reqwest::Response
 async fn an_allowed_origin_gets_cors_headers_and_preflight_on_every_api_route() {
     let settings = ApiSettings { allowed_origins: AllowedOrigins::parse(ALLOWED).unwrap(), ..test_settings() };
     let app = TestApp::spawn_with(settings).await;
-    for path in [
-        "/api/users",
-        "/api/users/me",
-        "/api/backup",
-        "/api/backups",
-        "/api/backups/latest",
-        "/api/backups/5f0c3c4e-0000-4000-8000-000000000000",
-    ] {
+    for path in crate::common::API_PATHS {
         let response = preflight(&app, path, ALLOWED).await;
         assert!(response.status().is_success(), "{path}: {}", response.status());
         assert_eq!(response.headers()["access-control-allow-origin"], ALLOWED, "{path}");

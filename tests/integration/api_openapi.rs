@@ -75,21 +75,8 @@ async fn the_served_routes_are_all_documented() {
     let app = TestApp::spawn().await;
     let doc = document(&app).await;
     let routes = documented(&doc);
-    let probes = [
-        "/api/users",
-        "/api/users/me",
-        "/api/backup",
-        "/api/backups",
-        "/api/backups/latest",
-        "/api/backups/5f0c3c4e-0000-4000-8000-000000000000",
-        "/healthz",
-        "/readyz",
-        "/api/user",
-        "/api/backups/latest/x",
-        "/metrics",
-        "/api",
-    ];
-    for probe in probes {
+    let extra = ["/healthz", "/readyz", "/api/user", "/api/backups/latest/x", "/metrics", "/api"];
+    for probe in crate::common::API_PATHS.iter().chain(&extra) {
         for method in [Method::GET, Method::POST, Method::DELETE, Method::PUT, Method::PATCH] {
             let status =
                 app.client.request(method.clone(), format!("{}{probe}", app.address)).send().await.unwrap().status();
