@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use indicatif::ProgressBar;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -73,10 +74,13 @@ pub async fn run(args: BackupDbArgs) -> anyhow::Result<()> {
 
     let file = File::create(&partial).with_context(|| format!("could not create {}", partial.display()))?;
     let (sender, receiver) = mpsc::channel(PIECES_IN_FLIGHT);
-    let writer = std::thread::spawn(move || write_dump(file, &header, receiver));
-    let streamed = stream(&mut snapshot, schema, &sender, u64::try_from(estimated).unwrap_or(0)).await;
+    let bar = output::progress(u64::try_from(estimated).unwrap_or(0).max(1), "rows");
+    let writer_bar = bar.clone();
+    let writer = std::thread::spawn(move || write_dump(file, &header, receiver, &writer_bar));
+    let streamed = stream(&mut snapshot, schema, &sender, &bar).await;
     drop(sender);
     let written = writer.join().map_err(|_| anyhow::anyhow!("the dump writer crashed"))?;
+    bar.finish_and_clear();
     let (trailer, bytes, sha256) = match streamed.and_then(|()| written.context("could not write the dump")) {
         Ok(done) => done,
         Err(error) => {
@@ -141,11 +145,10 @@ async fn stream(
     snapshot: &mut Snapshot,
     schema: String,
     sender: &mpsc::Sender<Piece>,
-    estimated_rows: u64,
+    bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let closed = || anyhow::anyhow!("the dump writer stopped");
     sender.send(Piece::Section("schema", schema)).await.map_err(|_| closed())?;
-    let bar = output::progress(estimated_rows.max(1), "rows");
     let mut bytes = 0u64;
     for table in TABLES {
         let columns = snapshot.columns(table).await?;
@@ -155,7 +158,6 @@ async fn stream(
         while let Some(chunk) = data.next().await {
             let chunk = chunk.with_context(|| format!("reading {table} failed"))?;
             bytes += chunk.len() as u64;
-            bar.inc(chunk.iter().filter(|&&b| b == b'\n').count() as u64);
             sender.send(Piece::Data(chunk)).await.map_err(|_| closed())?;
         }
         drop(data);
@@ -164,7 +166,6 @@ async fn stream(
     let sequences = snapshot.sequences_sql().await?;
     sender.send(Piece::Section("sequences", sequences)).await.map_err(|_| closed())?;
     sender.send(Piece::Complete).await.map_err(|_| closed())?;
-    bar.finish_and_clear();
     Ok(())
 }
 
@@ -173,6 +174,7 @@ fn write_dump(
     file: File,
     header: &Header,
     mut pieces: mpsc::Receiver<Piece>,
+    bar: &ProgressBar,
 ) -> anyhow::Result<(Trailer, u64, String)> {
     let hashing = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), bytes: 0, hash: Sha256::new() };
     let mut writer = DumpWriter::new(dump::compress(hashing)?, header)?;
@@ -181,7 +183,8 @@ fn write_dump(
         match piece {
             Piece::Section(kind, sql) => writer.section(kind, &sql)?,
             Piece::Begin(name, columns) => writer.begin_table(&name, &columns)?,
-            Piece::Data(chunk) => writer.table_data(&chunk)?,
+            // The writer counts rows anyway; the progress bar takes its count.
+            Piece::Data(chunk) => bar.inc(writer.table_data(&chunk)?),
             Piece::End => drop(writer.end_table()?),
             Piece::Complete => complete = true,
         }

@@ -51,13 +51,15 @@ impl<W: Write> DumpWriter<W> {
         Ok(())
     }
 
-    /// Appends COPY text data (whole rows, each ending in a newline).
-    pub fn table_data(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+    /// Appends COPY text data (whole rows, each ending in a newline); returns the rows in it.
+    pub fn table_data(&mut self, chunk: &[u8]) -> std::io::Result<u64> {
         let (_, rows, hash) = self.table.as_mut().expect("table_data outside a table");
-        *rows += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        let added = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        *rows += added;
         hash.update(chunk);
         // The body checksum takes the table's digest at its end instead of hashing the data twice.
-        self.inner.write_all(chunk)
+        self.inner.write_all(chunk)?;
+        Ok(added)
     }
 
     /// Ends a table's data; returns its summary.
