@@ -49,6 +49,8 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --rate-limit-ip-per-minute 'API requests per minute from one client IP (0: no limit)'
             cand --body-timeout-seconds 'Seconds a client may take to send a request body (then 408; a slow client cannot hold the memory budget)'
             cand --request-timeout-seconds 'Seconds the server may take over a request once its body is in (then 503 with Retry-After)'
+            cand --header-timeout-seconds 'Seconds a client may take to send a request''s headers, and may stay idle between requests on a kept-alive connection (then the connection is closed)'
+            cand --max-connections 'Most client connections open at once; beyond it new ones wait to be accepted'
             cand --pool-size 'Most database connections the server holds open'
             cand --shutdown-grace-seconds 'Seconds to let in-flight requests finish after SIGINT or SIGTERM before exiting anyway'
             cand --dev-data-dir 'Folder for `--dev`''s PostgreSQL cluster and signing secret, kept between runs'

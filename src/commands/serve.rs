@@ -12,6 +12,7 @@ use crate::cli::ServeArgs;
 use crate::commands::dev;
 use crate::config::{AllowedOrigins, ConfigError, DatabaseUrl, Limits, SigningSecrets};
 use crate::db::{self, migrations};
+use crate::http::connections::ConnectionLimits;
 use crate::http::{self, state::ApiSettings, state::AppState};
 use crate::local_postgres::LocalCluster;
 use crate::output;
@@ -30,6 +31,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         signing_secrets,
         limits: limits(&args)?,
         allowed_origins: AllowedOrigins::parse(&args.allowed_origins)?,
+        connections: ConnectionLimits {
+            header_timeout: Duration::from_secs(args.header_timeout_seconds),
+            max_connections: args.max_connections as usize,
+        },
     };
     let (cluster, url) = match (&args.database.database_url, args.dev) {
         (None, true) => {

@@ -1,6 +1,7 @@
 //! The HTTP layer: router, middleware, errors and the server loop.
 
 pub mod budget;
+pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -13,7 +14,6 @@ pub mod state;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
@@ -110,9 +110,8 @@ pub async fn serve(
     let metrics_server = axum::serve(metrics, self::metrics::router(state.clone()))
         .with_graceful_shutdown(wait(stopped.clone()))
         .into_future();
-    let api_server = axum::serve(api, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(wait(stopped))
-        .into_future();
+    let limits = state.settings.connections;
+    let api_server = connections::serve(api, router(state), limits, wait(stopped));
     let relay = async move {
         shutdown.await;
         drop(stop);

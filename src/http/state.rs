@@ -6,6 +6,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use super::budget::MemoryBudget;
+use super::connections::ConnectionLimits;
 use super::metrics::Metrics;
 use super::rate_limit::RateLimits;
 use crate::config::{AllowedOrigins, Limits, SigningSecrets};
@@ -19,6 +20,8 @@ pub struct ApiSettings {
     pub limits: Limits,
     /// Origins allowed cross-origin access.
     pub allowed_origins: AllowedOrigins,
+    /// Header timeout and connection cap of the API listener.
+    pub connections: ConnectionLimits,
 }
 
 /// The shared context handed to handlers with `with_state`. Cheap to clone.

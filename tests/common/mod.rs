@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use dailyreps_backup_server::config::{AllowedOrigins, DatabaseUrl, Limits, SigningSecrets};
 use dailyreps_backup_server::db::{self, admin, migrations};
+use dailyreps_backup_server::http::connections::ConnectionLimits;
 use dailyreps_backup_server::http::{self, state::ApiSettings, state::AppState};
 use dailyreps_backup_server::local_postgres::{ClusterOptions, LocalCluster, PgBinaries};
 use dailyreps_backup_server::signature;
@@ -157,6 +158,7 @@ pub fn test_settings() -> ApiSettings {
             request_timeout: Duration::from_secs(30),
         },
         allowed_origins: AllowedOrigins::default(),
+        connections: ConnectionLimits { header_timeout: Duration::from_secs(15), max_connections: 512 },
     }
 }
 

@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abusive_clients;
 mod api_backups;
 mod api_cors;
 mod api_errors;
