@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -19,14 +19,14 @@ use super::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     route: String,
 }
 
@@ -69,14 +69,29 @@ impl Default for Metrics {
     }
 }
 
+/// The label of a method: HTTP's own by name, any extension method (a client may send any
+/// token) as `other`.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    KNOWN.iter().find(|known| *known == method).map_or("other", Method::as_str)
+}
+
 impl Metrics {
     /// Counts one answered request. `route` is the route template, not the concrete path,
-    /// so ids do not explode the label space.
-    pub fn observe_request(&self, method: &str, route: &str, status: u16, latency: Duration) {
-        let (method, route) = (method.to_owned(), route.to_owned());
-        self.latency
-            .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
-            .observe(latency.as_secs_f64());
+    /// and methods outside HTTP's own are one label, so clients cannot grow the label space.
+    pub fn observe_request(&self, method: &Method, route: &str, status: u16, latency: Duration) {
+        let (method, route) = (method_label(method), route.to_owned());
+        self.latency.get_or_create(&RouteLabels { method, route: route.clone() }).observe(latency.as_secs_f64());
         self.requests.get_or_create(&RequestLabels { method, route, status }).inc();
     }
 

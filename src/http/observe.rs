@@ -20,7 +20,7 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     let response = next.run(request).await;
     let latency = started.elapsed();
     let status = response.status().as_u16();
-    state.metrics.observe_request(method.as_str(), &route, status, latency);
+    state.metrics.observe_request(&method, &route, status, latency);
     tracing::info!(
         method = %method,
         route = %route,

@@ -89,3 +89,26 @@ async fn the_served_routes_are_all_documented() {
         }
     }
 }
+
+#[tokio::test]
+async fn path_parameters_are_in_their_path_and_optional_parameters_are_never_null() {
+    let doc = document(&TestApp::spawn().await).await;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                let place = format!("{method} {path} {name}");
+                if parameter["in"] == "path" {
+                    assert!(path.contains(&format!("{{{name}}}")), "{place} is documented in a path that lacks it");
+                }
+                // A header or query string cannot carry JSON null; a schema allowing it
+                // promises clients something no request can send.
+                let types = &parameter["schema"]["type"];
+                assert!(!types.as_array().is_some_and(|t| t.contains(&"null".into())), "{place}: {types}");
+            }
+        }
+    }
+    let list = &doc["paths"]["/api/backups"]["get"]["parameters"];
+    let places: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["in"].as_str().unwrap()).collect();
+    assert_eq!(places, ["query", "query"], "limit and cursor are query parameters");
+}

@@ -58,6 +58,15 @@ async fn register_refuses_a_body_that_is_not_an_object() {
 }
 
 #[tokio::test]
+async fn register_takes_an_empty_body_null_or_an_object_as_its_document_says() {
+    let app = TestApp::spawn().await;
+    for body in [&b""[..], b"  ", b"null", b" null\n", b"{}", br#"{"device": "iPhone"}"#] {
+        let response = app.signed(Method::POST, "/api/users", body).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{}", String::from_utf8_lossy(body));
+    }
+}
+
+#[tokio::test]
 async fn me_reports_the_account_its_backups_and_limits() {
     let app = TestApp::spawn().await;
     let user = app.register().await;

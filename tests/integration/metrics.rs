@@ -32,6 +32,20 @@ async fn metrics_count_requests_by_route_template_and_status() {
 }
 
 #[tokio::test]
+async fn made_up_methods_share_one_label_so_clients_cannot_grow_the_metrics() {
+    let app = TestApp::spawn().await;
+    for i in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{i}").as_bytes()).unwrap();
+        let response = app.client.request(method, format!("{}/healthz", app.address)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let text = scrape(&app).await;
+    assert!(!text.contains("MADEUP"), "a client's method became a label: {text}");
+    let other = r#"dailyreps_http_requests_total{method="other",route="/healthz",status="405"}"#;
+    assert_eq!(sample(&text, other), Some(50.0), "{text}");
+}
+
+#[tokio::test]
 async fn metrics_are_not_served_on_the_public_port() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/metrics").await.status(), StatusCode::NOT_FOUND);

@@ -88,7 +88,10 @@ fn upload_response(stored: Stored, replayed: bool) -> Response {
 /// Uploads a backup document (a JSON object), optionally gzip-encoded.
 #[utoipa::path(
     post, path = "/api/backup", tag = "backups",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a retry with the same key and body gets the first answer")),
+    params((
+        "Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$",
+        description = "1–255 visible ASCII characters; a retry with the same key and body gets the first answer"
+    )),
     request_body(content = Object, description = "the backup document", content_type = "application/json"),
     responses(
         (status = 201, description = "stored", body = Uploaded, headers(("Location" = String, description = "/api/backups/<id>"))),
@@ -198,10 +201,13 @@ pub struct BackupList {
 
 /// Query of the list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1–200 (default 50).
+    #[param(value_type = Option<u32>, nullable = false, minimum = 1, maximum = 200)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(nullable = false, pattern = "^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
 }
 
@@ -261,7 +267,7 @@ impl<S: Send + Sync> FromRequestParts<S> for BackupId {
 /// The newest backup's document, byte for byte as uploaded.
 #[utoipa::path(
     get, path = "/api/backups/latest", tag = "backups",
-    params(("If-None-Match" = Option<String>, Header, description = "an ETag from an earlier answer")),
+    params(("If-None-Match" = Option<String>, Header, nullable = false, description = "an ETag from an earlier answer")),
     responses(
         (status = 200, description = "the document as uploaded", body = Object, content_type = "application/json",
             headers(("ETag" = String), ("X-Backup-Id" = String), ("X-Backup-Created-At" = String))),
@@ -280,7 +286,7 @@ async fn latest(State(state): State<AppState>, user: AuthUser, headers: HeaderMa
 /// One backup's document, byte for byte as uploaded.
 #[utoipa::path(
     get, path = "/api/backups/{id}", tag = "backups",
-    params(("id" = Uuid, Path, description = "the backup id"), ("If-None-Match" = Option<String>, Header, description = "an ETag from an earlier answer")),
+    params(("id" = Uuid, Path, description = "the backup id"), ("If-None-Match" = Option<String>, Header, nullable = false, description = "an ETag from an earlier answer")),
     responses(
         (status = 200, description = "the document as uploaded", body = Object, content_type = "application/json",
             headers(("ETag" = String), ("X-Backup-Id" = String), ("X-Backup-Created-At" = String))),
