@@ -14,6 +14,7 @@ mod api_users;
 mod backup_db;
 mod completions;
 mod config_errors;
+mod crash;
 mod deploy_files;
 mod dev;
 mod health;
