@@ -191,15 +191,16 @@ impl TestApp {
 
     /// Starts the server with `settings` against a fresh migrated database.
     pub async fn spawn_with(settings: ApiSettings) -> Self {
-        Self::start(&TestDb::migrated().await.url, settings).await
+        Self::spawn_on_with(&TestDb::migrated().await.url, settings).await
     }
 
     /// Starts the server against the database at `url`.
     pub async fn spawn_on(url: &str) -> Self {
-        Self::start(url, test_settings()).await
+        Self::spawn_on_with(url, test_settings()).await
     }
 
-    async fn start(url: &str, settings: ApiSettings) -> Self {
+    /// Starts the server with `settings` against the database at `url`.
+    pub async fn spawn_on_with(url: &str, settings: ApiSettings) -> Self {
         init_logs();
         let pool = connect(url).await;
         let state = AppState::new(pool.clone(), settings);

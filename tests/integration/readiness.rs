@@ -1,8 +1,14 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use dailyreps_backup_server::config::Limits;
 use dailyreps_backup_server::db::migrations;
+use dailyreps_backup_server::http::state::ApiSettings;
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::common::{self, TestApp, TestDb};
 
@@ -89,5 +95,86 @@ async fn readyz_goes_503_while_the_database_is_down_and_recovers_without_a_resta
         }
         assert!(Instant::now() < deadline, "still {status} 15 s after the database came back");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the uploaders of the outage test have seen so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    created: usize,
+    unavailable: usize,
+}
+
+#[tokio::test]
+async fn under_load_a_database_outage_gets_prompt_503s_and_uploads_resume_when_it_returns() {
+    let cluster = common::start_cluster().await;
+    let admin = common::connect(&cluster.url("postgres")).await;
+    migrations::apply(&admin).await.unwrap();
+    admin.close().await;
+    // The bound under test: no request waits longer than this for the database.
+    let request_timeout = Duration::from_secs(2);
+    let limits = Limits { request_timeout, ..common::test_settings().limits };
+    let settings = ApiSettings { limits, ..common::test_settings() };
+    let app = Arc::new(TestApp::spawn_on_with(&cluster.url("postgres"), settings).await);
+    let (seen, mut progress) = watch::channel(Seen::default());
+    let seen = Arc::new(seen);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut uploaders = JoinSet::new();
+    for client in 0..8 {
+        let (app, seen, stop) = (app.clone(), seen.clone(), stop.clone());
+        let user = app.register().await;
+        uploaders.spawn(async move {
+            let mut answers = Vec::new();
+            for n in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let started = Instant::now();
+                let response = app.upload(&user, format!(r#"{{"client": {client}, "n": {n}}}"#).as_bytes()).await;
+                let status = response.status();
+                answers.push((status, started.elapsed()));
+                seen.send_modify(|seen| match status {
+                    StatusCode::CREATED => seen.created += 1,
+                    StatusCode::SERVICE_UNAVAILABLE => seen.unavailable += 1,
+                    _ => {}
+                });
+            }
+            answers
+        });
+    }
+    let wait_for = |progress: &mut watch::Receiver<Seen>, what: &'static str, done: Box<dyn Fn(&Seen) -> bool>| {
+        let mut progress = progress.clone();
+        async move {
+            let waited = tokio::time::timeout(Duration::from_secs(30), progress.wait_for(|seen| done(seen))).await;
+            *waited.unwrap_or_else(|_| panic!("no {what} within 30 s")).unwrap()
+        }
+    };
+
+    wait_for(&mut progress, "uploads", Box::new(|seen| seen.created >= 50)).await;
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.stop_server().unwrap();
+        cluster
+    })
+    .await
+    .unwrap();
+    let before = wait_for(&mut progress, "503s", Box::new(|seen| seen.unavailable >= 8)).await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let _cluster =
+        tokio::task::spawn_blocking(move || cluster.start_server().map(|()| cluster)).await.unwrap().unwrap();
+    let resumed = before.created + 50;
+    wait_for(&mut progress, "uploads after the outage", Box::new(move |seen| seen.created >= resumed)).await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+
+    stop.store(true, Ordering::SeqCst);
+    while let Some(answers) = uploaders.join_next().await {
+        for (status, took) in answers.unwrap() {
+            assert!(
+                status == StatusCode::CREATED || status == StatusCode::SERVICE_UNAVAILABLE,
+                "an upload got {status} during the outage"
+            );
+            // The timeout, plus room for a loaded machine; not the pool's 10 s acquire timeout.
+            assert!(took < request_timeout * 3, "an upload took {took:?} to be answered {status}");
+        }
     }
 }
