@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Uploads and downloads against PostgreSQL's own rate for the same rows, and the server's
+memory, in one run on one machine.
+
+Usage:
+    cargo build --release && cargo build --release --example load
+    python3 bench/load.py [--seconds 20] [--steady 300]
+
+A `serve --dev` cluster in a temporary folder holds the database; the server under test is a
+plain `serve` (production settings, JSON logs, rate limits off) against it. For 8 and 32
+clients, in this order: pgbench inserting the same 64 KiB rows into `backups` (same table,
+same indexes, prepared statements, one row per transaction), then the load client uploading
+64 KiB documents (examples/load.rs: signed, each document different); pgbench reading a
+user's latest row, then the load client downloading the latest backup. Then 64 clients
+uploading 10 MiB documents, and optionally a steady run watching RSS. RSS comes from
+/proc/PID/status (VmHWM reset through /proc/PID/clear_refs before each measured run).
+"""
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cold_start import BINARY, ROOT, SECRET, free_port, ready, start_dev_database  # noqa: E402
+
+LOAD = os.path.join(ROOT, "target", "release", "examples", "load")
+DOC_SIZE = 64 * 1024
+BENCH_USERS = 64
+
+INSERT_SQL = """\
+INSERT INTO backups (id, user_id, size_bytes, sha256, document)
+VALUES (gen_random_uuid(), ('00000000-0000-0000-0000-' || lpad((:client_id + 1)::text, 12, '0'))::uuid,
+        :size, decode(:sha, 'hex'), :doc);
+"""
+READ_SQL = """\
+SELECT document FROM backups
+WHERE user_id = ('00000000-0000-0000-0000-' || lpad((:client_id + 1)::text, 12, '0'))::uuid
+ORDER BY created_at DESC, id DESC LIMIT 1;
+"""
+
+
+def document(size):
+    """The same shape of workout log the load client sends."""
+    sets = []
+    body = '{"client":0,"n":           0,"sets":['
+    i = 0
+    while len(body) + sum(map(len, sets)) + 80 < size:
+        sets.append(f'{{"exercise":"bench-press","set":{i % 5},"reps":{5 + i % 8},"kg":{40 + i % 60}.5}},')
+        i += 1
+    return body + "".join(sets) + '{"exercise":"plank","seconds":60}]}'
+
+
+def psql(database_url, sql):
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url, "-c", sql], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def rss_kib(pid, field):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def reset_peak(pid):
+    with open(f"/proc/{pid}/clear_refs", "w") as clear:
+        clear.write("5")
+
+
+def pgbench(database_url, folder, name, script, clients, seconds, variables):
+    path = os.path.join(folder, f"{name}.sql")
+    with open(path, "w") as out:
+        out.write(script)
+    prefix = os.path.join(folder, f"log-{name}-{clients}")
+    command = ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds),
+               "-f", path, "-l", f"--log-prefix={prefix}", "-d", database_url]
+    for key, value in variables.items():
+        command += ["-D", f"{key}={value}"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    tps = float(next(line for line in output.splitlines() if line.startswith("tps")).split()[2])
+    latencies = []
+    for log in glob.glob(prefix + "*"):
+        with open(log) as lines:
+            latencies += [int(line.split()[2]) / 1000 for line in lines]
+        os.remove(log)
+    latencies.sort()
+    return {"ok_per_second": tps, "p50_ms": pick(latencies, 0.5), "p99_ms": pick(latencies, 0.99),
+            "max_ms": latencies[-1] if latencies else 0.0}
+
+
+def pick(sorted_values, p):
+    return sorted_values[round((len(sorted_values) - 1) * p)] if sorted_values else 0.0
+
+
+def load(url, mode, clients, seconds, size):
+    command = [LOAD, "--url", url, "--mode", mode, "--clients", str(clients), "--seconds", str(seconds),
+               "--size", str(size)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ,
+                            "APP_SIGNING_SECRET": SECRET}).stdout
+    return json.loads(output)
+
+
+def watch_rss(pid, stop, samples, every):
+    while not stop.wait(every):
+        samples.append(rss_kib(pid, "VmRSS"))
+
+
+def row(name, ours, base):
+    ratio = ours["ok_per_second"] / base["ok_per_second"] if base["ok_per_second"] else 0
+    p50 = ours["p50_ms"] / base["p50_ms"] if base["p50_ms"] else 0
+    p99 = ours["p99_ms"] / base["p99_ms"] if base["p99_ms"] else 0
+    return (f"| {name} | {ours['ok_per_second']:.0f} | {base['ok_per_second']:.0f} | {ratio:.2f} | "
+            f"{ours['p50_ms']:.1f} / {base['p50_ms']:.1f} ({p50:.2f}x) | "
+            f"{ours['p99_ms']:.1f} / {base['p99_ms']:.1f} ({p99:.2f}x) |")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--steady", type=int, default=0, help="seconds of a steady 8-client run watching RSS")
+    parser.add_argument("--clients", default="8,32")
+    args = parser.parse_args()
+    for needed in (BINARY, LOAD):
+        if not os.path.exists(needed):
+            sys.exit("build first: cargo build --release && cargo build --release --example load")
+
+    folder = tempfile.mkdtemp(prefix="drb-load-", dir="/var/tmp")
+    os.chmod(folder, 0o755)
+    dev, database_url = start_dev_database(folder)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DATABASE_URL": database_url, "APP_SIGNING_SECRET": SECRET, "LOG_FORMAT": "json",
+           "RATE_LIMIT_REGISTER_PER_MINUTE": "0", "RATE_LIMIT_USER_PER_MINUTE": "0", "RATE_LIMIT_IP_PER_MINUTE": "0"}
+    server = subprocess.Popen([BINARY, "serve", "--bind", f"127.0.0.1:{port}", "--metrics-bind", "127.0.0.1:0"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = {}
+    try:
+        while not ready(f"{url}/readyz"):
+            time.sleep(0.05)
+        urllib.request.urlopen(f"{url}/healthz").read()
+        results["idle_rss_mib"] = rss_kib(server.pid, "VmRSS") / 1024
+
+        doc = document(DOC_SIZE)
+        variables = {"doc": doc, "size": len(doc), "sha": hashlib.sha256(doc.encode()).hexdigest()}
+        psql(database_url, "INSERT INTO users (id, token_hash) SELECT ('00000000-0000-0000-0000-' || "
+             f"lpad(n::text, 12, '0'))::uuid, sha256(n::text::bytea) FROM generate_series(1, {BENCH_USERS}) n")
+
+        for clients in [int(c) for c in args.clients.split(",")]:
+            base = pgbench(database_url, folder, "insert", INSERT_SQL, clients, args.seconds, variables)
+            reset_peak(server.pid)
+            ours = load(url, "upload", clients, args.seconds, DOC_SIZE)
+            results[f"upload_{clients}"] = {"server": ours, "pgbench": base,
+                                            "peak_rss_mib": rss_kib(server.pid, "VmHWM") / 1024}
+            base = pgbench(database_url, folder, "read", READ_SQL, clients, args.seconds, {})
+            ours = load(url, "download", clients, args.seconds, DOC_SIZE)
+            results[f"download_{clients}"] = {"server": ours, "pgbench": base}
+
+        reset_peak(server.pid)
+        big = load(url, "upload", 64, 10, 10 * 1024 * 1024)
+        results["upload_64_x_10mib"] = {"server": big, "peak_rss_mib": rss_kib(server.pid, "VmHWM") / 1024}
+
+        if args.steady:
+            samples, stop = [], threading.Event()
+            watcher = threading.Thread(target=watch_rss, args=(server.pid, stop, samples, 10))
+            watcher.start()
+            steady = load(url, "upload", 8, args.steady, DOC_SIZE)
+            stop.set()
+            watcher.join()
+            results["steady"] = {"server": steady, "rss_mib_every_10s": [round(s / 1024, 1) for s in samples]}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        dev.send_signal(signal.SIGTERM)
+        dev.wait(timeout=60)
+        subprocess.run(["rm", "-rf", folder])
+
+    print(json.dumps(results, indent=1))
+    print()
+    print("| run | server ok/s | pgbench tx/s | ratio | p50 ms server / pgbench | p99 ms server / pgbench |")
+    print("|---|---|---|---|---|---|")
+    for key, value in results.items():
+        if isinstance(value, dict) and "pgbench" in value:
+            print(row(key.replace("_", " ") + " clients, 64 KiB", value["server"], value["pgbench"]))
+    print()
+    print(f"idle RSS {results['idle_rss_mib']:.1f} MiB")
+    for key, value in results.items():
+        if isinstance(value, dict) and "peak_rss_mib" in value:
+            print(f"{key}: peak RSS {value['peak_rss_mib']:.1f} MiB, statuses {value['server']['statuses']}")
+    if "steady" in results:
+        rss = results["steady"]["rss_mib_every_10s"]
+        print(f"steady {args.steady} s: RSS first {rss[0]} MiB, last {rss[-1]} MiB, max {max(rss)} MiB "
+              f"({statistics.mean(rss):.1f} mean)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+//! Load client for the benchmarks in bench/: N concurrent clients, each with its own account,
+//! signing every request as the app does, for a fixed time. Uploads vary every document so
+//! dedupe never short-circuits; downloads fetch the latest backup.
+//!
+//!     cargo build --release --example load
+//!     target/release/examples/load --url http://127.0.0.1:8080 --secret "$APP_SIGNING_SECRET" \
+//!         --clients 8 --seconds 20 --size 65536 --mode upload
+//!
+//! Prints one JSON object: requests/s, p50/p99/max latency in ms, and counts by status.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use dailyreps_backup_server::client::{ApiClient, Call};
+use reqwest::Method;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use tokio::task::JoinSet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// `POST /api/backup` of a fresh document each time.
+    Upload,
+    /// `GET /api/backups/latest` (one upload first).
+    Download,
+}
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The signing secret.
+    #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Concurrent clients, each with its own account and connection.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// How long to run.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Document size in bytes.
+    #[arg(long, default_value_t = 65536)]
+    size: usize,
+    /// What each client does.
+    #[arg(long, value_enum, default_value = "upload")]
+    mode: Mode,
+}
+
+/// One answered request.
+struct Sample {
+    status: u16,
+    latency: Duration,
+}
+
+/// A workout log of about `size` bytes whose first field is `n`, so each one differs.
+struct Documents {
+    tail: String,
+}
+
+impl Documents {
+    fn new(size: usize) -> Self {
+        let mut tail = String::from(r#""sets":["#);
+        let mut i = 0;
+        while tail.len() + 80 < size {
+            tail.push_str(&format!(
+                r#"{{"exercise":"bench-press","set":{},"reps":{},"kg":{}.5}},"#,
+                i % 5,
+                5 + i % 8,
+                40 + i % 60
+            ));
+            i += 1;
+        }
+        tail.push_str(r#"{"exercise":"plank","seconds":60}]}"#);
+        Self { tail }
+    }
+
+    fn make(&self, client: usize, n: u64) -> Vec<u8> {
+        format!(r#"{{"client":{client},"n":{n:>12},{}"#, self.tail).into_bytes()
+    }
+}
+
+async fn register(api: &ApiClient) -> anyhow::Result<String> {
+    let response = api.send(Method::POST, Call { path_and_query: "/api/users", ..Call::default() }).await?;
+    if response.status() != reqwest::StatusCode::CREATED {
+        bail!("registering answered {}", response.status());
+    }
+    let body: serde_json::Value = response.json().await?;
+    Ok(body["token"].as_str().context("no token")?.to_owned())
+}
+
+fn json_headers() -> HeaderMap {
+    HeaderMap::from_iter([(CONTENT_TYPE, HeaderValue::from_static("application/json"))])
+}
+
+async fn client(
+    api: ApiClient,
+    args_mode: Mode,
+    id: usize,
+    documents: std::sync::Arc<Documents>,
+    until: Instant,
+) -> anyhow::Result<Vec<Sample>> {
+    let token = register(&api).await?;
+    let upload = |n: u64| Call {
+        path_and_query: "/api/backup",
+        body: documents.make(id, n),
+        token: Some(&token),
+        headers: json_headers(),
+    };
+    if args_mode == Mode::Download {
+        api.send(Method::POST, upload(0)).await?.error_for_status()?;
+    }
+    let mut samples = Vec::new();
+    for n in 1.. {
+        if Instant::now() >= until {
+            break;
+        }
+        let call = match args_mode {
+            Mode::Upload => upload(n),
+            Mode::Download => Call { path_and_query: "/api/backups/latest", token: Some(&token), ..Call::default() },
+        };
+        let method = if args_mode == Mode::Upload { Method::POST } else { Method::GET };
+        let started = Instant::now();
+        let status = match api.send(method, call).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                response.bytes().await.map(|_| status).unwrap_or(0)
+            }
+            Err(_) => 0,
+        };
+        samples.push(Sample { status, latency: started.elapsed() });
+    }
+    Ok(samples)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let api = ApiClient::new(&args.url, args.secret.as_bytes(), Duration::from_secs(120))?;
+    let documents = std::sync::Arc::new(Documents::new(args.size));
+    let started = Instant::now();
+    let until = started + Duration::from_secs(args.seconds);
+    let mut clients = JoinSet::new();
+    for id in 0..args.clients {
+        clients.spawn(client(api.clone(), args.mode, id, documents.clone(), until));
+    }
+    let mut samples = Vec::new();
+    while let Some(result) = clients.join_next().await {
+        samples.extend(result??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = samples.iter().filter(|s| (200..300).contains(&s.status)).count();
+    let mut latencies: Vec<Duration> =
+        samples.iter().filter(|s| (200..300).contains(&s.status)).map(|s| s.latency).collect();
+    latencies.sort();
+    let mut statuses = BTreeMap::<String, usize>::new();
+    for sample in &samples {
+        *statuses.entry(sample.status.to_string()).or_default() += 1;
+    }
+    let report = serde_json::json!({
+        "mode": format!("{:?}", args.mode).to_lowercase(),
+        "clients": args.clients,
+        "size": args.size,
+        "seconds": elapsed,
+        "requests": samples.len(),
+        "ok_per_second": ok as f64 / elapsed,
+        "p50_ms": percentile(&latencies, 0.50),
+        "p99_ms": percentile(&latencies, 0.99),
+        "max_ms": latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        "statuses": statuses,
+    });
+    println!("{report}");
+    Ok(())
+}
