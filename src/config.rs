@@ -108,8 +108,8 @@ pub enum ConfigError {
     InvalidAllowedOrigins(String),
     /// The memory budget cannot hold the largest request.
     #[error(
-        "MEMORY_BUDGET_MB ({budget_mb} MiB) must hold at least two documents of MAX_BACKUP_BYTES \
-         ({max_backup_bytes} bytes): raise MEMORY_BUDGET_MB or lower MAX_BACKUP_BYTES"
+        "MEMORY_BUDGET_MB ({budget_mb} MiB) must hold an upload of MAX_BACKUP_BYTES ({max_backup_bytes} \
+         bytes), which is held three times over: raise MEMORY_BUDGET_MB or lower MAX_BACKUP_BYTES"
     )]
     BudgetTooSmall {
         /// The budget asked for.
@@ -150,6 +150,11 @@ impl AllowedOrigins {
     }
 }
 
+/// How many times an upload holds its document at once: the body as received, then the two
+/// copies the database driver makes while sending it (the statement's arguments, then the
+/// connection's write buffer).
+pub const UPLOAD_COPIES: usize = 3;
+
 /// The API's limits, validated together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -172,9 +177,9 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Checks that the budget holds at least two of the largest documents.
+    /// Checks that the budget holds one upload of the largest document.
     pub fn validate(self) -> Result<Self, ConfigError> {
-        if self.memory_budget_bytes < 2 * self.max_backup_bytes {
+        if self.memory_budget_bytes < UPLOAD_COPIES * self.max_backup_bytes {
             return Err(ConfigError::BudgetTooSmall {
                 budget_mb: (self.memory_budget_bytes / (1024 * 1024)) as u64,
                 max_backup_bytes: self.max_backup_bytes as u64,
@@ -344,11 +349,11 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_must_hold_two_of_the_largest_documents() {
+    fn the_budget_must_hold_an_upload_of_the_largest_document_three_times() {
         let limits = Limits {
             max_backup_bytes: 10 << 20,
             max_backups_kept: 30,
-            memory_budget_bytes: 16 << 20,
+            memory_budget_bytes: 29 << 20,
             register_per_minute: 0,
             user_per_minute: 0,
             ip_per_minute: 0,
@@ -356,8 +361,8 @@ mod tests {
             request_timeout: std::time::Duration::from_secs(30),
         };
         let err = limits.validate().unwrap_err().to_string();
-        assert!(err.contains("MEMORY_BUDGET_MB (16 MiB)") && err.contains("MAX_BACKUP_BYTES"), "{err}");
-        assert!(Limits { memory_budget_bytes: 20 << 20, ..limits }.validate().is_ok());
+        assert!(err.contains("MEMORY_BUDGET_MB (29 MiB)") && err.contains("MAX_BACKUP_BYTES"), "{err}");
+        assert!(Limits { memory_budget_bytes: 30 << 20, ..limits }.validate().is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use dailyreps_backup_server::cli::{Cli, Command};
 use dailyreps_backup_server::{commands, telemetry};
 
 fn main() -> ExitCode {
+    return_large_blocks_to_the_os();
     // clap exits with 2 on usage errors and 0 for --help and --version.
     let cli = Cli::parse();
     let default_filter = match cli.command {
@@ -25,5 +26,23 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Fixes glibc's mmap threshold at its default, 128 KiB, so large documents never stay with
+/// the process after they are freed. Elsewhere (musl, macOS) a no-op.
+///
+/// glibc serves blocks of 128 KiB and more with mmap and returns them on free, but each time
+/// such a block is freed it raises that threshold (up to 32 MiB): after the first 10 MiB
+/// upload, documents come from the heap instead, and freed heap stays with the process. 64
+/// concurrent 10 MiB uploads left 187 MiB resident after they ended (peak 249 MiB); with the
+/// threshold fixed, 15 MiB (peak 101 MiB). Setting it explicitly turns the adjustment off.
+fn return_large_blocks_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
+        // SAFETY: mallopt only changes allocator settings, and runs before any other thread.
+        let applied = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) };
+        debug_assert_eq!(applied, 1, "glibc accepts this threshold");
     }
 }

@@ -1,8 +1,8 @@
-//! Backups: storing (with dedupe, retention and idempotency in one statement), listing,
+//! Backups: storing (with dedupe, retention and idempotency in one call), listing,
 //! fetching and deleting. Every query is scoped to its user, so another user's backup is
 //! simply not found.
 
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -29,14 +29,24 @@ pub struct Stored {
     pub deduplicated: bool,
 }
 
-/// An earlier upload made with the same idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct EarlierUpload {
-    /// SHA-256 of the earlier document.
-    pub request_sha256: Vec<u8>,
-    /// What it was answered.
+/// What an upload came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upload {
+    /// Stored now, or equal to the latest backup (see [`Stored::deduplicated`]).
+    Stored(Stored),
+    /// The idempotency key was used before with the same document: its first answer.
+    Replayed(Stored),
+    /// The idempotency key was used before with another document.
+    KeyConflict,
+    /// The user no longer exists (deleted while the upload was on its way).
+    NoUser,
+}
+
+#[derive(sqlx::FromRow)]
+struct Outcome {
+    outcome: String,
     #[sqlx(flatten)]
-    pub stored: Stored,
+    stored: Stored,
 }
 
 /// A document to store.
@@ -56,66 +66,34 @@ pub struct NewBackup<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-/// The earlier upload under `key`, if any. Call with the user locked (see
-/// [`crate::db::users::lock`]), so no concurrent upload can be adding it.
-pub async fn earlier_upload(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    key: &str,
-) -> Result<Option<EarlierUpload>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT request_sha256, backup_id AS id, backup_created_at AS created_at, size_bytes, sha256, deduplicated \
-         FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-    )
-    .bind(user_id)
-    .bind(key)
-    .fetch_optional(conn)
-    .await
-}
-
-/// Stores a document unless it equals the user's latest backup; then deletes the user's
-/// backups beyond the newest `keep` and remembers the idempotency key, all in one statement.
-/// Call with the user locked, inside a transaction.
-pub async fn store(conn: &mut PgConnection, new: NewBackup<'_>) -> Result<Stored, sqlx::Error> {
+/// Stores a document unless it equals the user's latest backup, deletes the user's backups
+/// beyond the newest `keep`, and remembers the idempotency key; or answers a repeated key.
+/// One call of the `store_backup` function (migrations/*_store_backup_function.sql): one
+/// round trip, its own transaction, serialised per user by a lock on the user's row.
+pub async fn store(db: impl PgExecutor<'_>, new: NewBackup<'_>) -> Result<Upload, sqlx::Error> {
     let size = i32::try_from(new.document.len()).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    // Data-modifying CTEs all see the table as it was before the statement, so `pruned`
-    // keeps keep - 1 of the existing backups: the new one is the keep-th.
-    sqlx::query_as(
-        "WITH latest AS ( \
-             SELECT id, created_at, size_bytes, sha256 FROM backups \
-             WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1 \
-         ), inserted AS ( \
-             INSERT INTO backups (id, user_id, size_bytes, sha256, document) \
-             SELECT $2, $1, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM latest WHERE sha256 = $4) \
-             RETURNING id, created_at, size_bytes, sha256 \
-         ), pruned AS ( \
-             DELETE FROM backups WHERE EXISTS (SELECT 1 FROM inserted) AND id IN ( \
-                 SELECT id FROM backups WHERE user_id = $1 \
-                 ORDER BY created_at DESC, id DESC OFFSET $6 - 1) \
-         ), outcome AS ( \
-             SELECT id, created_at, size_bytes, sha256, false AS deduplicated FROM inserted \
-             UNION ALL \
-             SELECT id, created_at, size_bytes, sha256, true FROM latest WHERE sha256 = $4 \
-         ), remembered AS ( \
-             INSERT INTO idempotency_keys \
-                 (user_id, key, request_sha256, backup_id, backup_created_at, size_bytes, sha256, deduplicated) \
-             SELECT $1, $7, $4, id, created_at, size_bytes, sha256, deduplicated \
-             FROM outcome WHERE $7::text IS NOT NULL \
-         ), expired AS ( \
-             DELETE FROM idempotency_keys \
-             WHERE user_id = $1 AND created_at < now() - interval '24 hours' AND key IS DISTINCT FROM $7 \
-         ) \
-         SELECT id, created_at, size_bytes, sha256, deduplicated FROM outcome",
+    let keep = i32::try_from(new.keep).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let row: Option<Outcome> = sqlx::query_as(
+        "SELECT outcome, id, created_at, size_bytes, sha256, deduplicated \
+         FROM store_backup($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(new.user_id)
     .bind(new.id)
     .bind(size)
     .bind(new.sha256.as_slice())
     .bind(new.document)
-    .bind(i64::from(new.keep))
+    .bind(keep)
     .bind(new.idempotency_key)
-    .fetch_one(conn)
-    .await
+    .fetch_optional(db)
+    .await?;
+    Ok(match row {
+        None => Upload::NoUser,
+        Some(Outcome { outcome, stored }) => match outcome.as_str() {
+            "stored" => Upload::Stored(stored),
+            "replayed" => Upload::Replayed(stored),
+            _ => Upload::KeyConflict,
+        },
+    })
 }
 
 /// A position in a user's list: the last backup of the previous page.

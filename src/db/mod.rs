@@ -44,6 +44,14 @@ pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<PgPool
         // A ping per checkout costs a round trip on every request; a dead connection shows
         // itself on first use instead, and is then discarded by the pool.
         .test_before_acquire(false)
+        // A connection that carried a 10 MiB document keeps buffers that size; give them back
+        // before it idles in the pool (a no-op for connections whose buffers are small).
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                sqlx::Connection::shrink_buffers(conn);
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|error| ConnectError {

@@ -1,6 +1,6 @@
 //! Accounts: created with a token hash, found by it, summarised, deleted.
 
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -58,12 +58,4 @@ pub async fn summary(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Summary, 
 pub async fn delete(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<bool, sqlx::Error> {
     let result = sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(db).await?;
     Ok(result.rows_affected() > 0)
-}
-
-/// Locks the account's row for the rest of the transaction, so its uploads, retention and
-/// idempotency keys are decided one at a time even across machines. Returns whether it exists.
-pub async fn lock(conn: &mut PgConnection, user_id: Uuid) -> Result<bool, sqlx::Error> {
-    let found: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 FOR UPDATE").bind(user_id).fetch_optional(conn).await?;
-    Ok(found.is_some())
 }

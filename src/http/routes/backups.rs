@@ -1,10 +1,10 @@
 //! Backups: upload, list, restore (latest or by id), delete.
 
-use axum::Json;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -13,13 +13,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::config::UPLOAD_COPIES;
 use crate::cursor;
-use crate::db::backups::{After, Backup, BackupMeta, NewBackup, Stored, Which};
+use crate::db::backups::{After, Backup, BackupMeta, NewBackup, Stored, Upload, Which};
 use crate::db::{self};
 use crate::document::{self, Encoding};
 use crate::http::budget::Reservation;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::AuthUser;
+use crate::http::signed::BodySha256;
 use crate::http::state::AppState;
 use crate::signature::{hex, sha256};
 
@@ -104,6 +106,7 @@ fn upload_response(stored: Stored, replayed: bool) -> Response {
 async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
+    Extension(BodySha256(body_sha256)): Extension<BodySha256>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -112,20 +115,13 @@ async fn upload(
     let key = idempotency_key(&headers)?;
     let (decoded, _held) = decode_within_budget(&state, body, encoding)?;
     let document = document::validate(&decoded)?;
-    let digest = sha256(document.as_bytes());
+    let digest = match encoding {
+        Encoding::Identity => body_sha256,
+        Encoding::Gzip => sha256(document.as_bytes()),
+    };
 
-    let mut tx = state.pool.begin().await?;
-    if !db::users::lock(&mut tx, user.id).await? {
-        return Err(ApiError::Unauthorized);
-    }
-    if let Some(key) = key
-        && let Some(earlier) = db::backups::earlier_upload(&mut tx, user.id, key).await?
-    {
-        if earlier.request_sha256 != digest {
-            return Err(ApiError::IdempotencyConflict);
-        }
-        return Ok(upload_response(earlier.stored, true));
-    }
+    // The body is held already; the database driver's two copies are in flight too.
+    let _sending = state.budget.try_reserve((UPLOAD_COPIES - 1) * document.len()).ok_or_else(ApiError::busy)?;
     let new = NewBackup {
         id: Uuid::new_v4(),
         user_id: user.id,
@@ -134,9 +130,12 @@ async fn upload(
         keep: state.settings.limits.max_backups_kept,
         idempotency_key: key,
     };
-    let stored = db::backups::store(&mut tx, new).await?;
-    tx.commit().await?;
-    Ok(upload_response(stored, false))
+    match db::backups::store(&state.pool, new).await? {
+        Upload::Stored(stored) => Ok(upload_response(stored, false)),
+        Upload::Replayed(stored) => Ok(upload_response(stored, true)),
+        Upload::KeyConflict => Err(ApiError::IdempotencyConflict),
+        Upload::NoUser => Err(ApiError::Unauthorized),
+    }
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
