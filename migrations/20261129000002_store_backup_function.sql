@@ -62,9 +62,12 @@ BEGIN
             WHERE NOT EXISTS (SELECT 1 FROM latest WHERE latest.sha256 = p_sha256)
             RETURNING b.id, b.created_at, b.size_bytes, b.sha256
         ), pruned AS (
-            DELETE FROM backups WHERE EXISTS (SELECT 1 FROM inserted) AND backups.id IN (
+            -- `= ANY (ARRAY(...))`, not `IN (...)`: the ids are found through the user's index
+            -- and deleted through the primary key whatever the statistics say; as a join, the
+            -- generic plan turned into a scan of the whole table once users had many rows.
+            DELETE FROM backups WHERE EXISTS (SELECT 1 FROM inserted) AND backups.id = ANY (ARRAY(
                 SELECT b.id FROM backups b WHERE b.user_id = p_user_id
-                ORDER BY b.created_at DESC, b.id DESC OFFSET p_keep - 1)
+                ORDER BY b.created_at DESC, b.id DESC OFFSET p_keep - 1))
         ), stored AS (
             SELECT i.id, i.created_at, i.size_bytes, i.sha256, false AS deduplicated FROM inserted i
             UNION ALL

@@ -2,7 +2,7 @@
 //! fetching and deleting. Every query is scoped to its user, so another user's backup is
 //! simply not found.
 
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -70,9 +70,10 @@ pub struct NewBackup<'a> {
 /// beyond the newest `keep`, and remembers the idempotency key; or answers a repeated key.
 /// One call of the `store_backup` function (migrations/*_store_backup_function.sql): one
 /// round trip, its own transaction, serialised per user by a lock on the user's row.
-pub async fn store(db: impl PgExecutor<'_>, new: NewBackup<'_>) -> Result<Upload, sqlx::Error> {
+pub async fn store(pool: &PgPool, new: NewBackup<'_>) -> Result<Upload, sqlx::Error> {
     let size = i32::try_from(new.document.len()).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let keep = i32::try_from(new.keep).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let mut conn = pool.acquire().await?;
     let row: Option<Outcome> = sqlx::query_as(
         "SELECT outcome, id, created_at, size_bytes, sha256, deduplicated \
          FROM store_backup($1, $2, $3, $4, $5, $6, $7)",
@@ -84,8 +85,9 @@ pub async fn store(db: impl PgExecutor<'_>, new: NewBackup<'_>) -> Result<Upload
     .bind(new.document)
     .bind(keep)
     .bind(new.idempotency_key)
-    .fetch_optional(db)
+    .fetch_optional(&mut *conn)
     .await?;
+    super::release_large_buffers(&mut conn, new.document.len());
     Ok(match row {
         None => Upload::NoUser,
         Some(Outcome { outcome, stored }) => match outcome.as_str() {
@@ -148,8 +150,9 @@ pub struct Backup {
 }
 
 /// Fetches one of the user's backups with its document.
-pub async fn fetch(db: impl PgExecutor<'_>, user_id: Uuid, which: Which) -> Result<Option<Backup>, sqlx::Error> {
-    match which {
+pub async fn fetch(pool: &PgPool, user_id: Uuid, which: Which) -> Result<Option<Backup>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let backup: Option<Backup> = match which {
         Which::Latest => sqlx::query_as(
             "SELECT id, created_at, size_bytes, sha256, document FROM backups \
              WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
@@ -161,8 +164,10 @@ pub async fn fetch(db: impl PgExecutor<'_>, user_id: Uuid, which: Which) -> Resu
         .bind(user_id)
         .bind(id),
     }
-    .fetch_optional(db)
-    .await
+    .fetch_optional(&mut *conn)
+    .await?;
+    super::release_large_buffers(&mut conn, backup.as_ref().map_or(0, |backup| backup.document.len()));
+    Ok(backup)
 }
 
 /// Deletes one of the user's backups. Returns whether it existed.

@@ -10,8 +10,8 @@ pub mod users;
 
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgConnection, PgPool};
 
 use crate::config::DatabaseUrl;
 
@@ -44,14 +44,6 @@ pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<PgPool
         // A ping per checkout costs a round trip on every request; a dead connection shows
         // itself on first use instead, and is then discarded by the pool.
         .test_before_acquire(false)
-        // A connection that carried a 10 MiB document keeps buffers that size; give them back
-        // before it idles in the pool (a no-op for connections whose buffers are small).
-        .after_release(|conn, _| {
-            Box::pin(async move {
-                sqlx::Connection::shrink_buffers(conn);
-                Ok(true)
-            })
-        })
         .connect_with(options)
         .await
         .map_err(|error| ConnectError {
@@ -68,5 +60,18 @@ fn describe(error: &sqlx::Error) -> String {
         sqlx::Error::Database(db) => db.message().to_owned(),
         sqlx::Error::Tls(tls) => format!("TLS failed: {tls}"),
         other => other.to_string(),
+    }
+}
+
+/// Values up to this size leave their buffers with the connection, ready for the next one.
+const LARGE_VALUE_BYTES: usize = 1024 * 1024;
+
+/// A connection that carried a value of `value_bytes` keeps buffers that large: give them back
+/// before it idles in the pool, when it was large (a 10 MiB document on each of the pool's
+/// connections would otherwise stay resident). Small ones keep theirs: regrowing a buffer on
+/// every request costs more than it saves.
+fn release_large_buffers(conn: &mut PgConnection, value_bytes: usize) {
+    if value_bytes > LARGE_VALUE_BYTES {
+        sqlx::Connection::shrink_buffers(conn);
     }
 }

@@ -222,6 +222,39 @@ async fn retention_keeps_exactly_the_newest_n() {
 }
 
 #[tokio::test]
+async fn concurrent_uploads_of_one_user_keep_exactly_the_newest_n() {
+    let settings = ApiSettings { limits: Limits { max_backups_kept: 3, ..test_settings().limits }, ..test_settings() };
+    let app = TestApp::spawn_with(settings).await;
+    let user = app.register().await;
+    let mut uploads = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let request = app.authed(&user, Method::POST, "/api/backup", format!(r#"{{"n": {n}}}"#).as_bytes());
+        uploads.spawn(request.header("content-type", "application/json").send());
+    }
+    for answer in uploads.join_all().await {
+        assert_eq!(answer.unwrap().status(), StatusCode::CREATED);
+    }
+    assert_eq!(app.backup_count(user.id).await, 3, "retention decided one upload at a time");
+}
+
+#[tokio::test]
+async fn an_upload_racing_the_deletion_of_its_account_is_unauthorized_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let user = app.register().await;
+    // Hold the account's row: the upload passes authentication, then waits on that row.
+    let mut deleting = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE").bind(user.id).execute(&mut *deleting).await.unwrap();
+    let request = app.authed(&user, Method::POST, "/api/backup", br#"{"late": true}"#);
+    let upload = tokio::spawn(request.header("content-type", "application/json").send());
+    crate::common::wait_until_blocked_on_lock(&app.pool, "SELECT outcome").await;
+    sqlx::query("DELETE FROM users WHERE id = $1").bind(user.id).execute(&mut *deleting).await.unwrap();
+    deleting.commit().await.unwrap();
+    let answer = upload.await.unwrap().unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.backup_count(user.id).await, 0);
+}
+
+#[tokio::test]
 async fn pagination_walks_every_backup_once_while_new_ones_arrive() {
     // Enough retention that the walk's own uploads prune nothing.
     let settings =
