@@ -43,7 +43,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --allowed-origins 'Origins allowed to call the API from a browser, comma-separated exact origins (e.g. https://dailyreps.app). Empty: no cross-origin access'
             cand --max-backup-bytes 'Largest backup document accepted, in bytes, after gzip decoding'
             cand --max-backups-kept 'Backups kept per user; older ones are deleted when a new one arrives'
-            cand --memory-budget-mb 'Memory that request bodies and documents in flight may hold together, in MiB; beyond it requests are answered 503 with Retry-After. Must fit two documents of the largest size'
+            cand --memory-budget-mb 'Memory that request bodies and documents in flight may hold together, in MiB; beyond it requests are answered 503 with Retry-After. Must hold an upload of the largest size three times over: its body and the database driver''s two copies'
             cand --rate-limit-register-per-minute 'Account registrations per minute from one client IP (0: no limit)'
             cand --rate-limit-user-per-minute 'API requests per minute from one user (0: no limit)'
             cand --rate-limit-ip-per-minute 'API requests per minute from one client IP (0: no limit)'

@@ -335,7 +335,8 @@ pub struct ServeArgs {
     pub max_backups_kept: u32,
 
     /// Memory that request bodies and documents in flight may hold together, in MiB; beyond
-    /// it requests are answered 503 with Retry-After. Must fit two documents of the largest size.
+    /// it requests are answered 503 with Retry-After. Must hold an upload of the largest size three
+    /// times over: its body and the database driver's two copies.
     #[arg(long, env = "MEMORY_BUDGET_MB", default_value_t = 96, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub memory_budget_mb: u64,
 

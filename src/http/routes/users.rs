@@ -49,8 +49,8 @@ async fn register(
     ClientIp(ip): ClientIp,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
-    let options = body.trim_ascii();
-    if !options.is_empty() && options != b"null" {
+    // No body at all, or JSON null or an object; whitespace alone is not JSON.
+    if !body.is_empty() && body.trim_ascii() != b"null" {
         document::validate(&body).map(drop).map_err(|error| match error {
             DocumentError::NotAnObject => ApiError::InvalidRequest("the body must be empty or a JSON object".into()),
             other => other.into(),
