@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use dailyreps_backup_server::config::Limits;
 use dailyreps_backup_server::db::migrations;
 use dailyreps_backup_server::http::state::ApiSettings;
+use dailyreps_backup_server::local_postgres::LocalCluster;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -55,22 +56,36 @@ async fn a_schema_newer_than_the_binary_is_still_ready() {
     assert_eq!(body["schema_version"], 99990101000000_i64);
 }
 
-#[tokio::test]
-async fn readyz_goes_503_while_the_database_is_down_and_recovers_without_a_restart() {
-    // A cluster of this test's own, since it is stopped half-way.
+/// A cluster of the test's own (it is stopped half-way), migrated.
+async fn migrated_cluster() -> LocalCluster {
     let cluster = common::start_cluster().await;
     let admin = common::connect(&cluster.url("postgres")).await;
     migrations::apply(&admin).await.unwrap();
     admin.close().await;
-    let app = TestApp::spawn_on(&cluster.url("postgres")).await;
-    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    cluster
+}
 
-    let cluster = tokio::task::spawn_blocking(move || {
+async fn stop_database(cluster: LocalCluster) -> LocalCluster {
+    tokio::task::spawn_blocking(move || {
         cluster.stop_server().unwrap();
         cluster
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Starts the stopped cluster again; keep what it returns, since dropping it stops it.
+async fn restart_database(cluster: LocalCluster) -> LocalCluster {
+    tokio::task::spawn_blocking(move || cluster.start_server().map(|()| cluster)).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn readyz_goes_503_while_the_database_is_down_and_recovers_without_a_restart() {
+    let cluster = migrated_cluster().await;
+    let app = TestApp::spawn_on(&cluster.url("postgres")).await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+
+    let cluster = stop_database(cluster).await;
     let started = Instant::now();
     let down = app.get("/readyz").await;
     assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -85,8 +100,7 @@ async fn readyz_goes_503_while_the_database_is_down_and_recovers_without_a_resta
     assert_eq!(crate::common::error_code(api).await, "unavailable");
 
     // Keep the cluster: dropping it stops it.
-    let _cluster =
-        tokio::task::spawn_blocking(move || cluster.start_server().map(|()| cluster)).await.unwrap().unwrap();
+    let _cluster = restart_database(cluster).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let status = app.get("/readyz").await.status();
@@ -107,10 +121,7 @@ struct Seen {
 
 #[tokio::test]
 async fn under_load_a_database_outage_gets_prompt_503s_and_uploads_resume_when_it_returns() {
-    let cluster = common::start_cluster().await;
-    let admin = common::connect(&cluster.url("postgres")).await;
-    migrations::apply(&admin).await.unwrap();
-    admin.close().await;
+    let cluster = migrated_cluster().await;
     // The bound under test: no request waits longer than this for the database.
     let request_timeout = Duration::from_secs(2);
     let limits = Limits { request_timeout, ..common::test_settings().limits };
@@ -151,17 +162,11 @@ async fn under_load_a_database_outage_gets_prompt_503s_and_uploads_resume_when_i
     };
 
     wait_for(&mut progress, "uploads", Box::new(|seen| seen.created >= 50)).await;
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.stop_server().unwrap();
-        cluster
-    })
-    .await
-    .unwrap();
+    let cluster = stop_database(cluster).await;
     let before = wait_for(&mut progress, "503s", Box::new(|seen| seen.unavailable >= 8)).await;
     assert_eq!(app.get("/readyz").await.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    let _cluster =
-        tokio::task::spawn_blocking(move || cluster.start_server().map(|()| cluster)).await.unwrap().unwrap();
+    let _cluster = restart_database(cluster).await;
     let resumed = before.created + 50;
     wait_for(&mut progress, "uploads after the outage", Box::new(move |seen| seen.created >= resumed)).await;
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
