@@ -283,11 +283,16 @@ mod tests {
                 let cut_at = (bytes.len() as f64 * cut) as usize;
                 prop_assert!(open(&bytes[..cut_at]).and_then(verify).is_err());
                 let mut flipped = bytes.clone();
-                // Past zstd's frame header (at most 18 bytes), where a flip of, say, the window
-                // size can leave the content decodable and unchanged: nothing to detect there.
-                let at = 18 + ((bytes.len() - 19) as f64 * position) as usize;
+                let at = ((bytes.len() - 1) as f64 * position) as usize;
                 flipped[at] ^= 1 << bit;
-                prop_assert!(open(flipped.as_slice()).and_then(verify).is_err(), "a flip at {} went unnoticed", at);
+                // Some bits of a zstd frame do not shape its content (the window size, padding
+                // after a block's last bit-stream): a flip there decodes to the very same dump,
+                // so nothing is lost and there is nothing to detect. Any other flip is refused.
+                let unchanged = zstd::decode_all(flipped.as_slice()).ok() == Some(zstd::decode_all(bytes.as_slice()).unwrap());
+                prop_assert!(
+                    unchanged || open(flipped.as_slice()).and_then(verify).is_err(),
+                    "a flip at {} changed the dump and went unnoticed", at
+                );
             }
         }
     }
