@@ -6,6 +6,10 @@ signs every generated request (hooks.py), and fails on any 5xx or any response t
 the document's schemas. Run by .ci/run:
 
     python3 tests/fuzz/run_api_fuzz.py target/release/dailyreps-backup-server [seconds]
+
+FUZZ_SEED=N replays one seed; FUZZ_SEED=random explores (each run prints its seed). CI passes
+a fixed seed so that its verdict depends on our change, not on the draw: hunt for new cases
+with random seeds and longer runs locally, then fix what they find.
 """
 
 import os
@@ -88,6 +92,7 @@ def check_reach(counts: dict) -> list:
 def main() -> int:
     binary = Path(sys.argv[1]).resolve()
     seconds = sys.argv[2] if len(sys.argv) > 2 else "120"
+    seed = os.environ.get("FUZZ_SEED", "random")
     workdir = Path(tempfile.mkdtemp(prefix="dailyreps-fuzz-"))
     # As root, PostgreSQL runs as another user, which must reach the cluster's folder.
     workdir.chmod(0o755)
@@ -128,6 +133,7 @@ def main() -> int:
             # describe strategies) can fail with "AST constructor recursion depth mismatch".
             "--workers", "1",
             "--generation-database", "none",
+            *(["--seed", seed] if seed != "random" else []),
             "--no-color",
         ]
         print(" ".join(command), flush=True)
