@@ -103,9 +103,9 @@ def pick(sorted_values, p):
     return sorted_values[round((len(sorted_values) - 1) * p)] if sorted_values else 0.0
 
 
-def load(url, mode, clients, seconds, size):
+def load(url, mode, clients, seconds, size, accounts=1):
     command = [LOAD, "--url", url, "--mode", mode, "--clients", str(clients), "--seconds", str(seconds),
-               "--size", str(size)]
+               "--size", str(size), "--accounts", str(accounts)]
     output = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ,
                             "APP_SIGNING_SECRET": SECRET}).stdout
     return json.loads(output)

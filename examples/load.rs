@@ -1,10 +1,10 @@
-//! Load client for the benchmarks in bench/: N concurrent clients, each with its own account,
-//! signing every request as the app does, for a fixed time. Uploads vary every document so
-//! dedupe never short-circuits; downloads fetch the latest backup.
+//! Load client for the benchmarks in bench/: N concurrent clients, each taking turns over
+//! accounts of its own, signing every request as the app does, for a fixed time. Uploads vary
+//! every document so dedupe never short-circuits; downloads fetch the latest backup.
 //!
 //!     cargo build --release --example load
 //!     target/release/examples/load --url http://127.0.0.1:8080 --secret "$APP_SIGNING_SECRET" \
-//!         --clients 8 --seconds 20 --size 65536 --mode upload
+//!         --clients 8 --accounts 1 --seconds 20 --size 65536 --mode upload
 //!
 //! Prints one JSON object: requests/s, p50/p99/max latency in ms, and counts by status.
 
@@ -34,9 +34,14 @@ struct Args {
     /// The signing secret.
     #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
     secret: String,
-    /// Concurrent clients, each with its own account and connection.
+    /// Concurrent clients, each with its own connection.
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// Accounts each client registers and takes turns over. One makes every client a single
+    /// user uploading hundreds of times a second; the app's real users upload a few times a
+    /// day, so many accounts each a few uploads past their retention limit is the real shape.
+    #[arg(long, default_value_t = 1)]
+    accounts: usize,
     /// How long to run.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
@@ -98,29 +103,36 @@ async fn client(
     api: ApiClient,
     args_mode: Mode,
     id: usize,
+    accounts: usize,
     documents: std::sync::Arc<Documents>,
     until: Instant,
 ) -> anyhow::Result<Vec<Sample>> {
-    let token = register(&api).await?;
-    let upload = |n: u64| Call {
+    let mut tokens = Vec::with_capacity(accounts);
+    for _ in 0..accounts {
+        tokens.push(register(&api).await?);
+    }
+    let upload = |token, n| Call {
         path_and_query: "/api/backup",
         body: documents.make(id, n),
-        token: Some(&token),
+        token: Some(token),
         headers: json_headers(),
     };
     if args_mode == Mode::Download {
-        api.send(Method::POST, upload(0)).await?.error_for_status()?;
+        for token in &tokens {
+            api.send(Method::POST, upload(token.as_str(), 0)).await?.error_for_status()?;
+        }
     }
     let mut samples = Vec::new();
-    for n in 1.. {
+    for (n, token) in (1..).zip(tokens.iter().cycle()) {
         if Instant::now() >= until {
             break;
         }
-        let call = match args_mode {
-            Mode::Upload => upload(n),
-            Mode::Download => Call { path_and_query: "/api/backups/latest", token: Some(&token), ..Call::default() },
+        let (method, call) = match args_mode {
+            Mode::Upload => (Method::POST, upload(token.as_str(), n)),
+            Mode::Download => {
+                (Method::GET, Call { path_and_query: "/api/backups/latest", token: Some(token), ..Call::default() })
+            }
         };
-        let method = if args_mode == Mode::Upload { Method::POST } else { Method::GET };
         let started = Instant::now();
         let status = match api.send(method, call).await {
             Ok(response) => {
@@ -151,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
     let until = started + Duration::from_secs(args.seconds);
     let mut clients = JoinSet::new();
     for id in 0..args.clients {
-        clients.spawn(client(api.clone(), args.mode, id, documents.clone(), until));
+        clients.spawn(client(api.clone(), args.mode, id, args.accounts.max(1), documents.clone(), until));
     }
     let mut samples = Vec::new();
     while let Some(result) = clients.join_next().await {
@@ -169,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
     let report = serde_json::json!({
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "clients": args.clients,
+        "accounts_per_client": args.accounts,
         "size": args.size,
         "seconds": elapsed,
         "requests": samples.len(),
