@@ -10,7 +10,8 @@ A `serve --dev` cluster in a temporary folder holds the database; the server und
 plain `serve` (production settings, JSON logs, rate limits off) against it. For 8 and 32
 clients, in this order: pgbench inserting the same 64 KiB rows into `backups` (same table,
 same indexes, prepared statements, one row per transaction), then the load client uploading
-64 KiB documents (examples/load.rs: signed, each document different); pgbench reading a
+64 KiB documents (examples/load.rs: signed, each document different), once with one account
+per client and once with each client taking turns over 50 accounts; pgbench reading a
 user's latest row, then the load client downloading the latest backup. Then 64 clients
 uploading 10 MiB documents, and optionally a steady run watching RSS. RSS comes from
 /proc/PID/status (VmHWM reset through /proc/PID/clear_refs before each measured run).
@@ -130,6 +131,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--steady", type=int, default=0, help="seconds of a steady 8-client run watching RSS")
     parser.add_argument("--clients", default="8,32")
+    parser.add_argument("--accounts", default="1,50",
+                        help="accounts per client for the upload runs (1: one user uploading non-stop)")
     args = parser.parse_args()
     for needed in (BINARY, LOAD):
         if not os.path.exists(needed):
@@ -158,10 +161,11 @@ def main():
 
         for clients in [int(c) for c in args.clients.split(",")]:
             base = pgbench(database_url, folder, "insert", INSERT_SQL, clients, args.seconds, variables)
-            reset_peak(server.pid)
-            ours = load(url, "upload", clients, args.seconds, DOC_SIZE)
-            results[f"upload_{clients}"] = {"server": ours, "pgbench": base,
-                                            "peak_rss_mib": rss_kib(server.pid, "VmHWM") / 1024}
+            for accounts in [int(a) for a in args.accounts.split(",")]:
+                reset_peak(server.pid)
+                ours = load(url, "upload", clients, args.seconds, DOC_SIZE, accounts)
+                results[f"upload_{clients}_x_{accounts}_accounts"] = {
+                    "server": ours, "pgbench": base, "peak_rss_mib": rss_kib(server.pid, "VmHWM") / 1024}
             base = pgbench(database_url, folder, "read", READ_SQL, clients, args.seconds, {})
             ours = load(url, "download", clients, args.seconds, DOC_SIZE)
             results[f"download_{clients}"] = {"server": ours, "pgbench": base}
@@ -191,7 +195,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for key, value in results.items():
         if isinstance(value, dict) and "pgbench" in value:
-            print(row(key.replace("_", " ") + " clients, 64 KiB", value["server"], value["pgbench"]))
+            print(row(key.replace("_", " ") + ", 64 KiB", value["server"], value["pgbench"]))
     print()
     print(f"idle RSS {results['idle_rss_mib']:.1f} MiB")
     for key, value in results.items():
