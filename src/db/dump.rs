@@ -159,16 +159,24 @@ pub async fn copy_in<'c>(
     conn.copy_in_raw(statement).await
 }
 
-/// Indexes and foreign keys set aside while a restore loads, as pg_restore does: building an
+/// Indexes and constraints set aside while a restore loads, as pg_restore does: building an
 /// index once over loaded rows, and checking a foreign key with one join, beats doing both
-/// row by row.
+/// row by row. Primary keys and unique constraints are indexes too.
 pub struct Deferred {
     recreate: Vec<String>,
 }
 
-/// Drops the public schema's plain indexes and foreign keys (in the caller's transaction) and
-/// remembers how to put them back.
+/// Drops the public schema's indexes, primary keys, unique and foreign key constraints (in the
+/// caller's transaction) and remembers how to put them back.
 pub async fn defer_indexes_and_foreign_keys(conn: &mut PgConnection) -> Result<Deferred, sqlx::Error> {
+    // Foreign keys first, as they lean on the keys they reference; put back in reverse order.
+    let constraints: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT conrelid::regclass::text, quote_ident(conname), pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE contype IN ('f', 'p', 'u') AND connamespace = 'public'::regnamespace \
+         ORDER BY contype = 'f' DESC, oid",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let indexes: Vec<(String, String)> = sqlx::query_as(
         "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i \
          JOIN pg_class c ON c.oid = i.indrelid \
@@ -177,24 +185,19 @@ pub async fn defer_indexes_and_foreign_keys(conn: &mut PgConnection) -> Result<D
     )
     .fetch_all(&mut *conn)
     .await?;
-    let foreign_keys: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT conrelid::regclass::text, quote_ident(conname), pg_get_constraintdef(oid) FROM pg_constraint \
-         WHERE contype = 'f' AND connamespace = 'public'::regnamespace",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
     let mut drop = String::new();
-    let mut recreate = Vec::new();
-    for (table, name, _) in &foreign_keys {
+    for (table, name, _) in &constraints {
         drop.push_str(&format!("ALTER TABLE {table} DROP CONSTRAINT {name};\n"));
     }
+    let mut recreate = Vec::new();
     for (index, definition) in indexes {
         drop.push_str(&format!("DROP INDEX {index};\n"));
         recreate.push(definition);
     }
     recreate.extend(
-        foreign_keys
+        constraints
             .into_iter()
+            .rev()
             .map(|(table, name, definition)| format!("ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")),
     );
     // Every name comes from the catalog, quoted by PostgreSQL.
