@@ -46,10 +46,9 @@ pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
         dump_db::clear(&mut tx).await.context("could not clear the target")?;
     }
     let bar = output::progress(0, "rows");
-    let trailer = load(&mut tx, args.file.clone(), &bar)
+    let (trailer, counts) = load(&mut tx, args.file.clone(), &bar)
         .await
         .map_err(|error| error.context("the restore was rolled back; the target is as it was"))?;
-    let counts = dump_db::row_counts(&mut tx).await?;
     tx.commit().await.context("could not commit the restore")?;
     bar.finish_and_clear();
     migrations::apply(&pool).await.context("restored, but applying newer migrations failed; run `migrate`")?;
@@ -58,7 +57,7 @@ pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
     let mut mismatch = false;
     for listed in &trailer.tables {
         let restored = counts.iter().find(|(name, _)| *name == listed.name).map_or(0, |(_, n)| *n);
-        mismatch |= u64::try_from(restored).ok() != Some(listed.rows);
+        mismatch |= restored != listed.rows;
         table.add_row([listed.name.clone(), listed.rows.to_string(), restored.to_string()]);
     }
     if args.json {
@@ -73,9 +72,16 @@ pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Rows each table's COPY loaded, as PostgreSQL counted them.
+type LoadedRows = Vec<(String, u64)>;
+
 /// Streams the dump's statements and COPY data into the transaction; returns the manifest's
-/// trailer once the whole file has verified.
-async fn load(conn: &mut PgConnection, file: PathBuf, bar: &indicatif::ProgressBar) -> anyhow::Result<Trailer> {
+/// trailer once the whole file has verified, and the rows loaded.
+async fn load(
+    conn: &mut PgConnection,
+    file: PathBuf,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<(Trailer, LoadedRows)> {
     let path = file.display().to_string();
     let (sender, mut events) = mpsc::channel::<Event>(32);
     let reader = tokio::task::spawn_blocking(move || -> Result<Option<Trailer>, DumpError> {
@@ -92,8 +98,8 @@ async fn load(conn: &mut PgConnection, file: PathBuf, bar: &indicatif::ProgressB
     let verified = reader.await.map_err(|e| anyhow!("the dump reader crashed: {e}"))?;
     // A damaged file explains a failed load better than the load's own error does.
     let trailer = verified.with_context(|| format!("{path} did not verify"))?;
-    loaded?;
-    trailer.ok_or_else(|| anyhow!("the dump ended early"))
+    let loaded = loaded?;
+    Ok((trailer.ok_or_else(|| anyhow!("the dump ended early"))?, loaded))
 }
 
 /// Runs the dump's events against the database.
@@ -101,7 +107,8 @@ async fn apply(
     conn: &mut PgConnection,
     events: &mut mpsc::Receiver<Event>,
     bar: &indicatif::ProgressBar,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<LoadedRows> {
+    let mut loaded = Vec::new();
     let mut deferred = None;
     while let Some(event) = events.recv().await {
         if matches!(event, Event::Table { .. }) && deferred.is_none() {
@@ -127,7 +134,8 @@ async fn apply(
                         }
                     }
                 }
-                copy_in.finish().await.with_context(|| format!("loading {name}"))?;
+                let rows = copy_in.finish().await.with_context(|| format!("loading {name}"))?;
+                loaded.push((name, rows));
             }
             Event::Data(_) | Event::TableEnd => bail!("table data outside a table"),
         }
@@ -136,5 +144,5 @@ async fn apply(
         bar.set_message("indexes and foreign keys");
         dump_db::restore_deferred(conn, deferred).await.context("rebuilding indexes and checking foreign keys")?;
     }
-    Ok(())
+    Ok(loaded)
 }

@@ -212,14 +212,3 @@ pub async fn restore_deferred(conn: &mut PgConnection, deferred: Deferred) -> Re
     }
     Ok(())
 }
-
-/// Exact row counts of our tables.
-pub async fn row_counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let mut counts = Vec::new();
-    for table in TABLES {
-        let sql = format!("SELECT count(*) FROM public.{table}");
-        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *conn).await?;
-        counts.push(((*table).to_owned(), count));
-    }
-    Ok(counts)
-}
