@@ -11,6 +11,7 @@ RUN mkdir src \
     && touch src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src
+COPY build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 # The migrations are embedded by sqlx::migrate!, so the image needs no migration files.

@@ -73,3 +73,28 @@ async fn status_prints_a_table_by_default() {
     assert!(outcome.stdout.contains("applied"), "{}", outcome.stdout);
     assert!(outcome.stdout.contains(&known_versions()[0].to_string()), "{}", outcome.stdout);
 }
+
+#[tokio::test]
+async fn documents_are_compressed_with_lz4_where_the_server_has_it() {
+    let app = crate::common::TestApp::spawn().await;
+    let user = app.register().await;
+    // Repetitive and over the TOAST threshold, so PostgreSQL compresses it.
+    let document = format!(r#"{{"sets": "{}"}}"#, "squat 5x5 ".repeat(2_000));
+    app.upload_ok(&user, document.as_bytes()).await;
+
+    let mut tx = app.pool.begin().await.unwrap();
+    let has_lz4 = sqlx::query("CREATE TEMP TABLE probe (t text COMPRESSION lz4)").execute(&mut *tx).await.is_ok();
+    tx.rollback().await.unwrap();
+    let (column, stored): (String, Option<String>) = sqlx::query_as(
+        "SELECT a.attcompression::text, (SELECT pg_column_compression(document) FROM backups LIMIT 1) \
+         FROM pg_attribute a WHERE a.attrelid = 'backups'::regclass AND a.attname = 'document'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    if has_lz4 {
+        assert_eq!((column.as_str(), stored.as_deref()), ("l", Some("lz4")));
+    } else {
+        assert_eq!((column.as_str(), stored.as_deref()), ("", Some("pglz")));
+    }
+}
