@@ -84,9 +84,12 @@ async fn load(
 ) -> anyhow::Result<(Trailer, LoadedRows)> {
     let path = file.display().to_string();
     let (sender, mut events) = mpsc::channel::<Event>(32);
+    let progress = bar.clone();
     let reader = tokio::task::spawn_blocking(move || -> Result<Option<Trailer>, DumpError> {
         let mut reader = dump::open(File::open(file)?)?;
         while let Some(event) = reader.next_event()? {
+            // The reader counts rows as it checks them; no need to count them again.
+            progress.set_position(reader.rows_read());
             if sender.blocking_send(event).is_err() {
                 return Ok(None);
             }
@@ -124,7 +127,6 @@ async fn apply(
                 loop {
                     match events.recv().await {
                         Some(Event::Data(chunk)) => {
-                            bar.inc(chunk.iter().filter(|&&b| b == b'\n').count() as u64);
                             copy_in.send(chunk).await.with_context(|| format!("loading {name}"))?;
                         }
                         Some(Event::TableEnd) => break,
