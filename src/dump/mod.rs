@@ -4,7 +4,7 @@
 //! ```text
 //! -- dailyreps-backup-server dump
 //! -- restore without this tool: zstd -dc FILE | psql -v ON_ERROR_STOP=1 --single-transaction -d "$DATABASE_URL"
-//! -- manifest: {"format_version":1,"created_at":…,"server_version":…,"schema_version":…}
+//! -- manifest: {"format_version":2,"created_at":…,"server_version":…,"schema_version":…}
 //! SET …;
 //! -- begin schema
 //! …the migrations' SQL up to schema_version…
@@ -17,13 +17,15 @@
 //! -- begin sequences
 //! …setval calls…
 //! -- end sequences
-//! -- end: {"tables":[{"name","rows","sha256"}],"body_sha256":…}
+//! -- end: {"tables":[{"name","rows","checksum"}],"body_checksum":…}
 //! ```
 //!
-//! The last line holds each table's row count and SHA-256 of its COPY data, and a SHA-256 of
-//! everything before it (every line, with each table's data standing in by its digest, so no
-//! byte is hashed twice); zstd's own frame checksum covers the compressed bytes.
+//! The last line holds each table's row count and checksum (XXH3-128; SHA-256 in format 1) of
+//! its COPY data, and a checksum of everything before it (every line, with each table's data
+//! standing in by its digest, so no byte is hashed twice); zstd's own frame checksum covers the
+//! compressed bytes.
 
+pub mod checksum;
 pub mod reader;
 pub mod writer;
 
@@ -71,8 +73,9 @@ pub fn verify<R: std::io::BufRead>(mut reader: DumpReader<R>) -> Result<(Header,
     Ok((reader.header().clone(), trailer))
 }
 
-/// The version of this layout.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of this layout: 2 since the checksums are XXH3-128 (1 had SHA-256; this tool
+/// reads both).
+pub const FORMAT_VERSION: u32 = 2;
 /// The first line of every dump.
 const MAGIC: &str = "-- dailyreps-backup-server dump";
 /// How a dump is restored without this tool.
@@ -105,8 +108,9 @@ pub struct TableSummary {
     pub name: String,
     /// Rows.
     pub rows: u64,
-    /// Hex SHA-256 of the table's COPY data.
-    pub sha256: String,
+    /// Hex checksum of the table's COPY data (see [`checksum`]).
+    #[serde(alias = "sha256")]
+    pub checksum: String,
 }
 
 /// What is known when a dump ends: the last line.
@@ -114,8 +118,9 @@ pub struct TableSummary {
 pub struct Trailer {
     /// Every table, in load order.
     pub tables: Vec<TableSummary>,
-    /// Hex SHA-256 of everything before the last line (table data by its digest).
-    pub body_sha256: String,
+    /// Hex checksum of everything before the last line (table data by its digest).
+    #[serde(alias = "body_sha256")]
+    pub body_checksum: String,
 }
 
 /// Why a dump cannot be read.
@@ -205,6 +210,32 @@ mod tests {
     }
 
     #[test]
+    fn dumps_of_format_1_with_sha256_still_verify() {
+        // Written by the format-1 `backup-db` of 2026-11-29 from a small database.
+        let fixture = include_bytes!("../../tests/fixtures/format-v1.sql.zst");
+        let (header, trailer) = verify(open(&fixture[..]).unwrap()).unwrap();
+        assert_eq!(header.format_version, 1);
+        let rows: Vec<u64> = trailer.tables.iter().map(|t| t.rows).collect();
+        assert_eq!(rows, [3, 2, 3, 1]);
+        assert_eq!(trailer.tables[1].checksum.len(), 64, "SHA-256, read from the field format 1 named sha256");
+
+        let mut plain = Vec::new();
+        zstd::stream::copy_decode(&fixture[..], &mut plain).unwrap();
+        let position = plain.windows(5).position(|w| w == b"squat").unwrap();
+        plain[position] = b'S';
+        let recompressed = zstd::encode_all(plain.as_slice(), 1).unwrap();
+        let error = open(recompressed.as_slice()).and_then(verify).unwrap_err();
+        assert!(matches!(error, DumpError::Corrupt(_)), "format 1's checksums are still checked: {error}");
+    }
+
+    #[test]
+    fn new_dumps_carry_xxh3_checksums() {
+        let (_, trailer) = verify(open(sample().as_slice()).unwrap()).unwrap();
+        assert_eq!(trailer.tables[0].checksum.len(), 32, "XXH3-128");
+        assert_eq!(trailer.body_checksum.len(), 32);
+    }
+
+    #[test]
     fn a_flipped_byte_anywhere_is_detected() {
         let bytes = sample();
         for position in [0, 20, bytes.len() / 3, bytes.len() / 2, bytes.len() - 10, bytes.len() - 1] {
@@ -261,7 +292,7 @@ mod tests {
                 Just("-- table: t".to_owned()),
                 Just("COPY public.t (a) FROM stdin;".to_owned()),
                 Just("\\.".to_owned()),
-                Just("-- end: {\"tables\":[],\"body_sha256\":\"00\"}".to_owned()),
+                Just("-- end: {\"tables\":[],\"body_checksum\":\"00\"}".to_owned()),
                 "[ -~]{0,40}",
             ];
             proptest::collection::vec(line, 0..40)

@@ -2,8 +2,7 @@
 
 use std::io::BufRead;
 
-use sha2::{Digest, Sha256};
-
+use super::checksum::Checksum;
 use super::{
     DumpError, END_OF_DATA, END_PREFIX, FORMAT_VERSION, Header, MAGIC, MANIFEST_PREFIX, TABLE_PREFIX, Trailer,
 };
@@ -11,6 +10,9 @@ use crate::signature::hex;
 
 /// Table data is handed out in chunks of about this many bytes.
 const CHUNK: usize = 256 * 1024;
+
+/// Bytes of comment lines tolerated before the manifest.
+const PREAMBLE_LIMIT: usize = 64 * 1024;
 
 /// A piece of a dump, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +42,8 @@ pub enum Event {
 pub struct DumpReader<R: BufRead> {
     inner: R,
     header: Header,
-    body: Sha256,
-    table: Option<(String, u64, Sha256)>,
+    body: Checksum,
+    table: Option<(String, u64, Checksum)>,
     /// The current table's end marker was read while handing out its last rows.
     table_ended: bool,
     tables: Vec<(String, u64, String)>,
@@ -52,7 +54,6 @@ pub struct DumpReader<R: BufRead> {
 impl<R: BufRead> DumpReader<R> {
     /// Opens a dump and reads its header.
     pub fn open(mut inner: R) -> Result<Self, DumpError> {
-        let mut body = Sha256::new();
         let mut line = Vec::new();
         let result = read_line(&mut inner, &mut line).map(|_| ());
         match result {
@@ -63,11 +64,16 @@ impl<R: BufRead> DumpReader<R> {
         if line != format!("{MAGIC}\n").as_bytes() {
             return Err(DumpError::NotADump("it does not start with the dump's first line".into()));
         }
-        body.update(&line);
+        // The lines up to the manifest are checksummed once it says with what. The writer puts
+        // one comment before it; a few more are tolerated, not an endless run of them.
+        let mut preamble = line.clone();
         let header = loop {
+            if preamble.len() > PREAMBLE_LIMIT {
+                return Err(DumpError::Corrupt("no manifest line".into()));
+            }
             line.clear();
             read_line(&mut inner, &mut line)?;
-            body.update(&line);
+            preamble.extend_from_slice(&line);
             let text = String::from_utf8_lossy(&line);
             if let Some(json) = text.strip_prefix(MANIFEST_PREFIX) {
                 break serde_json::from_str::<Header>(json.trim_end())
@@ -80,6 +86,8 @@ impl<R: BufRead> DumpReader<R> {
         if header.format_version > FORMAT_VERSION {
             return Err(DumpError::UnsupportedVersion(header.format_version));
         }
+        let mut body = Checksum::for_format(header.format_version);
+        body.update(&preamble);
         Ok(Self { inner, header, body, table: None, table_ended: false, tables: Vec::new(), trailer: None, line })
     }
 
@@ -129,7 +137,7 @@ impl<R: BufRead> DumpReader<R> {
                 if !copy.starts_with("COPY ") || !copy.trim_end().ends_with("FROM stdin;") {
                     return Err(DumpError::Corrupt(format!("table {name} has no COPY statement")));
                 }
-                self.table = Some((name.clone(), 0, Sha256::new()));
+                self.table = Some((name.clone(), 0, Checksum::for_format(self.header.format_version)));
                 return Ok(Some(Event::Table { name, copy: copy.trim_end().to_owned() }));
             }
             if !(text.starts_with("--") || text.starts_with("SET ")) {
@@ -185,8 +193,8 @@ impl<R: BufRead> DumpReader<R> {
     fn end_table(&mut self) -> Event {
         let (name, rows, hash) = self.table.take().expect("inside a table");
         // As the writer does: the table's digest, then its end marker.
-        let digest = hash.finalize();
-        self.body.update(digest);
+        let digest = hash.digest();
+        self.body.update(&digest);
         self.body.update(END_OF_DATA);
         self.tables.push((name, rows, hex(&digest)));
         self.table_ended = false;
@@ -195,12 +203,12 @@ impl<R: BufRead> DumpReader<R> {
 
     fn check_trailer(&mut self, json: &str) -> Result<(), DumpError> {
         let trailer: Trailer = serde_json::from_str(json).map_err(|e| DumpError::Corrupt(format!("last line: {e}")))?;
-        if hex(&self.body.clone().finalize()) != trailer.body_sha256 {
+        if hex(&self.body.digest()) != trailer.body_checksum {
             return Err(DumpError::Corrupt("the checksum of the contents does not match the manifest".into()));
         }
         let seen: Vec<(&str, u64, &str)> = self.tables.iter().map(|(n, r, h)| (n.as_str(), *r, h.as_str())).collect();
         let listed: Vec<(&str, u64, &str)> =
-            trailer.tables.iter().map(|t| (t.name.as_str(), t.rows, t.sha256.as_str())).collect();
+            trailer.tables.iter().map(|t| (t.name.as_str(), t.rows, t.checksum.as_str())).collect();
         if seen != listed {
             return Err(DumpError::Corrupt("tables, row counts or checksums differ from the manifest".into()));
         }

@@ -2,8 +2,7 @@
 
 use std::io::Write;
 
-use sha2::{Digest, Sha256};
-
+use super::checksum::Checksum;
 use super::{
     END_OF_DATA, END_PREFIX, Header, MAGIC, MANIFEST_PREFIX, RESTORE_ONE_LINER, TABLE_PREFIX, TableSummary, Trailer,
 };
@@ -12,15 +11,19 @@ use crate::signature::hex;
 /// A dump being written.
 pub struct DumpWriter<W: Write> {
     inner: W,
-    body: Sha256,
+    format_version: u32,
+    body: Checksum,
     tables: Vec<TableSummary>,
-    table: Option<(String, u64, Sha256)>,
+    table: Option<(String, u64, Checksum)>,
 }
 
 impl<W: Write> DumpWriter<W> {
     /// Starts a dump: the magic line, the restore hint, the manifest and session settings.
+    /// The checksums are those of the header's format version.
     pub fn new(inner: W, header: &Header) -> std::io::Result<Self> {
-        let mut writer = Self { inner, body: Sha256::new(), tables: Vec::new(), table: None };
+        let format_version = header.format_version;
+        let body = Checksum::for_format(format_version);
+        let mut writer = Self { inner, format_version, body, tables: Vec::new(), table: None };
         let manifest = serde_json::to_string(header).map_err(std::io::Error::other)?;
         let preamble = format!(
             "{MAGIC}\n-- restore without this tool: {RESTORE_ONE_LINER}\n{MANIFEST_PREFIX}{manifest}\n\
@@ -47,7 +50,7 @@ impl<W: Write> DumpWriter<W> {
         self.emit(
             format!("{TABLE_PREFIX}{name}\nCOPY public.{name} ({}) FROM stdin;\n", columns.join(", ")).as_bytes(),
         )?;
-        self.table = Some((name.to_owned(), 0, Sha256::new()));
+        self.table = Some((name.to_owned(), 0, Checksum::for_format(self.format_version)));
         Ok(())
     }
 
@@ -65,18 +68,17 @@ impl<W: Write> DumpWriter<W> {
     /// Ends a table's data; returns its summary.
     pub fn end_table(&mut self) -> std::io::Result<TableSummary> {
         let (name, rows, hash) = self.table.take().expect("end_table outside a table");
-        let digest = hash.finalize();
-        self.body.update(digest);
+        let digest = hash.digest();
+        self.body.update(&digest);
         self.emit(END_OF_DATA)?;
-        let summary = TableSummary { name, rows, sha256: hex(&digest) };
+        let summary = TableSummary { name, rows, checksum: hex(&digest) };
         self.tables.push(summary.clone());
         Ok(summary)
     }
 
     /// Writes the last line and returns the inner writer and the trailer.
     pub fn finish(mut self) -> std::io::Result<(W, Trailer)> {
-        let trailer =
-            Trailer { tables: std::mem::take(&mut self.tables), body_sha256: hex(&self.body.clone().finalize()) };
+        let trailer = Trailer { tables: std::mem::take(&mut self.tables), body_checksum: hex(&self.body.digest()) };
         let line = format!("{END_PREFIX}{}\n", serde_json::to_string(&trailer).map_err(std::io::Error::other)?);
         self.inner.write_all(line.as_bytes())?;
         Ok((self.inner, trailer))

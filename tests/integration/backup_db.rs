@@ -355,3 +355,30 @@ async fn the_dump_covers_every_table_of_the_schema() {
     dumped.sort();
     assert_eq!(tables, dumped, "a new table must be added to db::dump::TABLES");
 }
+
+#[tokio::test]
+async fn a_dump_of_format_1_restores_and_the_server_works_on_it() {
+    // Written by the format-1 `backup-db` (SHA-256 checksums) from a small database.
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v1.sql.zst");
+    let target = TestDb::empty().await;
+    let restored = restore(&target.url, fixture, &["--json"]).await;
+    assert_eq!(restored.code, 0, "{}", restored.stderr);
+    let pool = target.pool().await;
+    let document: String =
+        sqlx::query_scalar("SELECT document FROM backups WHERE id = 'aaaaaaaa-0000-4000-8000-000000000002'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(document, r#"{"note":"tab\there, back\\slash, ünï ✓"}"#, "byte for byte");
+    let counts: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM backups), (SELECT count(*) FROM idempotency_keys)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, (2, 3, 1));
+
+    let copy = TestApp::spawn_on(&target.url).await;
+    let newcomer = copy.register().await;
+    copy.upload_ok(&newcomer, br#"{"after": "restore"}"#).await;
+}
