@@ -9,6 +9,7 @@
 //! Prints one JSON object: requests/s, p50/p99/max latency in ms, and counts by status.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -16,6 +17,7 @@ use clap::{Parser, ValueEnum};
 use dailyreps_backup_server::client::{ApiClient, Call};
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -99,36 +101,51 @@ fn json_headers() -> HeaderMap {
     HeaderMap::from_iter([(CONTENT_TYPE, HeaderValue::from_static("application/json"))])
 }
 
+/// Registers a client's accounts; for downloads, gives each a backup to fetch.
+async fn accounts(
+    api: &ApiClient,
+    mode: Mode,
+    id: usize,
+    count: usize,
+    documents: &Documents,
+) -> anyhow::Result<Vec<String>> {
+    let mut tokens = Vec::with_capacity(count);
+    for _ in 0..count {
+        let token = register(api).await?;
+        if mode == Mode::Download {
+            api.send(Method::POST, upload(documents, id, &token, 0)).await?.error_for_status()?;
+        }
+        tokens.push(token);
+    }
+    Ok(tokens)
+}
+
+fn upload<'a>(documents: &Documents, id: usize, token: &'a str, n: u64) -> Call<'a> {
+    Call { path_and_query: "/api/backup", body: documents.make(id, n), token: Some(token), headers: json_headers() }
+}
+
 async fn client(
     api: ApiClient,
-    args_mode: Mode,
+    mode: Mode,
     id: usize,
-    accounts: usize,
-    documents: std::sync::Arc<Documents>,
-    until: Instant,
+    count: usize,
+    documents: Arc<Documents>,
+    start: Arc<Barrier>,
+    duration: Duration,
 ) -> anyhow::Result<Vec<Sample>> {
-    let mut tokens = Vec::with_capacity(accounts);
-    for _ in 0..accounts {
-        tokens.push(register(&api).await?);
-    }
-    let upload = |token, n| Call {
-        path_and_query: "/api/backup",
-        body: documents.make(id, n),
-        token: Some(token),
-        headers: json_headers(),
-    };
-    if args_mode == Mode::Download {
-        for token in &tokens {
-            api.send(Method::POST, upload(token.as_str(), 0)).await?.error_for_status()?;
-        }
-    }
+    let tokens = accounts(&api, mode, id, count, &documents).await;
+    // The clock starts once every client has its accounts: registering is not the load. A
+    // client that failed still meets the others here, so none of them waits forever.
+    start.wait().await;
+    let tokens = tokens?;
+    let until = Instant::now() + duration;
     let mut samples = Vec::new();
     for (n, token) in (1..).zip(tokens.iter().cycle()) {
         if Instant::now() >= until {
             break;
         }
-        let (method, call) = match args_mode {
-            Mode::Upload => (Method::POST, upload(token.as_str(), n)),
+        let (method, call) = match mode {
+            Mode::Upload => (Method::POST, upload(&documents, id, token, n)),
             Mode::Download => {
                 (Method::GET, Call { path_and_query: "/api/backups/latest", token: Some(token), ..Call::default() })
             }
@@ -158,13 +175,16 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let api = ApiClient::new(&args.url, args.secret.as_bytes(), Duration::from_secs(120))?;
-    let documents = std::sync::Arc::new(Documents::new(args.size));
-    let started = Instant::now();
-    let until = started + Duration::from_secs(args.seconds);
+    let documents = Arc::new(Documents::new(args.size));
+    let duration = Duration::from_secs(args.seconds);
+    let start = Arc::new(Barrier::new(args.clients + 1));
     let mut clients = JoinSet::new();
     for id in 0..args.clients {
-        clients.spawn(client(api.clone(), args.mode, id, args.accounts.max(1), documents.clone(), until));
+        let (api, documents, start) = (api.clone(), documents.clone(), start.clone());
+        clients.spawn(client(api, args.mode, id, args.accounts.max(1), documents, start, duration));
     }
+    start.wait().await;
+    let started = Instant::now();
     let mut samples = Vec::new();
     while let Some(result) = clients.join_next().await {
         samples.extend(result??);

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::RestoreDbArgs;
 use crate::commands::{TableRows, connect_cli};
-use crate::db::{dump as dump_db, migrations};
+use crate::db::{copy_binary, dump as dump_db, migrations};
 use crate::dump::reader::Event;
 use crate::dump::{self, DumpError, Trailer};
 use crate::output;
@@ -123,20 +123,7 @@ async fn apply(
             }
             Event::Table { name, copy } => {
                 bar.set_message(name.clone());
-                let mut copy_in = dump_db::copy_in(conn, &copy).await.with_context(|| format!("starting {name}"))?;
-                loop {
-                    match events.recv().await {
-                        Some(Event::Data(chunk)) => {
-                            copy_in.send(chunk).await.with_context(|| format!("loading {name}"))?;
-                        }
-                        Some(Event::TableEnd) => break,
-                        _ => {
-                            copy_in.abort("the dump ended inside a table").await.ok();
-                            bail!("the dump ended inside table {name}");
-                        }
-                    }
-                }
-                let rows = copy_in.finish().await.with_context(|| format!("loading {name}"))?;
+                let rows = load_table(conn, &name, &copy, events).await.with_context(|| format!("loading {name}"))?;
                 loaded.push((name, rows));
             }
             Event::Data(_) | Event::TableEnd => bail!("table data outside a table"),
@@ -147,4 +134,46 @@ async fn apply(
         dump_db::restore_deferred(conn, deferred).await.context("rebuilding indexes and checking foreign keys")?;
     }
     Ok(loaded)
+}
+
+/// Loads one table's rows from the events up to its end; returns the rows PostgreSQL counted.
+/// Rows go in COPY's binary format where the table's types allow (PostgreSQL parses text
+/// slowly, see `db::copy_binary`), else as the dump's text.
+async fn load_table(
+    conn: &mut PgConnection,
+    name: &str,
+    copy: &str,
+    events: &mut mpsc::Receiver<Event>,
+) -> anyhow::Result<u64> {
+    let binary = dump_db::binary_load(conn, name, copy).await?;
+    let statement = binary.as_ref().map_or(copy, |load| load.statement.as_str());
+    let mut copy_in = dump_db::copy_in(conn, statement).await?;
+    if binary.is_some() {
+        copy_in.send(copy_binary::HEADER).await?;
+    }
+    let mut converted = Vec::new();
+    loop {
+        match (events.recv().await, &binary) {
+            (Some(Event::Data(chunk)), None) => {
+                copy_in.send(chunk).await?;
+            }
+            (Some(Event::Data(chunk)), Some(load)) => {
+                converted.clear();
+                if let Err(error) = copy_binary::convert_rows(&load.columns, &chunk, &mut converted) {
+                    copy_in.abort("a row did not convert").await.ok();
+                    return Err(error.into());
+                }
+                copy_in.send(converted.as_slice()).await?;
+            }
+            (Some(Event::TableEnd), _) => break,
+            _ => {
+                copy_in.abort("the dump ended inside a table").await.ok();
+                bail!("the dump ended inside the table");
+            }
+        }
+    }
+    if binary.is_some() {
+        copy_in.send(copy_binary::TRAILER).await?;
+    }
+    Ok(copy_in.finish().await?)
 }

@@ -6,6 +6,7 @@ use futures_util::stream::BoxStream;
 use sqlx::postgres::PgCopyIn;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use super::copy_binary::Column;
 use super::migrations::MIGRATOR;
 
 /// Our tables in load order (parents before children). A test checks that it names every
@@ -149,6 +150,35 @@ pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 pub async fn run_sql(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error> {
     // The dump was written by this tool and its checksums verified before loading.
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn).await.map(drop)
+}
+
+/// A table's load in COPY's binary format: the statement, and the types to convert to.
+pub struct BinaryLoad {
+    /// `COPY … FROM stdin WITH (FORMAT binary)`.
+    pub statement: String,
+    /// The columns' types, in order.
+    pub columns: Vec<Column>,
+}
+
+/// How to load a table whose dump says `copy` (`COPY public.NAME (columns) FROM stdin;`) in
+/// binary: `None` when a column's type does not convert or the columns differ from the target's
+/// (then the dump's own text COPY loads it).
+pub async fn binary_load(conn: &mut PgConnection, name: &str, copy: &str) -> Result<Option<BinaryLoad>, sqlx::Error> {
+    let (names, types): (Option<String>, Option<Vec<String>>) = sqlx::query_as(
+        "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum), \
+                array_agg(format_type(atttypid, atttypmod) ORDER BY attnum) \
+         FROM pg_attribute \
+         WHERE attrelid = ('public.' || quote_ident($1))::regclass AND attnum > 0 AND NOT attisdropped",
+    )
+    .bind(name)
+    .fetch_one(conn)
+    .await?;
+    let columns: Option<Vec<Column>> = types.unwrap_or_default().iter().map(|t| Column::of(t)).collect();
+    let same_columns = names.is_some_and(|names| copy == format!("COPY public.{name} ({names}) FROM stdin;"));
+    Ok(columns.filter(|_| same_columns).map(|columns| BinaryLoad {
+        statement: format!("{} WITH (FORMAT binary)", copy.trim_end_matches(';')),
+        columns,
+    }))
 }
 
 /// Starts a `COPY … FROM stdin` of a verified dump.

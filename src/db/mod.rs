@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod backups;
+pub mod copy_binary;
 pub mod dump;
 pub mod inspect;
 pub mod migrations;

@@ -227,8 +227,8 @@ async fn restore_refuses_a_non_empty_target_unless_forced() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// A well-formed dump whose data breaks a constraint half-way through.
-fn dump_failing_half_way(dir: &Path) -> PathBuf {
+/// A well-formed dump whose data breaks a constraint half-way through, after `user_row`.
+fn dump_failing_half_way(dir: &Path, user_row: &[u8]) -> PathBuf {
     use dailyreps_backup_server::dump::{self, Header, writer::DumpWriter};
     let schema_version = dailyreps_backup_server::db::migrations::latest_known_version();
     let header = Header {
@@ -246,7 +246,7 @@ fn dump_failing_half_way(dir: &Path) -> PathBuf {
         .section("schema", &dailyreps_backup_server::db::dump::Snapshot::schema_sql(schema_version).unwrap())
         .unwrap();
     writer.begin_table("users", &["id".into(), "token_hash".into(), "created_at".into()]).unwrap();
-    writer.table_data(b"00000000-0000-4000-8000-000000000001\t\\\\x0000000000000000000000000000000000000000000000000000000000000000\t2026-01-01 00:00:00+00\n").unwrap();
+    writer.table_data(user_row).unwrap();
     writer.end_table().unwrap();
     writer
         .begin_table(
@@ -272,18 +272,22 @@ fn dump_failing_half_way(dir: &Path) -> PathBuf {
 #[tokio::test]
 async fn a_restore_that_fails_half_way_leaves_the_target_empty() {
     let dir = scratch_dir("dumps");
-    let path = dump_failing_half_way(&dir);
-    let verified = binary::run(&["verify-backup", path.to_str().unwrap()], &[]).await;
-    assert_eq!(verified.code, 0, "the file itself is intact: {}", verified.stderr);
-    let target = TestDb::empty().await;
-    let failed = restore(&target.url, path.to_str().unwrap(), &[]).await;
-    assert_eq!(failed.code, 1);
-    assert!(failed.stderr.contains("rolled back"), "{}", failed.stderr);
-    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
-        .fetch_one(&target.pool().await)
-        .await
-        .unwrap();
-    assert_eq!(tables, 0, "nothing half-done");
+    let user = b"00000000-0000-4000-8000-000000000001\t\\\\x0000000000000000000000000000000000000000000000000000000000000000\t2026-01-01 00:00:00+00\n";
+    let not_a_uuid = b"not-a-uuid\t\\\\x00\t2026-01-01 00:00:00+00\n";
+    for (user_row, why) in [(&user[..], "violates foreign key"), (&not_a_uuid[..], "does not read as Uuid")] {
+        let path = dump_failing_half_way(&dir, user_row);
+        let verified = binary::run(&["verify-backup", path.to_str().unwrap()], &[]).await;
+        assert_eq!(verified.code, 0, "the file itself is intact: {}", verified.stderr);
+        let target = TestDb::empty().await;
+        let failed = restore(&target.url, path.to_str().unwrap(), &[]).await;
+        assert_eq!(failed.code, 1);
+        assert!(failed.stderr.contains("rolled back") && failed.stderr.contains(why), "{}", failed.stderr);
+        let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_one(&target.pool().await)
+            .await
+            .unwrap();
+        assert_eq!(tables, 0, "nothing half-done");
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -381,4 +385,80 @@ async fn a_dump_of_format_1_restores_and_the_server_works_on_it() {
     let copy = TestApp::spawn_on(&target.url).await;
     let newcomer = copy.register().await;
     copy.upload_ok(&newcomer, br#"{"after": "restore"}"#).await;
+}
+
+/// Every type restore-db converts to COPY's binary format, at its edges, printed by
+/// PostgreSQL itself in two time zones and both bytea formats, loads back equal.
+#[tokio::test]
+async fn rows_converted_to_binary_copy_equal_the_rows_dumped_as_text() {
+    use dailyreps_backup_server::db::{copy_binary, dump as dump_db};
+    use futures_util::TryStreamExt;
+
+    let db = TestDb::empty().await;
+    let pool = db.pool().await;
+    sqlx::raw_sql(
+        r#"CREATE TABLE source (t text, v varchar(20), u uuid, b bytea, f boolean, s smallint, i integer, n bigint, ts timestamptz);
+        CREATE TABLE target (LIKE source);
+        INSERT INTO source VALUES
+          (E'tab\there', 'x', gen_random_uuid(), '\x00ff5c0a0d09', true, -32768, -2147483648, 9223372036854775807,
+           '2026-11-29 16:08:46.870514+00'),
+          (E'line\nbreak\r \\ back\\slash \x01\x7f ünï ✓ "q" \\N', NULL, gen_random_uuid(), '', false, 32767, 2147483647,
+           -9223372036854775808, '0044-03-15 12:00:00+00 BC'),
+          ('', '', '00000000-0000-0000-0000-000000000000', NULL, NULL, 0, 0, 0, 'infinity'),
+          (NULL, NULL, NULL, '\x5c', NULL, NULL, NULL, NULL, '-infinity'),
+          ('\N', 'NULL', gen_random_uuid(), 'a\\b', true, 1, 1, 1, '4713-01-01 00:00:00+00 BC'),
+          ('b', 'b', gen_random_uuid(), '\x', false, 2, 2, 2, '294276-12-31 23:59:59.999999+00'),
+          ('c', 'c', gen_random_uuid(), '\xdeadbeef', true, 3, 3, 3, '1900-01-01 00:00:00.000001+00'),
+          ('d', 'd', gen_random_uuid(), '\x00', false, 4, 4, 4, '2026-03-29 01:30:00.5+05:45');"#,
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let rows = "SELECT array_agg(r::text ORDER BY r::text) FROM {} r";
+    let expected: Vec<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(rows.replace("{}", "source"))).fetch_one(&pool).await.unwrap();
+
+    for (time_zone, bytea_output) in [("UTC", "hex"), ("Asia/Kathmandu", "escape"), ("America/St_Johns", "hex")] {
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET TimeZone = '{time_zone}'; SET bytea_output = '{bytea_output}'; TRUNCATE target"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let text: Vec<u8> = conn
+            .copy_out_raw("COPY public.source TO STDOUT")
+            .await
+            .unwrap()
+            .try_fold(Vec::new(), |mut all, chunk| async move {
+                all.extend_from_slice(&chunk);
+                Ok(all)
+            })
+            .await
+            .unwrap();
+        let load =
+            dump_db::binary_load(&mut conn, "target", "COPY public.target (t, v, u, b, f, s, i, n, ts) FROM stdin;")
+                .await
+                .unwrap()
+                .expect("every column converts");
+        let mut binary = copy_binary::HEADER.to_vec();
+        copy_binary::convert_rows(&load.columns, &text, &mut binary).unwrap();
+        binary.extend_from_slice(copy_binary::TRAILER);
+        let mut copy_in = dump_db::copy_in(&mut conn, &load.statement).await.unwrap();
+        copy_in.send(binary.as_slice()).await.unwrap();
+        assert_eq!(copy_in.finish().await.unwrap(), 8);
+        // Compared as printed with the session's first settings, as `expected` was.
+        sqlx::raw_sql("RESET TimeZone; RESET bytea_output").execute(&mut *conn).await.unwrap();
+        let loaded: Vec<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(rows.replace("{}", "target"))).fetch_one(&mut *conn).await.unwrap();
+        assert_eq!(loaded, expected, "time zone {time_zone}, bytea_output {bytea_output}");
+    }
+
+    // A table with a type that is not converted loads as text.
+    sqlx::raw_sql("CREATE TABLE other (a numeric)").execute(&pool).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let load = dump_db::binary_load(&mut conn, "other", "COPY public.other (a) FROM stdin;").await.unwrap();
+    assert!(load.is_none());
+    let load = dump_db::binary_load(&mut conn, "target", "COPY public.target (t, v) FROM stdin;").await.unwrap();
+    assert!(load.is_none(), "columns that differ from the target's load as text");
 }
