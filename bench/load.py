@@ -79,7 +79,68 @@ def reset_peak(pid):
         clear.write("5")
 
 
-def pgbench(database_url, folder, name, script, clients, seconds, variables):
+def process_cpu(pid):
+    """Seconds of CPU a process has used (user + system)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_processes():
+    """{pid: /proc/PID/stat fields} of every PostgreSQL process."""
+    processes = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() == "postgres":
+                    with open(f"/proc/{pid}/stat") as stat:
+                        processes[pid] = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            pass
+    return processes
+
+
+def postgres_cpu():
+    """Seconds of CPU used by PostgreSQL: its processes', and (through the postmaster's
+    children's times) those of backends that have ended."""
+    ticks = sum(sum(int(f) for f in fields[11:15]) for fields in postgres_processes().values())
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def settle(database_url):
+    """Pays the previous run's debts (dirty buffers, dead rows) before the next run starts, so
+    neither side is measured while cleaning up after the other; returns once the backend that
+    did it has ended, so its CPU is not counted in the next run."""
+    before = len(postgres_processes())
+    psql(database_url, "VACUUM ANALYZE backups")
+    psql(database_url, "CHECKPOINT")
+    deadline = time.monotonic() + 10
+    while len(postgres_processes()) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def run_measured(argv, env, server_pid):
+    """Runs a load generator to its end; returns its stdout and the CPU seconds it, PostgreSQL
+    and the server under test used meanwhile."""
+    postgres_before, server_before = postgres_cpu(), process_cpu(server_pid)
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
+        stdout = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            errors.seek(0)
+            sys.exit(f"{argv[0]} failed: {errors.read().decode()[-2000:]}")
+    cpu = {"client": usage.ru_utime + usage.ru_stime, "postgres": postgres_cpu() - postgres_before,
+           "server": process_cpu(server_pid) - server_before}
+    return stdout, cpu
+
+
+def per_request(cpu, requests):
+    return {name: round(seconds * 1000 / max(requests, 1), 3) for name, seconds in cpu.items()}
+
+
+def pgbench(database_url, folder, name, script, clients, seconds, variables, server_pid):
     path = os.path.join(folder, f"{name}.sql")
     with open(path, "w") as out:
         out.write(script)
@@ -88,8 +149,10 @@ def pgbench(database_url, folder, name, script, clients, seconds, variables):
                "-f", path, "-l", f"--log-prefix={prefix}", "-d", database_url]
     for key, value in variables.items():
         command += ["-D", f"{key}={value}"]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    settle(database_url)
+    output, cpu = run_measured(command, os.environ, server_pid)
     tps = float(next(line for line in output.splitlines() if line.startswith("tps")).split()[2])
+    done = int(next(line for line in output.splitlines() if "actually processed" in line).split()[-1])
     latencies = []
     for log in glob.glob(prefix + "*"):
         with open(log) as lines:
@@ -97,19 +160,21 @@ def pgbench(database_url, folder, name, script, clients, seconds, variables):
         os.remove(log)
     latencies.sort()
     return {"ok_per_second": tps, "p50_ms": pick(latencies, 0.5), "p99_ms": pick(latencies, 0.99),
-            "max_ms": latencies[-1] if latencies else 0.0}
+            "max_ms": latencies[-1] if latencies else 0.0, "cpu_ms_per_request": per_request(cpu, done)}
 
 
 def pick(sorted_values, p):
     return sorted_values[round((len(sorted_values) - 1) * p)] if sorted_values else 0.0
 
 
-def load(url, mode, clients, seconds, size, accounts=1):
+def load(url, database_url, server_pid, mode, clients, seconds, size, accounts=1):
     command = [LOAD, "--url", url, "--mode", mode, "--clients", str(clients), "--seconds", str(seconds),
                "--size", str(size), "--accounts", str(accounts)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ,
-                            "APP_SIGNING_SECRET": SECRET}).stdout
-    return json.loads(output)
+    settle(database_url)
+    output, cpu = run_measured(command, {**os.environ, "APP_SIGNING_SECRET": SECRET}, server_pid)
+    result = json.loads(output)
+    result["cpu_ms_per_request"] = per_request(cpu, round(result["ok_per_second"] * result["seconds"]))
+    return result
 
 
 def watch_rss(pid, stop, samples, every):
@@ -160,25 +225,25 @@ def main():
              f"lpad(n::text, 12, '0'))::uuid, sha256(n::text::bytea) FROM generate_series(1, {BENCH_USERS}) n")
 
         for clients in [int(c) for c in args.clients.split(",")]:
-            base = pgbench(database_url, folder, "insert", INSERT_SQL, clients, args.seconds, variables)
+            base = pgbench(database_url, folder, "insert", INSERT_SQL, clients, args.seconds, variables, server.pid)
             for accounts in [int(a) for a in args.accounts.split(",")]:
                 reset_peak(server.pid)
-                ours = load(url, "upload", clients, args.seconds, DOC_SIZE, accounts)
+                ours = load(url, database_url, server.pid, "upload", clients, args.seconds, DOC_SIZE, accounts)
                 results[f"upload_{clients}_x_{accounts}_accounts"] = {
                     "server": ours, "pgbench": base, "peak_rss_mib": rss_kib(server.pid, "VmHWM") / 1024}
-            base = pgbench(database_url, folder, "read", READ_SQL, clients, args.seconds, {})
-            ours = load(url, "download", clients, args.seconds, DOC_SIZE)
+            base = pgbench(database_url, folder, "read", READ_SQL, clients, args.seconds, {}, server.pid)
+            ours = load(url, database_url, server.pid, "download", clients, args.seconds, DOC_SIZE)
             results[f"download_{clients}"] = {"server": ours, "pgbench": base}
 
         reset_peak(server.pid)
-        big = load(url, "upload", 64, 10, 10 * 1024 * 1024)
+        big = load(url, database_url, server.pid, "upload", 64, 10, 10 * 1024 * 1024)
         results["upload_64_x_10mib"] = {"server": big, "peak_rss_mib": rss_kib(server.pid, "VmHWM") / 1024}
 
         if args.steady:
             samples, stop = [], threading.Event()
             watcher = threading.Thread(target=watch_rss, args=(server.pid, stop, samples, 10))
             watcher.start()
-            steady = load(url, "upload", 8, args.steady, DOC_SIZE)
+            steady = load(url, database_url, server.pid, "upload", 8, args.steady, DOC_SIZE)
             stop.set()
             watcher.join()
             results["steady"] = {"server": steady, "rss_mib_every_10s": [round(s / 1024, 1) for s in samples]}
@@ -196,6 +261,14 @@ def main():
     for key, value in results.items():
         if isinstance(value, dict) and "pgbench" in value:
             print(row(key.replace("_", " ") + ", 64 KiB", value["server"], value["pgbench"]))
+    print()
+    print("| run | CPU ms per request: server | load client / pgbench | PostgreSQL, ours / pgbench's |")
+    print("|---|---|---|---|")
+    for key, value in results.items():
+        if isinstance(value, dict) and "pgbench" in value:
+            ours, base = value["server"]["cpu_ms_per_request"], value["pgbench"]["cpu_ms_per_request"]
+            print(f"| {key.replace('_', ' ')} | {ours['server']:.3f} | {ours['client']:.3f} / {base['client']:.3f} | "
+                  f"{ours['postgres']:.3f} / {base['postgres']:.3f} |")
     print()
     print(f"idle RSS {results['idle_rss_mib']:.1f} MiB")
     for key, value in results.items():

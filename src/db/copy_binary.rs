@@ -68,60 +68,94 @@ pub struct ConvertError {
 /// Appends the binary form of whole COPY text rows (each ending in a newline) to `out`.
 pub fn convert_rows(columns: &[Column], text: &[u8], out: &mut Vec<u8>) -> Result<(), ConvertError> {
     let mut field = Vec::new();
-    for row in text.split_inclusive(|&b| b == b'\n') {
-        let row = row.strip_suffix(b"\n").unwrap_or(row);
-        let fields: Vec<&[u8]> = row.split(|&b| b == b'\t').collect();
-        if fields.len() != columns.len() {
-            return Err(ConvertError {
-                column: fields.len().min(columns.len()),
-                kind: columns.get(fields.len()).copied().unwrap_or(Column::Text),
-                text: format!("{} fields where the table has {}", fields.len(), columns.len()),
-            });
-        }
+    let mut rows = text;
+    while !rows.is_empty() {
+        let end = memchr::memchr(b'\n', rows).unwrap_or(rows.len());
+        let row = &rows[..end];
+        rows = rows.get(end + 1..).unwrap_or_default();
         out.extend_from_slice(&(columns.len() as i16).to_be_bytes());
-        for (index, (&kind, &raw)) in columns.iter().zip(&fields).enumerate() {
+        let mut fields = fields(row);
+        for (index, &kind) in columns.iter().enumerate() {
+            let raw = fields.next().ok_or_else(|| field_count_error(columns, row))?;
             if raw == b"\\N" {
                 out.extend_from_slice(&(-1i32).to_be_bytes());
                 continue;
             }
-            field.clear();
-            unescape(raw, &mut field);
-            let error = || ConvertError {
-                column: index + 1,
-                kind,
-                text: String::from_utf8_lossy(&field[..field.len().min(40)]).into_owned(),
-            };
             let at = out.len();
             out.extend_from_slice(&[0; 4]);
-            match kind {
-                Column::Text => out.extend_from_slice(&field),
-                Column::Uuid => {
-                    let uuid = uuid::Uuid::try_parse_ascii(&field).map_err(|_| error())?;
-                    out.extend_from_slice(uuid.as_bytes());
-                }
-                Column::Bytea => bytea(&field, out).ok_or_else(error)?,
-                Column::Bool => out.push(match field.as_slice() {
-                    b"t" => 1,
-                    b"f" => 0,
-                    _ => return Err(error()),
-                }),
-                Column::Int2 => out.extend_from_slice(&parse::<i16>(&field).ok_or_else(error)?.to_be_bytes()),
-                Column::Int4 => out.extend_from_slice(&parse::<i32>(&field).ok_or_else(error)?.to_be_bytes()),
-                Column::Int8 => out.extend_from_slice(&parse::<i64>(&field).ok_or_else(error)?.to_be_bytes()),
-                Column::Timestamptz => out.extend_from_slice(&timestamptz(&field).ok_or_else(error)?.to_be_bytes()),
+            if kind == Column::Text {
+                unescape(raw, out);
+            } else {
+                field.clear();
+                unescape(raw, &mut field);
+                convert(kind, &field, out).ok_or_else(|| ConvertError {
+                    column: index + 1,
+                    kind,
+                    text: String::from_utf8_lossy(&field[..field.len().min(40)]).into_owned(),
+                })?;
             }
-            let length = i32::try_from(out.len() - at - 4).map_err(|_| error())?;
+            let length = i32::try_from(out.len() - at - 4).map_err(|_| ConvertError {
+                column: index + 1,
+                kind,
+                text: "a field of 2 GiB or more".into(),
+            })?;
             out[at..at + 4].copy_from_slice(&length.to_be_bytes());
+        }
+        if fields.next().is_some() {
+            return Err(field_count_error(columns, row));
         }
     }
     Ok(())
 }
 
-/// Undoes COPY text escaping: `\b \f \n \r \t \v`, octal `\ooo`, hex `\xhh`, and any other
-/// escaped character as itself.
+/// A row's fields, split at its tabs (a tab inside a field is escaped).
+fn fields(row: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(row);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(b'\t', current) {
+            Some(tab) => {
+                rest = Some(&current[tab + 1..]);
+                Some(&current[..tab])
+            }
+            None => rest.take(),
+        }
+    })
+}
+
+fn field_count_error(columns: &[Column], row: &[u8]) -> ConvertError {
+    let fields = fields(row).count();
+    ConvertError {
+        column: fields.min(columns.len()),
+        kind: columns.get(fields).copied().unwrap_or(Column::Text),
+        text: format!("{fields} fields where the table has {}", columns.len()),
+    }
+}
+
+/// Appends the binary value of an unescaped field of a type other than text.
+fn convert(kind: Column, field: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    match kind {
+        Column::Text => out.extend_from_slice(field),
+        Column::Uuid => out.extend_from_slice(uuid::Uuid::try_parse_ascii(field).ok()?.as_bytes()),
+        Column::Bytea => bytea(field, out)?,
+        Column::Bool => out.push(match field {
+            b"t" => 1,
+            b"f" => 0,
+            _ => return None,
+        }),
+        Column::Int2 => out.extend_from_slice(&parse::<i16>(field)?.to_be_bytes()),
+        Column::Int4 => out.extend_from_slice(&parse::<i32>(field)?.to_be_bytes()),
+        Column::Int8 => out.extend_from_slice(&parse::<i64>(field)?.to_be_bytes()),
+        Column::Timestamptz => out.extend_from_slice(&timestamptz(field)?.to_be_bytes()),
+    }
+    Some(())
+}
+
+/// Appends `raw` with COPY's text escaping undone: `\b \f \n \r \t \v`, octal `\ooo`, hex
+/// `\xhh`, and any other escaped character as itself.
 fn unescape(raw: &[u8], out: &mut Vec<u8>) {
     let mut rest = raw;
-    while let Some(at) = rest.iter().position(|&b| b == b'\\') {
+    while let Some(at) = memchr::memchr(b'\\', rest) {
         out.extend_from_slice(&rest[..at]);
         rest = &rest[at + 1..];
         let Some(&escaped) = rest.first() else { break };
