@@ -274,6 +274,11 @@ mod tests {
             matches!(open(&[][..]).err(), Some(DumpError::Truncated(_))),
             "an empty file is a dump cut before its first line"
         );
+        let mut endless_comments = b"-- dailyreps-backup-server dump\n".to_vec();
+        endless_comments.extend(b"-- a comment, and no manifest after it\n".repeat(10_000));
+        let compressed = zstd::encode_all(endless_comments.as_slice(), 1).unwrap();
+        let error = open(compressed.as_slice()).err().expect("refused");
+        assert!(matches!(&error, DumpError::Corrupt(m) if m == "no manifest line"), "{error}");
     }
 
     mod never_panics {
