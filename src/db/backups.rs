@@ -149,25 +149,53 @@ pub struct Backup {
     pub document: String,
 }
 
-/// Fetches one of the user's backups with its document.
-pub async fn fetch(pool: &PgPool, user_id: Uuid, which: Which) -> Result<Option<Backup>, sqlx::Error> {
+/// The owner of a token, and one of their backups with its document if it exists.
+#[derive(sqlx::FromRow)]
+struct OwnerAndBackup {
+    user_id: Uuid,
+    id: Option<Uuid>,
+    created_at: Option<OffsetDateTime>,
+    size_bytes: Option<i32>,
+    sha256: Option<Vec<u8>>,
+    document: Option<String>,
+}
+
+/// Finds the user a token belongs to and one of their backups with its document, in one
+/// statement (a restore is one round trip to the database, not two). `None` when no user has
+/// the token; otherwise the user's id and the backup, if there is one.
+pub async fn fetch(
+    pool: &PgPool,
+    token_hash: &[u8; 32],
+    which: Which,
+) -> Result<Option<(Uuid, Option<Backup>)>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let backup: Option<Backup> = match which {
+    let row: Option<OwnerAndBackup> = match which {
         Which::Latest => sqlx::query_as(
-            "SELECT id, created_at, size_bytes, sha256, document FROM backups \
-             WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+            "SELECT u.id AS user_id, b.id, b.created_at, b.size_bytes, b.sha256, b.document FROM users u \
+             LEFT JOIN LATERAL (SELECT id, created_at, size_bytes, sha256, document FROM backups \
+                                WHERE user_id = u.id ORDER BY created_at DESC, id DESC LIMIT 1) b ON true \
+             WHERE u.token_hash = $1",
         )
-        .bind(user_id),
+        .bind(token_hash.as_slice()),
         Which::Id(id) => sqlx::query_as(
-            "SELECT id, created_at, size_bytes, sha256, document FROM backups WHERE user_id = $1 AND id = $2",
+            "SELECT u.id AS user_id, b.id, b.created_at, b.size_bytes, b.sha256, b.document FROM users u \
+             LEFT JOIN backups b ON b.user_id = u.id AND b.id = $2 \
+             WHERE u.token_hash = $1",
         )
-        .bind(user_id)
+        .bind(token_hash.as_slice())
         .bind(id),
     }
     .fetch_optional(&mut *conn)
     .await?;
+    let Some(row) = row else { return Ok(None) };
+    let backup = match (row.id, row.created_at, row.size_bytes, row.sha256, row.document) {
+        (Some(id), Some(created_at), Some(size_bytes), Some(sha256), Some(document)) => {
+            Some(Backup { meta: BackupMeta { id, created_at, size_bytes, sha256 }, document })
+        }
+        _ => None,
+    };
     super::release_large_buffers(&mut conn, backup.as_ref().map_or(0, |backup| backup.document.len()));
-    Ok(backup)
+    Ok(Some((row.user_id, backup)))
 }
 
 /// Deletes one of the user's backups. Returns whether it existed.

@@ -94,14 +94,18 @@ async fn me_reports_the_account_its_backups_and_limits() {
 async fn a_missing_unknown_or_malformed_token_is_unauthorized() {
     let app = TestApp::spawn().await;
     let unknown = format!("drb_{}", "A".repeat(43));
-    for token in [None, Some(unknown.as_str()), Some("drb_short"), Some("")] {
-        let mut request = app.signed(Method::GET, "/api/users/me", b"");
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+    // The downloads find the user in the same statement as the backup: the same answers.
+    let by_id = format!("/api/backups/{}", uuid::Uuid::new_v4());
+    for path in ["/api/users/me", "/api/backups/latest", by_id.as_str()] {
+        for token in [None, Some(unknown.as_str()), Some("drb_short"), Some("")] {
+            let mut request = app.signed(Method::GET, path, b"");
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path} {token:?}");
+            assert_eq!(error_code(response).await, "unauthorized");
         }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token:?}");
-        assert_eq!(error_code(response).await, "unauthorized");
     }
     let response = app
         .signed(Method::GET, "/api/users/me", b"")
@@ -133,6 +137,8 @@ async fn deleting_the_account_removes_every_row_and_kills_the_token() {
     }
     let after = app.authed(&user, Method::GET, "/api/users/me", b"").send().await.unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    let latest = app.authed(&user, Method::GET, "/api/backups/latest", b"").send().await.unwrap();
+    assert_eq!(latest.status(), StatusCode::UNAUTHORIZED, "a dead token, not an account without backups");
     let again = app.authed(&user, Method::DELETE, "/api/users/me", b"").send().await.unwrap();
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
     // The other account is untouched.
@@ -168,12 +174,20 @@ async fn requests_are_limited_per_user_and_per_ip() {
     let settings = ApiSettings { limits: Limits { user_per_minute: 3, ..test_settings().limits }, ..test_settings() };
     let app = TestApp::spawn_with(settings).await;
     let (user, other) = (app.register().await, app.register().await);
-    for _ in 0..3 {
-        assert_eq!(app.authed(&user, Method::GET, "/api/users/me", b"").send().await.unwrap().status(), StatusCode::OK);
+    // Downloads count too, though they find the user in the same statement as the backup.
+    let by_id = format!("/api/backups/{}", uuid::Uuid::new_v4());
+    for (path, status) in [
+        ("/api/users/me", StatusCode::OK),
+        ("/api/backups/latest", StatusCode::NOT_FOUND),
+        (by_id.as_str(), StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(app.authed(&user, Method::GET, path, b"").send().await.unwrap().status(), status, "{path}");
     }
-    let limited = app.authed(&user, Method::GET, "/api/users/me", b"").send().await.unwrap();
-    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(limited.headers().contains_key("retry-after"));
+    for path in ["/api/users/me", "/api/backups/latest"] {
+        let limited = app.authed(&user, Method::GET, path, b"").send().await.unwrap();
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+        assert!(limited.headers().contains_key("retry-after"));
+    }
     assert_eq!(app.authed(&other, Method::GET, "/api/users/me", b"").send().await.unwrap().status(), StatusCode::OK);
 
     let settings = ApiSettings { limits: Limits { ip_per_minute: 2, ..test_settings().limits }, ..test_settings() };
