@@ -53,16 +53,27 @@ impl Column {
     }
 }
 
-/// A field that does not read as its column's type.
+/// A row that does not fit the table's columns.
 #[derive(Debug, thiserror::Error)]
-#[error("column {column} of a row does not read as {kind:?}: {text:?}")]
-pub struct ConvertError {
-    /// The column's position, from 1.
-    pub column: usize,
-    /// Its type.
-    pub kind: Column,
-    /// The start of the field's text.
-    pub text: String,
+pub enum ConvertError {
+    /// The row has another number of fields than the table has columns.
+    #[error("a row has {found} fields where the table has {expected} columns")]
+    FieldCount {
+        /// Fields in the row.
+        found: usize,
+        /// Columns of the table.
+        expected: usize,
+    },
+    /// A field does not read as its column's type.
+    #[error("column {column} of a row does not read as {kind:?}: {text:?}")]
+    Field {
+        /// The column's position, from 1.
+        column: usize,
+        /// Its type.
+        kind: Column,
+        /// The start of the field's text.
+        text: String,
+    },
 }
 
 /// Appends the binary form of whole COPY text rows (each ending in a newline) to `out`.
@@ -88,13 +99,13 @@ pub fn convert_rows(columns: &[Column], text: &[u8], out: &mut Vec<u8>) -> Resul
             } else {
                 field.clear();
                 unescape(raw, &mut field);
-                convert(kind, &field, out).ok_or_else(|| ConvertError {
+                convert(kind, &field, out).ok_or_else(|| ConvertError::Field {
                     column: index + 1,
                     kind,
                     text: String::from_utf8_lossy(&field[..field.len().min(40)]).into_owned(),
                 })?;
             }
-            let length = i32::try_from(out.len() - at - 4).map_err(|_| ConvertError {
+            let length = i32::try_from(out.len() - at - 4).map_err(|_| ConvertError::Field {
                 column: index + 1,
                 kind,
                 text: "a field of 2 GiB or more".into(),
@@ -124,12 +135,7 @@ fn fields(row: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn field_count_error(columns: &[Column], row: &[u8]) -> ConvertError {
-    let fields = fields(row).count();
-    ConvertError {
-        column: fields.min(columns.len()),
-        kind: columns.get(fields).copied().unwrap_or(Column::Text),
-        text: format!("{fields} fields where the table has {}", columns.len()),
-    }
+    ConvertError::FieldCount { found: fields(row).count(), expected: columns.len() }
 }
 
 /// Appends the binary value of an unescaped field of a type other than text.
@@ -347,8 +353,10 @@ mod tests {
         assert_eq!(out, expected);
 
         let error = convert_rows(&columns, b"7\ta\tyes\t\\N\n", &mut Vec::new()).unwrap_err();
-        assert_eq!((error.column, error.kind), (3, Column::Bool));
+        assert!(matches!(error, ConvertError::Field { column: 3, kind: Column::Bool, .. }), "{error}");
         let error = convert_rows(&columns, b"7\ta\n", &mut Vec::new()).unwrap_err();
-        assert!(error.to_string().contains("2 fields where the table has 4"), "{error}");
+        assert_eq!(error.to_string(), "a row has 2 fields where the table has 4 columns");
+        let error = convert_rows(&columns, b"7\ta\tt\t\\N\textra\n", &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, ConvertError::FieldCount { found: 5, expected: 4 }), "{error}");
     }
 }
