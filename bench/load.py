@@ -79,10 +79,15 @@ def reset_peak(pid):
         clear.write("5")
 
 
+def stat_fields(pid):
+    """/proc/PID/stat after the command name: fields[11:15] are utime, stime, cutime, cstime."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
 def process_cpu(pid):
     """Seconds of CPU a process has used (user + system)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -93,8 +98,7 @@ def postgres_processes():
         try:
             with open(f"/proc/{pid}/comm") as comm:
                 if comm.read().strip() == "postgres":
-                    with open(f"/proc/{pid}/stat") as stat:
-                        processes[pid] = stat.read().rsplit(")", 1)[1].split()
+                    processes[pid] = stat_fields(pid)
         except OSError:
             pass
     return processes
@@ -119,10 +123,11 @@ def settle(database_url):
         time.sleep(0.01)
 
 
-def run_measured(argv, env, server_pid):
+def run_measured(argv, env, server_pid=None):
     """Runs a load generator to its end; returns its stdout and the CPU seconds it, PostgreSQL
-    and the server under test used meanwhile."""
-    postgres_before, server_before = postgres_cpu(), process_cpu(server_pid)
+    and the server under test (when there is one) used meanwhile."""
+    postgres_before = postgres_cpu()
+    server_before = process_cpu(server_pid) if server_pid else 0.0
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
         stdout = process.stdout.read()
@@ -131,8 +136,9 @@ def run_measured(argv, env, server_pid):
         if process.returncode != 0:
             errors.seek(0)
             sys.exit(f"{argv[0]} failed: {errors.read().decode()[-2000:]}")
-    cpu = {"client": usage.ru_utime + usage.ru_stime, "postgres": postgres_cpu() - postgres_before,
-           "server": process_cpu(server_pid) - server_before}
+    cpu = {"client": usage.ru_utime + usage.ru_stime, "postgres": postgres_cpu() - postgres_before}
+    if server_pid:
+        cpu["server"] = process_cpu(server_pid) - server_before
     return stdout, cpu
 
 
@@ -140,7 +146,7 @@ def per_request(cpu, requests):
     return {name: round(seconds * 1000 / max(requests, 1), 3) for name, seconds in cpu.items()}
 
 
-def pgbench(database_url, folder, name, script, clients, seconds, variables, server_pid):
+def pgbench(database_url, folder, name, script, clients, seconds, variables, server_pid=None):
     path = os.path.join(folder, f"{name}.sql")
     with open(path, "w") as out:
         out.write(script)

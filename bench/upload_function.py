@@ -21,7 +21,6 @@ each a copy of the migration's function with a part taken out:
 """
 
 import argparse
-import hashlib
 import os
 import re
 import signal
@@ -31,7 +30,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cold_start import ROOT, start_dev_database  # noqa: E402
-from load import DOC_SIZE, document, postgres_cpu, psql, settle  # noqa: E402
+from load import DOC_SIZE, document, pgbench, psql  # noqa: E402
 
 FUNCTION_SQL = os.path.join(ROOT, "migrations", "20261129000002_store_backup_function.sql")
 USERS = 400
@@ -80,23 +79,6 @@ SCRIPTS = {
 }
 
 
-def run_pgbench(database_url, folder, name, script, seconds, variables):
-    """Returns (calls per second, PostgreSQL CPU ms per call)."""
-    path = os.path.join(folder, re.sub(r"\W", "_", name) + ".sql")
-    with open(path, "w") as out:
-        out.write(script)
-    command = ["pgbench", "-n", "-M", "prepared", "-c", "8", "-j", "2", "-T", str(seconds), "-f", path,
-               "-d", database_url]
-    for key, value in variables.items():
-        command += ["-D", f"{key}={value}"]
-    settle(database_url)
-    before = postgres_cpu()
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    spent = postgres_cpu() - before
-    done = int(next(line for line in output.splitlines() if "actually processed" in line).split()[-1])
-    return done / seconds, spent * 1000 / max(done, 1)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
@@ -122,8 +104,9 @@ def main():
         print("|---|---|---|")
         for run in range(args.runs):
             for name, script in SCRIPTS.items():
-                rate, ms = run_pgbench(database_url, folder, name, script, args.seconds, variables)
-                print(f"| {name} (run {run + 1}) | {rate:.0f} | {ms:.3f} |", flush=True)
+                result = pgbench(database_url, folder, re.sub(r"\W", "_", name), script, 8, args.seconds, variables)
+                print(f"| {name} (run {run + 1}) | {result['ok_per_second']:.0f} | "
+                      f"{result['cpu_ms_per_request']['postgres']:.3f} |", flush=True)
     finally:
         dev.send_signal(signal.SIGTERM)
         dev.wait(timeout=60)
