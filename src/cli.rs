@@ -80,13 +80,19 @@ pub struct BackupDbArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// A file, or a folder for a UTC-timestamped file (created if missing).
+    /// A folder for UTC-timestamped dumps (created if missing), or a file ending in .sql.zst.
+    /// A path that does not exist and does not end in .sql.zst is a folder.
     #[arg(long, short = 'o', default_value = "backups/")]
     pub output: PathBuf,
 
-    /// After a successful dump, keep only the newest N dumps in the output folder.
+    /// After a successful dump, keep only the newest N of this tool's timestamped dumps in the
+    /// output folder (by the time in their names; other files are never touched).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: Option<u32>,
+
+    /// Overwrite the file --output names if it exists.
+    #[arg(long)]
+    pub force: bool,
 
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -12,11 +12,11 @@ use futures_util::StreamExt;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
+use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::sync::mpsc;
 
 use crate::cli::BackupDbArgs;
-use crate::commands::{TableRows, connect_cli};
+use crate::commands::{Interrupted, TableRows, UsageError, connect_cli};
 use crate::db::dump::{Snapshot, TABLES};
 use crate::dump::writer::DumpWriter;
 use crate::dump::{self, FORMAT_VERSION, Header, Trailer};
@@ -43,6 +43,10 @@ const BATCH_BYTES: usize = 128 * 1024;
 /// Dumps this tool names, and `--keep` rotates.
 const NAME_PREFIX: &str = "dailyreps-";
 const NAME_SUFFIX: &str = ".sql.zst";
+/// A dump being written is `.NAME.partial` beside its final name.
+const PARTIAL_SUFFIX: &str = ".partial";
+/// How old an unfinished dump must be before a later run deletes it.
+const STALE_PARTIAL_AGE: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 #[derive(Serialize)]
 struct Summary {
@@ -58,10 +62,12 @@ struct Summary {
 pub async fn run(args: BackupDbArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let now = OffsetDateTime::now_utc();
-    let (dir, path) = output_path(&args.output, now);
+    let target = Target::of(&args.output, args.keep, args.force)?;
+    let (dir, path) = target.paths(now)?;
     fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    sweep_stale_partials(&dir, now)?;
     let file_name = path.file_name().context("the output has no file name")?.to_string_lossy().into_owned();
-    let partial = dir.join(format!(".{file_name}.partial"));
+    let partial = dir.join(format!(".{file_name}{PARTIAL_SUFFIX}"));
 
     let pool = connect_cli(&args.database).await?;
     let mut snapshot = Snapshot::begin(&pool).await.context("could not start the snapshot")?;
@@ -82,7 +88,12 @@ pub async fn run(args: BackupDbArgs) -> anyhow::Result<()> {
     let bar = output::progress(u64::try_from(estimated).unwrap_or(0).max(1), "rows");
     let writer_bar = bar.clone();
     let writer = std::thread::spawn(move || write_dump(file, &header, receiver, &writer_bar));
-    let streamed = stream(&mut snapshot, schema, &sender, &bar).await;
+    let streamed = tokio::select! {
+        streamed = stream(&mut snapshot, schema, &sender, &bar) => streamed,
+        _ = tokio::signal::ctrl_c() => Err(Interrupted(format!(
+            "interrupted: removed the unfinished {}; no dump was written", partial.display()
+        )).into()),
+    };
     drop(sender);
     let written = writer.join().map_err(|_| anyhow::anyhow!("the dump writer crashed"))?;
     bar.finish_and_clear();
@@ -98,7 +109,7 @@ pub async fn run(args: BackupDbArgs) -> anyhow::Result<()> {
     fs::rename(&partial, &path).with_context(|| format!("could not move the dump to {}", path.display()))?;
     File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("could not sync {}", dir.display()))?;
     if let Some(keep) = args.keep {
-        rotate(&dir, keep as usize)?;
+        rotate(&dir, keep as usize, &path)?;
     }
 
     let summary = Summary {
@@ -122,27 +133,113 @@ pub async fn run(args: BackupDbArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The folder and final path: a folder (existing, or written with a trailing `/`) gets a
-/// UTC-timestamped name.
-fn output_path(output: &Path, now: OffsetDateTime) -> (PathBuf, PathBuf) {
-    let is_dir = output.is_dir() || output.as_os_str().to_string_lossy().ends_with('/');
-    if is_dir {
-        // Milliseconds keep two dumps in one second apart; the names sort by age.
-        let name = format!(
-            "{NAME_PREFIX}{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z{NAME_SUFFIX}",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second(),
-            now.millisecond()
-        );
-        (output.to_path_buf(), output.join(name))
-    } else {
-        let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        (dir.to_path_buf(), output.to_path_buf())
+/// Where `--output` points.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// A folder of timestamped dumps (created if missing), which `--keep` rotates.
+    Folder(PathBuf),
+    /// One file.
+    File(PathBuf),
+}
+
+impl Target {
+    /// A folder when it is one, is written with a trailing `/`, or does not exist and has no
+    /// dump extension; otherwise a file, which must not exist unless `force`.
+    fn of(output: &Path, keep: Option<u32>, force: bool) -> anyhow::Result<Self> {
+        let text = output.as_os_str().to_string_lossy();
+        let exists = fs::symlink_metadata(output).is_ok();
+        let target = if output.is_dir() || text.ends_with('/') || (!exists && !text.ends_with(NAME_SUFFIX)) {
+            Self::Folder(output.to_path_buf())
+        } else {
+            Self::File(output.to_path_buf())
+        };
+        if let Self::File(file) = &target {
+            if keep.is_some() {
+                return Err(UsageError(format!(
+                    "--keep rotates the dumps of a folder, and {} is a file; give a folder (e.g. backups/)",
+                    file.display()
+                ))
+                .into());
+            }
+            if exists && !force {
+                bail!("{} already exists; add --force to overwrite it, or give a folder", file.display());
+            }
+        }
+        Ok(target)
     }
+
+    /// The folder and the final path of the dump taken at `now`.
+    fn paths(&self, now: OffsetDateTime) -> anyhow::Result<(PathBuf, PathBuf)> {
+        Ok(match self {
+            Self::Folder(dir) => {
+                let stamp = now.format(&name_stamp()).context("formatting the dump's name")?;
+                (dir.clone(), dir.join(format!("{NAME_PREFIX}{stamp}{NAME_SUFFIX}")))
+            }
+            Self::File(file) => {
+                let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                (dir.to_path_buf(), file.clone())
+            }
+        })
+    }
+}
+
+/// The UTC time in a dump's name, to the millisecond so two dumps in one second stay apart.
+fn name_stamp() -> Vec<time::format_description::BorrowedFormatItem<'static>> {
+    time::format_description::parse_borrowed::<2>("[year][month][day]T[hour][minute][second].[subsecond digits:3]Z")
+        .expect("a valid format description")
+}
+
+/// When a file name is one this tool gives its timestamped dumps, the time in it.
+fn dump_time(name: &str) -> Option<PrimitiveDateTime> {
+    let stamp = name.strip_prefix(NAME_PREFIX)?.strip_suffix(NAME_SUFFIX)?;
+    PrimitiveDateTime::parse(stamp, &name_stamp()).ok()
+}
+
+/// The regular files of `dir` (never folders or links), with their names.
+fn files_in(dir: &Path) -> anyhow::Result<Vec<(String, fs::Metadata)>> {
+    let entries = fs::read_dir(dir).with_context(|| format!("could not list {}", dir.display()))?;
+    Ok(entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry.metadata().ok()?)))
+        .filter(|(_, metadata)| metadata.file_type().is_file())
+        .collect())
+}
+
+/// Deletes the oldest of this tool's timestamped dumps in `dir` so that `keep` remain with
+/// `written`, by the time in their names. Nothing else in the folder is touched, and never
+/// the dump just written.
+fn rotate(dir: &Path, keep: usize, written: &Path) -> anyhow::Result<()> {
+    let written = written.file_name().and_then(|n| n.to_str());
+    let mut dumps: Vec<(PrimitiveDateTime, String)> = files_in(dir)?
+        .into_iter()
+        .filter(|(name, _)| Some(name.as_str()) != written)
+        .filter_map(|(name, _)| Some((dump_time(&name)?, name)))
+        .collect();
+    dumps.sort_unstable_by(|a, b| b.cmp(a));
+    for (_, old) in dumps.iter().skip(keep.saturating_sub(1)) {
+        let old = dir.join(old);
+        fs::remove_file(&old).with_context(|| format!("could not delete {}", old.display()))?;
+        output::status(&format!("deleted old dump {}", old.display()));
+    }
+    Ok(())
+}
+
+/// Removes what killed runs left in `dir`: unfinished dumps of ours older than a day (one
+/// younger may be another run's, still being written).
+fn sweep_stale_partials(dir: &Path, now: OffsetDateTime) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let day_ago = std::time::SystemTime::from(now) - STALE_PARTIAL_AGE;
+    for (name, metadata) in files_in(dir)? {
+        let ours = name.starts_with('.') && name.ends_with(&format!("{NAME_SUFFIX}{PARTIAL_SUFFIX}"));
+        if ours && metadata.modified().is_ok_and(|modified| modified < day_ago) {
+            let stale = dir.join(&name);
+            fs::remove_file(&stale).with_context(|| format!("could not delete {}", stale.display()))?;
+            output::status(&format!("deleted {}, left unfinished by a run more than a day ago", stale.display()));
+        }
+    }
+    Ok(())
 }
 
 /// Sends the schema, every table's COPY data and the sequences to the writer.
@@ -177,7 +274,7 @@ async fn stream(
         }
         sender.send(Piece::End).await.map_err(|_| closed())?;
     }
-    let sequences = snapshot.sequences_sql().await?;
+    let sequences: String = snapshot.sequences().await?.iter().map(|s| s.to_sql() + "\n").collect();
     sender.send(Piece::Section("sequences", sequences)).await.map_err(|_| closed())?;
     sender.send(Piece::Complete).await.map_err(|_| closed())?;
     Ok(())
@@ -235,26 +332,4 @@ impl<W: Write> Write for HashingWriter<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
-}
-
-/// Deletes the oldest dumps this tool named in `dir`, beyond the newest `keep`.
-fn rotate(dir: &Path, keep: usize) -> anyhow::Result<()> {
-    let mut dumps: Vec<PathBuf> = fs::read_dir(dir)
-        .with_context(|| format!("could not list {}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(NAME_PREFIX) && n.ends_with(NAME_SUFFIX))
-        })
-        .collect();
-    // The names carry UTC timestamps, so name order is age order.
-    dumps.sort();
-    let excess = dumps.len().saturating_sub(keep);
-    for old in &dumps[..excess] {
-        fs::remove_file(old).with_context(|| format!("could not delete {}", old.display()))?;
-        output::status(&format!("deleted old dump {}", old.display()));
-    }
-    Ok(())
 }

@@ -39,9 +39,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// A small pool for an operator command, with the connection errors the CLI promises.
 pub async fn connect_cli(database: &DatabaseArgs) -> anyhow::Result<PgPool> {
-    let url = DatabaseUrl::from_setting(database.database_url.as_ref())?;
+    connect_to(&DatabaseUrl::from_setting(database.database_url.as_ref())?).await
+}
+
+/// [`connect_cli`] for a URL already parsed (a command that names its target first).
+pub async fn connect_to(url: &DatabaseUrl) -> anyhow::Result<PgPool> {
     let settings = db::PoolSettings { max_connections: 2, acquire_timeout: Duration::from_secs(15) };
-    Ok(db::connect(&url, settings).await?)
+    Ok(db::connect(url, settings).await?)
+}
+
+/// Ctrl-C stopped a command, which left things as the message says; the process exits 130.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
+/// The command line asks for something that cannot be done as asked; the process exits 2, as
+/// for clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit status for a command's error: 130 after Ctrl-C, 2 for usage, else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.is::<Interrupted>() {
+        130
+    } else if error.is::<UsageError>() {
+        2
+    } else {
+        1
+    }
 }
 
 /// A table and its rows, as the dump commands report them.

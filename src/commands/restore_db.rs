@@ -1,20 +1,34 @@
-//! `restore-db`: verify the dump, then load it into an empty database in one transaction,
-//! then apply any migrations newer than the dump's.
+//! `restore-db`: load a dump into an empty database in one transaction, then apply any
+//! migrations newer than the dump's.
+//!
+//! The file is untrusted: no SQL text from it is ever run. The schema comes from this binary's
+//! own migrations at the dump's schema version; rows go in only through COPY statements built
+//! from that schema, which the file's must match word for word; sequences are set from values
+//! parsed out of the file. The file is checked as it loads and the load commits only once every
+//! byte has checked out, so a damaged or hostile file can only fail the restore.
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 use sqlx::PgConnection;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::cli::RestoreDbArgs;
-use crate::commands::{TableRows, connect_cli};
-use crate::db::{copy_binary, dump as dump_db, migrations};
+use crate::commands::{Interrupted, TableRows, connect_to};
+use crate::config::DatabaseUrl;
+use crate::db::dump::{self as dump_db, Contents, TABLES};
+use crate::db::{copy_binary, migrations};
 use crate::dump::reader::Event;
-use crate::dump::{self, DumpError, Trailer};
+use crate::dump::sequences::SequenceValue;
+use crate::dump::{self, DumpError, Header, Trailer};
 use crate::output;
+
+/// Bytes of the file's events in flight between the reader and the database, in KiB: a
+/// slow database cannot make the reader run ahead with a file's worth of rows.
+const IN_FLIGHT_KIB: u32 = 8 * 1024;
 
 #[derive(Serialize)]
 struct Restored {
@@ -33,64 +47,128 @@ pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
         .and_then(dump::open)
         .map(|reader| reader.header().clone())
         .with_context(|| format!("{path} did not verify; nothing was restored"))?;
-    output::status(&format!("{path}: schema version {}, taken {}", header.schema_version, header.created_at));
-
-    let pool = connect_cli(&args.database).await?;
-    let mut tx = pool.begin().await?;
-    if !dump_db::is_empty(&mut tx).await? {
-        if !args.force {
-            bail!(
-                "the target database is not empty; restore into an empty database, or add --force to replace what it holds"
-            );
-        }
-        dump_db::clear(&mut tx).await.context("could not clear the target")?;
+    let known = migrations::latest_known_version();
+    if header.schema_version > known {
+        bail!(
+            "{path} holds schema version {}, newer than this tool's ({known}); restore it with a newer dailyreps-backup-server",
+            header.schema_version
+        );
     }
-    let bar = output::progress(0, "rows");
-    let (trailer, counts) = load(&mut tx, args.file.clone(), &bar)
-        .await
-        .map_err(|error| error.context("the restore was rolled back; the target is as it was"))?;
-    tx.commit().await.context("could not commit the restore")?;
-    bar.finish_and_clear();
+    let url = DatabaseUrl::from_setting(args.database.database_url.as_ref())?;
+    output::status(&format!(
+        "restoring {path} (schema version {}, taken {}) into {url}",
+        header.schema_version, header.created_at
+    ));
+    let pool = connect_to(&url).await?;
+
+    let restore = restore(&pool, &args, &url, &header);
+    let (trailer, replaced) = tokio::select! {
+        restored = restore => restored?,
+        _ = tokio::signal::ctrl_c() => {
+            return Err(Interrupted(format!("interrupted: the restore was rolled back; {url} is as it was")).into());
+        }
+    };
     migrations::apply(&pool).await.context("restored, but applying newer migrations failed; run `migrate`")?;
 
-    let mut table = output::table(["Table", "In the dump", "Restored"]);
-    let mut mismatch = false;
-    for listed in &trailer.tables {
-        let restored = counts.iter().find(|(name, _)| *name == listed.name).map_or(0, |(_, n)| *n);
-        mismatch |= restored != listed.rows;
-        table.add_row([listed.name.clone(), listed.rows.to_string(), restored.to_string()]);
-    }
     if args.json {
-        output::print_json(&Restored { ok: !mismatch, path: path.clone(), tables: TableRows::of(&trailer) })?;
+        output::print_json(&Restored { ok: true, path: path.clone(), tables: TableRows::of(&trailer) })?;
     } else {
-        output::print_table(&table)?;
+        output::print_table(&TableRows::table(&TableRows::of(&trailer)))?;
     }
-    if mismatch {
-        bail!("restored row counts differ from the dump's manifest");
+    if let Some(replaced) = replaced {
+        output::status(&format!("replaced what {url} held ({})", describe(&replaced)));
     }
-    output::status(&format!("restored {path}"));
+    output::status(&format!("restored {path} into {url}"));
     Ok(())
+}
+
+/// The restore's one transaction: make room, build the schema, load, check, commit. Returns
+/// the dump's trailer and what was replaced, if anything.
+async fn restore(
+    pool: &sqlx::PgPool,
+    args: &RestoreDbArgs,
+    url: &DatabaseUrl,
+    header: &Header,
+) -> anyhow::Result<(Trailer, Option<Contents>)> {
+    let mut tx = pool.begin().await?;
+    let contents = dump_db::contents(&mut tx).await?;
+    let replaced = if contents.tables == 0 {
+        None
+    } else {
+        confirm_replacing(args, url, &contents)?;
+        dump_db::clear(&mut tx).await.context("could not clear the target")?;
+        Some(contents)
+    };
+    let rolled_back = |error: anyhow::Error| error.context(format!("the restore was rolled back; {url} is as it was"));
+    dump_db::create_schema(&mut tx, header.schema_version).await.map_err(|e| rolled_back(e.into()))?;
+    let bar = output::progress(0, "rows");
+    let (trailer, loaded) = load(&mut tx, args.file.clone(), &bar).await.map_err(rolled_back)?;
+    bar.finish_and_clear();
+    let listed: LoadedRows = trailer.tables.iter().map(|t| (t.name.clone(), t.rows)).collect();
+    if loaded != listed {
+        return Err(rolled_back(anyhow!("the rows loaded differ from the dump's manifest")));
+    }
+    if !dump_db::records_match_migrations(&mut tx, header.schema_version).await? {
+        return Err(rolled_back(anyhow!(
+            "the migrations the dump records are not this binary's migrations up to version {}",
+            header.schema_version
+        )));
+    }
+    tx.commit().await.context("could not commit the restore")?;
+    Ok((trailer, replaced))
+}
+
+/// Replacing a database needs `--force`, and on a terminal a yes as well, after naming it.
+fn confirm_replacing(args: &RestoreDbArgs, url: &DatabaseUrl, contents: &Contents) -> anyhow::Result<()> {
+    let holds = format!("{url} is not empty: it holds {}", describe(contents));
+    if !args.force {
+        bail!("{holds}; restore into an empty database, or add --force to replace everything in it");
+    }
+    if output::interactive() {
+        output::status(&holds);
+        if !output::confirm(&format!("Replace everything in {url} with the dump?")).context("could not read the answer")? {
+            bail!("nothing restored; {url} is as it was");
+        }
+    }
+    Ok(())
+}
+
+fn describe(contents: &Contents) -> String {
+    let count = |n: Option<i64>, what: &str| n.map(|n| format!("{n} {what}, "));
+    format!(
+        "{}{}{} tables",
+        count(contents.users, "users").unwrap_or_default(),
+        count(contents.backups, "backups").unwrap_or_default(),
+        contents.tables
+    )
 }
 
 /// Rows each table's COPY loaded, as PostgreSQL counted them.
 type LoadedRows = Vec<(String, u64)>;
 
-/// Streams the dump's statements and COPY data into the transaction; returns the manifest's
-/// trailer once the whole file has verified, and the rows loaded.
+/// Streams the dump's rows into the transaction; returns the trailer once the whole file has
+/// verified and every table of the schema has loaded, and the rows loaded.
 async fn load(
     conn: &mut PgConnection,
     file: PathBuf,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<(Trailer, LoadedRows)> {
     let path = file.display().to_string();
-    let (sender, mut events) = mpsc::channel::<Event>(32);
+    let (sender, mut events) = mpsc::channel::<(Event, OwnedSemaphorePermit)>(32);
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_KIB as usize));
     let progress = bar.clone();
+    let runtime = tokio::runtime::Handle::current();
     let reader = tokio::task::spawn_blocking(move || -> Result<Option<Trailer>, DumpError> {
         let mut reader = dump::open(File::open(file)?)?;
         while let Some(event) = reader.next_event()? {
             // The reader counts rows as it checks them; no need to count them again.
             progress.set_position(reader.rows_read());
-            if sender.blocking_send(event).is_err() {
+            let kib = match &event {
+                Event::Data(chunk) => u32::try_from(chunk.len() / 1024).unwrap_or(u32::MAX).clamp(1, IN_FLIGHT_KIB),
+                _ => 1,
+            };
+            let Ok(permit) = runtime.block_on(Arc::clone(&in_flight).acquire_many_owned(kib)) else { break };
+            if sender.blocking_send((event, permit)).is_err() {
                 return Ok(None);
             }
         }
@@ -105,29 +183,49 @@ async fn load(
     Ok((trailer.ok_or_else(|| anyhow!("the dump ended early"))?, loaded))
 }
 
-/// Runs the dump's events against the database.
+/// Loads the dump's events: every table of the schema in order, through our own COPY
+/// statements, and the sequences from their parsed values.
 async fn apply(
     conn: &mut PgConnection,
-    events: &mut mpsc::Receiver<Event>,
+    events: &mut mpsc::Receiver<(Event, OwnedSemaphorePermit)>,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<LoadedRows> {
+    let mut expected = TABLES.iter();
     let mut loaded = Vec::new();
     let mut deferred = None;
-    while let Some(event) = events.recv().await {
-        if matches!(event, Event::Table { .. }) && deferred.is_none() {
-            deferred = Some(dump_db::defer_indexes_and_foreign_keys(conn).await.context("setting indexes aside")?);
-        }
+    while let Some((event, _permit)) = events.recv().await {
         match event {
-            Event::Section { kind, sql } => {
-                dump_db::run_sql(conn, sql).await.with_context(|| format!("running the {kind} section"))?
+            // The schema was built from the binary's migrations; the file's copy of them is
+            // for psql alone.
+            Event::Section { kind, .. } if kind == "schema" => {}
+            Event::Section { kind, sql } if kind == "sequences" => {
+                for sequence in SequenceValue::parse_section(&sql)? {
+                    if !dump_db::set_sequence(conn, &sequence).await? {
+                        bail!("the dump sets sequence {}, which the schema does not have", sequence.name);
+                    }
+                }
             }
+            Event::Section { kind, .. } => bail!("the dump has a section this tool does not write: {kind}"),
             Event::Table { name, copy } => {
+                let Some(next) = expected.next().filter(|next| **next == name) else {
+                    bail!("the dump has table {name} where this tool writes {:?}", expected.as_slice());
+                };
+                let plan = dump_db::load_plan(conn, next).await?.filter(|plan| plan.copy == copy).ok_or_else(|| {
+                    anyhow!("the dump's columns of {name} are not the schema's; refusing to load them")
+                })?;
+                if deferred.is_none() {
+                    deferred =
+                        Some(dump_db::defer_indexes_and_foreign_keys(conn).await.context("setting indexes aside")?);
+                }
                 bar.set_message(name.clone());
-                let rows = load_table(conn, &name, &copy, events).await.with_context(|| format!("loading {name}"))?;
+                let rows = load_table(conn, &plan, events).await.with_context(|| format!("loading {name}"))?;
                 loaded.push((name, rows));
             }
             Event::Data(_) | Event::TableEnd => bail!("table data outside a table"),
         }
+    }
+    if let Some(missing) = expected.next() {
+        bail!("the dump has no data for table {missing}");
     }
     if let Some(deferred) = deferred {
         bar.set_message("indexes and foreign keys");
@@ -136,24 +234,22 @@ async fn apply(
     Ok(loaded)
 }
 
-/// Loads one table's rows from the events up to its end; returns the rows PostgreSQL counted.
-/// Rows go in COPY's binary format where the table's types allow (PostgreSQL parses text
-/// slowly, see `db::copy_binary`), else as the dump's text.
+/// Loads one table's rows from the events up to its end. Rows go in COPY's binary format where
+/// the table's types allow (PostgreSQL parses text slowly, see `db::copy_binary`), else as the
+/// dump's text; either way through the plan's statement, never the file's.
 async fn load_table(
     conn: &mut PgConnection,
-    name: &str,
-    copy: &str,
-    events: &mut mpsc::Receiver<Event>,
+    plan: &dump_db::LoadPlan,
+    events: &mut mpsc::Receiver<(Event, OwnedSemaphorePermit)>,
 ) -> anyhow::Result<u64> {
-    let binary = dump_db::binary_load(conn, name, copy).await?;
-    let statement = binary.as_ref().map_or(copy, |load| load.statement.as_str());
+    let statement = plan.binary.as_ref().map_or(plan.copy.as_str(), |load| load.statement.as_str());
     let mut copy_in = dump_db::copy_in(conn, statement).await?;
-    if binary.is_some() {
+    if plan.binary.is_some() {
         copy_in.send(copy_binary::HEADER).await?;
     }
     let mut converted = Vec::new();
     loop {
-        match (events.recv().await, &binary) {
+        match (events.recv().await.map(|(event, _permit)| event), &plan.binary) {
             (Some(Event::Data(chunk)), None) => {
                 copy_in.send(chunk).await?;
             }
@@ -172,7 +268,7 @@ async fn load_table(
             }
         }
     }
-    if binary.is_some() {
+    if plan.binary.is_some() {
         copy_in.send(copy_binary::TRAILER).await?;
     }
     Ok(copy_in.finish().await?)

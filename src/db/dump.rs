@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::copy_binary::Column;
 use super::migrations::MIGRATOR;
+use crate::dump::sequences::SequenceValue;
 
 /// Our tables in load order (parents before children). A test checks that it names every
 /// table the migrations create.
@@ -112,19 +113,23 @@ impl Snapshot {
         self.tx.copy_out_raw(&statement).await
     }
 
-    /// `setval` calls that put every sequence where it is now.
-    pub async fn sequences_sql(&mut self) -> Result<String, sqlx::Error> {
-        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
-            "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences WHERE schemaname = 'public'",
+    /// Where each sequence owned by a column of our tables stands now. (Sequences of other
+    /// objects are not ours to restore: the schema is rebuilt from the migrations alone.)
+    pub async fn sequences(&mut self) -> Result<Vec<SequenceValue>, sqlx::Error> {
+        let rows: Vec<(String, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT DISTINCT format('%I.%I', s.schemaname, s.sequencename), s.last_value, s.start_value \
+             FROM pg_sequences s \
+             JOIN pg_class c ON c.relname = s.sequencename AND c.relnamespace = 'public'::regnamespace \
+             JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i') \
+             JOIN pg_class t ON t.oid = d.refobjid AND t.relnamespace = 'public'::regnamespace \
+             WHERE s.schemaname = 'public' AND t.relname = ANY($1) ORDER BY 1",
         )
+        .bind(TABLES)
         .fetch_all(&mut *self.tx)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(name, last)| match last {
-                Some(value) => format!("SELECT pg_catalog.setval('{name}', {value}, true);\n"),
-                None => format!("SELECT pg_catalog.setval('{name}', 1, false);\n"),
-            })
+            .map(|(name, last, start)| SequenceValue { name, value: last.unwrap_or(start), is_called: last.is_some() })
             .collect())
     }
 
@@ -134,22 +139,92 @@ impl Snapshot {
     }
 }
 
-/// Whether the database holds no table of its own.
-pub async fn is_empty(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    let tables: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetch_one(conn).await?;
-    Ok(tables == 0)
-}
-
 /// Drops everything in the public schema (for `restore-db --force`), inside the caller's transaction.
 pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;").execute(conn).await.map(drop)
 }
 
-/// Runs a block of SQL from a verified dump.
-pub async fn run_sql(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error> {
-    // The dump was written by this tool and its checksums verified before loading.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn).await.map(drop)
+/// What a non-empty target holds, to name before replacing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contents {
+    /// Tables in its public schema.
+    pub tables: i64,
+    /// Accounts, when it has our `users` table.
+    pub users: Option<i64>,
+    /// Backups, when it has our `backups` table.
+    pub backups: Option<i64>,
+}
+
+/// Counts what the database holds.
+pub async fn contents(conn: &mut PgConnection) -> Result<Contents, sqlx::Error> {
+    let (tables, has_users, has_backups): (i64, bool, bool) = sqlx::query_as(
+        "SELECT count(*), bool_or(tablename = 'users'), bool_or(tablename = 'backups') \
+         FROM pg_tables WHERE schemaname = 'public'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map(|(tables, users, backups): (i64, Option<bool>, Option<bool>)| {
+        (tables, users.unwrap_or(false), backups.unwrap_or(false))
+    })?;
+    let mut count = async |table: &str, present: bool| -> Result<Option<i64>, sqlx::Error> {
+        if !present {
+            return Ok(None);
+        }
+        // `table` is one of two names above, never input.
+        let sql = format!("SELECT count(*) FROM public.{table}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *conn).await.map(Some)
+    };
+    let users = count("users", has_users).await?;
+    let backups = count("backups", has_backups).await?;
+    Ok(Contents { tables, users, backups })
+}
+
+/// Creates the schema at `version` from this binary's own migrations (never from a dump's
+/// text), in the caller's transaction.
+pub async fn create_schema(conn: &mut PgConnection, version: i64) -> Result<(), SnapshotError> {
+    let sql = Snapshot::schema_sql(version)?;
+    // The migrations compiled into this binary, and sqlx's table: no byte of it from a file.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn).await?;
+    Ok(())
+}
+
+/// Whether the migrations the loaded `_sqlx_migrations` records are exactly this binary's up
+/// to `version`, checksums included: a restored database must be what `migrate` expects.
+pub async fn records_match_migrations(conn: &mut PgConnection, version: i64) -> Result<bool, sqlx::Error> {
+    let recorded: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(conn)
+            .await?;
+    let known: Vec<(i64, Vec<u8>)> = MIGRATOR
+        .iter()
+        .filter(|m| m.version <= version && !m.migration_type.is_down_migration())
+        .map(|m| (m.version, m.checksum.to_vec()))
+        .collect();
+    Ok(recorded == known)
+}
+
+/// Sets a sequence the schema has to a parsed value; `false` when the schema has no such
+/// sequence. The name is bound, never spliced into SQL.
+pub async fn set_sequence(conn: &mut PgConnection, sequence: &SequenceValue) -> Result<bool, sqlx::Error> {
+    let set: Option<i64> = sqlx::query_scalar(
+        "SELECT pg_catalog.setval(c.oid, $2, $3) FROM pg_class c \
+         WHERE c.oid = to_regclass($1) AND c.relkind = 'S' AND c.relnamespace = 'public'::regnamespace",
+    )
+    .bind(&sequence.name)
+    .bind(sequence.value)
+    .bind(sequence.is_called)
+    .fetch_optional(conn)
+    .await?;
+    Ok(set.is_some())
+}
+
+/// How one table of the schema is loaded: the COPY statement a dump of it must carry, word
+/// for word, and the binary load where its types allow.
+pub struct LoadPlan {
+    /// `COPY public.NAME (columns) FROM stdin;`, as the writer puts it.
+    pub copy: String,
+    /// Rows converted to COPY's binary format, when every column's type converts.
+    pub binary: Option<BinaryLoad>,
 }
 
 /// A table's load in COPY's binary format: the statement, and the types to convert to.
@@ -160,28 +235,28 @@ pub struct BinaryLoad {
     pub columns: Vec<Column>,
 }
 
-/// How to load a table whose dump says `copy` (`COPY public.NAME (columns) FROM stdin;`) in
-/// binary: `None` when a column's type does not convert or the columns differ from the target's
-/// (then the dump's own text COPY loads it).
-pub async fn binary_load(conn: &mut PgConnection, name: &str, copy: &str) -> Result<Option<BinaryLoad>, sqlx::Error> {
+/// How to load table `name` of the schema in the target: `None` when it has no such table.
+pub async fn load_plan(conn: &mut PgConnection, name: &str) -> Result<Option<LoadPlan>, sqlx::Error> {
     let (names, types): (Option<String>, Option<Vec<String>>) = sqlx::query_as(
         "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum), \
                 array_agg(format_type(atttypid, atttypmod) ORDER BY attnum) \
          FROM pg_attribute \
-         WHERE attrelid = ('public.' || quote_ident($1))::regclass AND attnum > 0 AND NOT attisdropped",
+         WHERE attrelid = to_regclass('public.' || quote_ident($1)) AND attnum > 0 AND NOT attisdropped",
     )
     .bind(name)
     .fetch_one(conn)
     .await?;
+    let Some(names) = names else { return Ok(None) };
+    let copy = format!("COPY public.{name} ({names}) FROM stdin;");
     let columns: Option<Vec<Column>> = types.unwrap_or_default().iter().map(|t| Column::of(t)).collect();
-    let same_columns = names.is_some_and(|names| copy == format!("COPY public.{name} ({names}) FROM stdin;"));
-    Ok(columns.filter(|_| same_columns).map(|columns| BinaryLoad {
+    let binary = columns.map(|columns| BinaryLoad {
         statement: format!("{} WITH (FORMAT binary)", copy.trim_end_matches(';')),
         columns,
-    }))
+    });
+    Ok(Some(LoadPlan { copy, binary }))
 }
 
-/// Starts a `COPY … FROM stdin` of a verified dump.
+/// Starts a `COPY … FROM stdin` of a [`LoadPlan`]'s statement.
 pub async fn copy_in<'c>(
     conn: &'c mut PgConnection,
     statement: &str,

@@ -27,6 +27,7 @@
 
 pub mod checksum;
 pub mod reader;
+pub mod sequences;
 pub mod writer;
 
 use std::io::{BufReader, Read, Write};
@@ -60,9 +61,14 @@ pub fn compress<W: Write>(inner: W) -> std::io::Result<zstd::Encoder<'static, W>
 /// A reader of a compressed dump.
 pub type CompressedReader<R> = DumpReader<BufReader<zstd::Decoder<'static, BufReader<R>>>>;
 
+/// The largest zstd window a reader accepts, as a power of two: 8 MiB. Our writer's level 1
+/// uses 512 KiB (format 1's level 3, 2 MiB); a hostile frame may ask for up to 2 GiB.
+const MAX_WINDOW_LOG: u32 = 23;
+
 /// Opens a compressed dump.
 pub fn open<R: Read>(inner: R) -> Result<CompressedReader<R>, DumpError> {
-    let decoder = zstd::Decoder::new(inner)?;
+    let mut decoder = zstd::Decoder::new(inner)?;
+    decoder.window_log_max(MAX_WINDOW_LOG)?;
     DumpReader::open(BufReader::with_capacity(256 * 1024, decoder))
 }
 
@@ -86,6 +92,19 @@ const TABLE_PREFIX: &str = "-- table: ";
 const END_PREFIX: &str = "-- end: ";
 const END_OF_DATA: &[u8] = b"\\.\n";
 
+/// The largest document the server accepts at most (`MAX_BACKUP_BYTES` cannot be set higher),
+/// so that every row it stores can be dumped and read back within [`MAX_ROW_BYTES`].
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+/// The longest row of table data a reader accepts: COPY's text format at most doubles a
+/// document (each escaped byte takes two), plus the row's other columns.
+pub const MAX_ROW_BYTES: usize = 2 * MAX_DOCUMENT_BYTES + 64 * 1024;
+/// The longest line outside table data (comments, the manifest, COPY and SQL lines).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// The largest SQL section (the schema is the migrations' text, a few KiB).
+pub const MAX_SECTION_BYTES: usize = 1024 * 1024;
+/// The longest version string a manifest may carry.
+const MAX_VERSION_CHARS: usize = 64;
+
 /// What is known when a dump starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -99,6 +118,33 @@ pub struct Header {
     pub postgres_version: String,
     /// The newest migration applied in the dumped database.
     pub schema_version: i64,
+}
+
+impl Header {
+    /// Checks what a reader will print or act on: a manifest is untrusted input.
+    fn check(&self) -> Result<(), DumpError> {
+        let bad = |what: &str| Err(DumpError::Corrupt(format!("manifest: {what}")));
+        if time::OffsetDateTime::parse(&self.created_at, &time::format_description::well_known::Rfc3339).is_err() {
+            return bad("created_at is not an RFC 3339 time");
+        }
+        for (field, value) in [("server_version", &self.server_version), ("postgres_version", &self.postgres_version)] {
+            if value.len() > MAX_VERSION_CHARS || !value.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                return bad(&format!("{field} is not a short printable version"));
+            }
+        }
+        if self.schema_version < 0 {
+            return bad("schema_version is negative");
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` is a plain lowercase SQL name, as every table of ours is (table names from a
+/// dump are printed and looked up, so nothing else is accepted).
+fn is_plain_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
 }
 
 /// One table's data in a dump.
@@ -279,6 +325,53 @@ mod tests {
         let compressed = zstd::encode_all(endless_comments.as_slice(), 1).unwrap();
         let error = open(compressed.as_slice()).err().expect("refused");
         assert!(matches!(&error, DumpError::Corrupt(m) if m == "no manifest line"), "{error}");
+    }
+
+    /// A dump's text with `line` where its first row of data was.
+    fn with_first_row(line: &[u8]) -> Vec<u8> {
+        let mut plain = zstd::decode_all(sample().as_slice()).unwrap();
+        let start = plain.windows(2).position(|w| w == b"0\t").unwrap();
+        let end = start + plain[start..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        plain.splice(start..end, line.iter().copied());
+        zstd::encode_all(plain.as_slice(), 1).unwrap()
+    }
+
+    #[test]
+    fn a_line_longer_than_any_dump_has_is_refused_before_it_is_held() {
+        let mut huge = vec![b'x'; MAX_ROW_BYTES + 1];
+        huge.push(b'\n');
+        let compressed = with_first_row(&huge);
+        assert!(compressed.len() < 64 * 1024, "a small file: {}", compressed.len());
+        let error = open(compressed.as_slice()).and_then(verify).unwrap_err();
+        assert!(matches!(&error, DumpError::Corrupt(m) if m.contains("longer than any")), "{error}");
+
+        // A row as long as the longest document can make still reads (and then fails its checksum).
+        let mut longest = vec![b'x'; MAX_ROW_BYTES - 1];
+        longest.push(b'\n');
+        let error = open(with_first_row(&longest).as_slice()).and_then(verify).unwrap_err();
+        assert!(matches!(&error, DumpError::Corrupt(m) if m.contains("match") || m.contains("differ")), "{error}");
+    }
+
+    #[test]
+    fn a_manifest_with_what_a_terminal_would_run_is_refused() {
+        for (field, value) in [("created_at", "\u{1b}]0;owned\u{7}"), ("server_version", "1.0\u{1b}[2J")] {
+            let mut header = serde_json::to_value(header()).unwrap();
+            header[field] = value.into();
+            let text = format!("{MAGIC}\n{MANIFEST_PREFIX}{header}\n");
+            let compressed = zstd::encode_all(text.as_bytes(), 1).unwrap();
+            let error = open(compressed.as_slice()).err().expect("refused");
+            assert!(matches!(&error, DumpError::Corrupt(m) if m.contains(field)), "{field}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_frame_asking_for_a_huge_window_is_refused() {
+        let mut encoder = zstd::Encoder::new(Vec::new(), 1).unwrap();
+        encoder.set_parameter(zstd::stream::raw::CParameter::WindowLog(27)).unwrap();
+        encoder.set_pledged_src_size(None).unwrap();
+        std::io::Write::write_all(&mut encoder, &zstd::decode_all(sample().as_slice()).unwrap()).unwrap();
+        let bytes = encoder.finish().unwrap();
+        assert!(open(bytes.as_slice()).and_then(verify).is_err());
     }
 
     mod never_panics {

@@ -1,10 +1,11 @@
 //! Reads and checks a dump from any `BufRead` (normally a zstd decoder over a file).
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use super::checksum::Checksum;
 use super::{
-    DumpError, END_OF_DATA, END_PREFIX, FORMAT_VERSION, Header, MAGIC, MANIFEST_PREFIX, TABLE_PREFIX, Trailer,
+    DumpError, END_OF_DATA, END_PREFIX, FORMAT_VERSION, Header, MAGIC, MANIFEST_PREFIX, MAX_LINE_BYTES, MAX_ROW_BYTES,
+    MAX_SECTION_BYTES, TABLE_PREFIX, Trailer, is_plain_name,
 };
 use crate::signature::hex;
 
@@ -38,7 +39,9 @@ pub enum Event {
 }
 
 /// A dump being read. Every byte is checked against the manifest as it goes; the last event
-/// comes only once the whole file has checked out.
+/// comes only once the whole file has checked out. Nothing in the file is trusted before then,
+/// and memory stays bounded whatever it holds: every line, section and chunk has a cap no
+/// dump of ours comes near.
 pub struct DumpReader<R: BufRead> {
     inner: R,
     header: Header,
@@ -55,7 +58,7 @@ impl<R: BufRead> DumpReader<R> {
     /// Opens a dump and reads its header.
     pub fn open(mut inner: R) -> Result<Self, DumpError> {
         let mut line = Vec::new();
-        let result = read_line(&mut inner, &mut line).map(|_| ());
+        let result = read_line(&mut inner, &mut line, MAX_LINE_BYTES).map(|_| ());
         match result {
             // Not zstd at all, or nothing in it.
             Err(DumpError::Corrupt(_)) => return Err(DumpError::NotADump("it is not zstd-compressed".into())),
@@ -72,7 +75,7 @@ impl<R: BufRead> DumpReader<R> {
                 return Err(DumpError::Corrupt("no manifest line".into()));
             }
             line.clear();
-            read_line(&mut inner, &mut line)?;
+            read_line(&mut inner, &mut line, MAX_LINE_BYTES)?;
             preamble.extend_from_slice(&line);
             let text = String::from_utf8_lossy(&line);
             if let Some(json) = text.strip_prefix(MANIFEST_PREFIX) {
@@ -86,6 +89,7 @@ impl<R: BufRead> DumpReader<R> {
         if header.format_version > FORMAT_VERSION {
             return Err(DumpError::UnsupportedVersion(header.format_version));
         }
+        header.check()?;
         let mut body = Checksum::for_format(header.format_version);
         body.update(&preamble);
         Ok(Self { inner, header, body, table: None, table_ended: false, tables: Vec::new(), trailer: None, line })
@@ -116,7 +120,7 @@ impl<R: BufRead> DumpReader<R> {
         }
         loop {
             self.line.clear();
-            read_line(&mut self.inner, &mut self.line)?;
+            read_line(&mut self.inner, &mut self.line, MAX_LINE_BYTES)?;
             let text = String::from_utf8(self.line.clone())
                 .map_err(|_| DumpError::Corrupt("a line outside table data is not UTF-8".into()))?;
             if let Some(json) = text.strip_prefix(END_PREFIX) {
@@ -129,8 +133,11 @@ impl<R: BufRead> DumpReader<R> {
                 return Ok(Some(Event::Section { kind, sql }));
             }
             if let Some(name) = text.strip_prefix(TABLE_PREFIX).map(|n| n.trim_end().to_owned()) {
+                if !is_plain_name(&name) {
+                    return Err(DumpError::Corrupt("a table name is not a plain lowercase name".into()));
+                }
                 self.line.clear();
-                read_line(&mut self.inner, &mut self.line)?;
+                read_line(&mut self.inner, &mut self.line, MAX_LINE_BYTES)?;
                 self.body.update(&self.line);
                 let copy =
                     String::from_utf8(self.line.clone()).map_err(|_| DumpError::Corrupt("bad COPY line".into()))?;
@@ -150,14 +157,20 @@ impl<R: BufRead> DumpReader<R> {
     }
 
     fn read_section(&mut self, kind: &str) -> Result<String, DumpError> {
+        if !is_plain_name(kind) {
+            return Err(DumpError::Corrupt("a section name is not a plain lowercase name".into()));
+        }
         let end = format!("-- end {kind}\n");
         let mut sql = String::new();
         loop {
             self.line.clear();
-            read_line(&mut self.inner, &mut self.line)?;
+            read_line(&mut self.inner, &mut self.line, MAX_LINE_BYTES)?;
             self.body.update(&self.line);
             if self.line == end.as_bytes() {
                 return Ok(sql);
+            }
+            if sql.len() + self.line.len() > MAX_SECTION_BYTES {
+                return Err(DumpError::Corrupt(format!("the {kind} section is larger than any this tool writes")));
             }
             sql.push_str(
                 std::str::from_utf8(&self.line).map_err(|_| DumpError::Corrupt(format!("{kind} is not UTF-8")))?,
@@ -169,10 +182,10 @@ impl<R: BufRead> DumpReader<R> {
         if self.table_ended {
             return Ok(self.end_table());
         }
-        let mut chunk = Vec::with_capacity(CHUNK + 1024);
+        let mut chunk = Vec::new();
         loop {
             self.line.clear();
-            read_line(&mut self.inner, &mut self.line)?;
+            read_line(&mut self.inner, &mut self.line, MAX_ROW_BYTES)?;
             if self.line == END_OF_DATA {
                 if chunk.is_empty() {
                     return Ok(self.end_table());
@@ -183,7 +196,15 @@ impl<R: BufRead> DumpReader<R> {
             let (_, rows, hash) = self.table.as_mut().expect("inside a table");
             *rows += 1;
             hash.update(&self.line);
-            chunk.extend_from_slice(&self.line);
+            if chunk.is_empty() && self.line.len() >= CHUNK {
+                // A row as large as a chunk is handed out as it is, not copied.
+                chunk = std::mem::take(&mut self.line);
+            } else {
+                if chunk.is_empty() {
+                    chunk.reserve(CHUNK + 1024);
+                }
+                chunk.extend_from_slice(&self.line);
+            }
             if chunk.len() >= CHUNK {
                 return Ok(Event::Data(chunk));
             }
@@ -233,11 +254,15 @@ fn io_error(error: std::io::Error) -> DumpError {
     }
 }
 
-/// Reads one line, newline included, into `line`; a missing newline means the file was cut.
-fn read_line<'a>(inner: &mut impl BufRead, line: &'a mut Vec<u8>) -> Result<&'a [u8], DumpError> {
-    let n = inner.read_until(b'\n', line).map_err(io_error)?;
+/// Reads one line of at most `max` bytes, newline included, into `line`; a missing newline
+/// means the file was cut, and a longer line is refused before more of it is held.
+fn read_line<'a, R: BufRead>(inner: &mut R, line: &'a mut Vec<u8>, max: usize) -> Result<&'a [u8], DumpError> {
+    let n = inner.by_ref().take(max as u64 + 1).read_until(b'\n', line).map_err(io_error)?;
     if n == 0 {
         return Err(DumpError::Truncated("the file ends before its last line".into()));
+    }
+    if n > max {
+        return Err(DumpError::Corrupt(format!("a line is longer than any this tool writes ({max} bytes)")));
     }
     if !line.ends_with(b"\n") {
         return Err(DumpError::Truncated("the file ends in the middle of a line".into()));
