@@ -126,7 +126,9 @@ fn confirm_replacing(args: &RestoreDbArgs, url: &DatabaseUrl, contents: &Content
     }
     if output::interactive() {
         output::status(&holds);
-        if !output::confirm(&format!("Replace everything in {url} with the dump?")).context("could not read the answer")? {
+        if !output::confirm(&format!("Replace everything in {url} with the dump?"))
+            .context("could not read the answer")?
+        {
             bail!("nothing restored; {url} is as it was");
         }
     }

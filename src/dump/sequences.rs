@@ -79,7 +79,10 @@ mod tests {
             is_called: false,
         };
         let line = hostile.to_sql();
-        assert_eq!(line, r#"SELECT pg_catalog.setval('public."''||'''',1,false)WHERE false;CREATE TABLE injected();--"', -9, false);"#);
+        assert_eq!(
+            line,
+            r#"SELECT pg_catalog.setval('public."''||'''',1,false)WHERE false;CREATE TABLE injected();--"', -9, false);"#
+        );
         assert_eq!(SequenceValue::parse(&line).unwrap(), hostile);
         let plain = SequenceValue { name: "public.s".into(), value: 42, is_called: true };
         assert_eq!(SequenceValue::parse_section(&format!("{}\n\n", plain.to_sql())).unwrap(), [plain]);

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use crate::common::{TestApp, TestDb, binary, scratch_dir};
 
-async fn backup(url: &str, output: &Path, extra: &[&str]) -> Value {
+pub(crate) async fn backup(url: &str, output: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["backup-db", "--json", "--output"];
     let output = format!("{}/", output.display());
     args.push(&output);
@@ -20,14 +20,14 @@ async fn backup(url: &str, output: &Path, extra: &[&str]) -> Value {
     serde_json::from_str(&outcome.stdout).unwrap()
 }
 
-async fn restore(url: &str, file: &str, extra: &[&str]) -> binary::Outcome {
+pub(crate) async fn restore(url: &str, file: &str, extra: &[&str]) -> binary::Outcome {
     let mut args = vec!["restore-db", file];
     args.extend_from_slice(extra);
     binary::run(&args, &[("DATABASE_URL", url)]).await
 }
 
 /// Every table's rows, as one digest per table.
-async fn fingerprint(pool: &PgPool) -> Vec<(String, i64, String)> {
+pub(crate) async fn fingerprint(pool: &PgPool) -> Vec<(String, i64, String)> {
     let mut tables = Vec::new();
     for table in dailyreps_backup_server::db::dump::TABLES {
         let sql = format!(
@@ -40,14 +40,14 @@ async fn fingerprint(pool: &PgPool) -> Vec<(String, i64, String)> {
 }
 
 /// A document whose COPY text needs escaping: a JSON-escaped tab and backslash, and unicode.
-fn document(u: usize, n: usize) -> Vec<u8> {
+pub(crate) fn document(u: usize, n: usize) -> Vec<u8> {
     // The first user's are large, so a table's data spans many of backup-db's batches.
     let padding = if u == 0 { "x".repeat(100_000 + n) } else { String::new() };
     format!(r#"{{"u": {u}, "n": {n}, "text": "tab\there, back\\slash, ünï ✓", "padding": "{padding}"}}"#).into_bytes()
 }
 
 /// Every index and constraint of the public schema, as PostgreSQL prints them.
-async fn schema_of(pool: &PgPool) -> Vec<String> {
+pub(crate) async fn schema_of(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' \
          UNION ALL SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) \
@@ -58,7 +58,7 @@ async fn schema_of(pool: &PgPool) -> Vec<String> {
     .unwrap()
 }
 
-async fn populated_app() -> (TestApp, Vec<crate::common::TestUser>) {
+pub(crate) async fn populated_app() -> (TestApp, Vec<crate::common::TestUser>) {
     let app = TestApp::spawn().await;
     let mut users = Vec::new();
     for u in 0..4 {
@@ -72,7 +72,7 @@ async fn populated_app() -> (TestApp, Vec<crate::common::TestUser>) {
     (app, users)
 }
 
-fn app_url(app: &TestApp) -> String {
+pub(crate) fn app_url(app: &TestApp) -> String {
     let options = app.pool.connect_options();
     format!(
         "postgres://{}@{}:{}/{}",
@@ -245,6 +245,9 @@ fn dump_failing_half_way(dir: &Path, user_row: &[u8]) -> PathBuf {
     writer
         .section("schema", &dailyreps_backup_server::db::dump::Snapshot::schema_sql(schema_version).unwrap())
         .unwrap();
+    let migrations = ["version", "description", "installed_on", "success", "checksum", "execution_time"];
+    writer.begin_table("_sqlx_migrations", &migrations.map(String::from)).unwrap();
+    writer.end_table().unwrap();
     writer.begin_table("users", &["id".into(), "token_hash".into(), "created_at".into()]).unwrap();
     writer.table_data(user_row).unwrap();
     writer.end_table().unwrap();
@@ -263,6 +266,19 @@ fn dump_failing_half_way(dir: &Path, user_row: &[u8]) -> PathBuf {
         .unwrap();
     // Its user does not exist: the foreign key stops the load here.
     writer.table_data(b"00000000-0000-4000-8000-0000000000b1\t00000000-0000-4000-8000-00000000dead\t2026-01-01 00:00:00+00\t2\t\\\\x0000000000000000000000000000000000000000000000000000000000000000\t{}\n").unwrap();
+    writer.end_table().unwrap();
+    let keys = [
+        "user_id",
+        "key",
+        "request_sha256",
+        "backup_id",
+        "backup_created_at",
+        "size_bytes",
+        "sha256",
+        "deduplicated",
+        "created_at",
+    ];
+    writer.begin_table("idempotency_keys", &keys.map(String::from)).unwrap();
     writer.end_table().unwrap();
     let (encoder, _) = writer.finish().unwrap();
     encoder.finish().unwrap();
@@ -436,11 +452,9 @@ async fn rows_converted_to_binary_copy_equal_the_rows_dumped_as_text() {
             })
             .await
             .unwrap();
-        let load =
-            dump_db::binary_load(&mut conn, "target", "COPY public.target (t, v, u, b, f, s, i, n, ts) FROM stdin;")
-                .await
-                .unwrap()
-                .expect("every column converts");
+        let plan = dump_db::load_plan(&mut conn, "target").await.unwrap().expect("the table exists");
+        assert_eq!(plan.copy, "COPY public.target (t, v, u, b, f, s, i, n, ts) FROM stdin;");
+        let load = plan.binary.expect("every column converts");
         let mut binary = copy_binary::HEADER.to_vec();
         copy_binary::convert_rows(&load.columns, &text, &mut binary).unwrap();
         binary.extend_from_slice(copy_binary::TRAILER);
@@ -457,8 +471,7 @@ async fn rows_converted_to_binary_copy_equal_the_rows_dumped_as_text() {
     // A table with a type that is not converted loads as text.
     sqlx::raw_sql("CREATE TABLE other (a numeric)").execute(&pool).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
-    let load = dump_db::binary_load(&mut conn, "other", "COPY public.other (a) FROM stdin;").await.unwrap();
-    assert!(load.is_none());
-    let load = dump_db::binary_load(&mut conn, "target", "COPY public.target (t, v) FROM stdin;").await.unwrap();
-    assert!(load.is_none(), "columns that differ from the target's load as text");
+    let plan = dump_db::load_plan(&mut conn, "other").await.unwrap().expect("the table exists");
+    assert!(plan.binary.is_none());
+    assert!(dump_db::load_plan(&mut conn, "missing").await.unwrap().is_none(), "no plan for a table the schema lacks");
 }
