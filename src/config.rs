@@ -31,9 +31,14 @@ impl FromStr for BindAddr {
     }
 }
 
-/// A duration as people write it: `500ms`, `60s`, `5m`, `2h`, `90d` (a bare number is seconds).
+/// A duration as people write it, always with its unit: `500ms`, `60s`, `5m`, `2h`, `90d`.
+/// A bare number is refused (`--inactive-users 365` meaning seconds would select everyone),
+/// and so is anything over a century, so that no date arithmetic can overflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub std::time::Duration);
+
+/// The longest duration accepted: 100 years.
+const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(36_500 * 86_400);
 
 impl FromStr for HumanDuration {
     type Err = String;
@@ -44,16 +49,43 @@ impl FromStr for HumanDuration {
         let (number, unit) = s.split_at(split);
         let bad = || format!("`{s}` is not a duration like 500ms, 60s, 5m, 2h or 90d");
         let number: u64 = number.parse().map_err(|_| bad())?;
-        let seconds = |factor: u64| number.checked_mul(factor).map(std::time::Duration::from_secs).ok_or_else(bad);
+        let seconds = |factor: u64| number.checked_mul(factor).map(std::time::Duration::from_secs);
         let duration = match unit {
-            "ms" => std::time::Duration::from_millis(number),
-            "" | "s" => seconds(1)?,
-            "m" => seconds(60)?,
-            "h" => seconds(3600)?,
-            "d" => seconds(86_400)?,
+            "" => return Err(format!("`{s}` has no unit: write {s}d (days), {s}h, {s}m, {s}s or {s}ms")),
+            "ms" => Some(std::time::Duration::from_millis(number)),
+            "s" => seconds(1),
+            "m" => seconds(60),
+            "h" => seconds(3600),
+            "d" => seconds(86_400),
             _ => return Err(bad()),
         };
-        Ok(Self(duration))
+        match duration {
+            Some(duration) if duration <= MAX_DURATION => Ok(Self(duration)),
+            _ => Err(format!("`{s}` is longer than 100 years (36500d)")),
+        }
+    }
+}
+
+impl HumanDuration {
+    /// The moment this long before `now`; `None` if that is not a representable time.
+    pub fn before(self, now: time::OffsetDateTime) -> Option<time::OffsetDateTime> {
+        now.checked_sub(time::Duration::try_from(self.0).ok()?)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    /// In the largest unit that divides it: `90 days`, `12 hours`, `500 ms`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        let plural = |n: u128, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+        let text = match millis {
+            m if m % 86_400_000 == 0 => plural(m / 86_400_000, "day"),
+            m if m % 3_600_000 == 0 => plural(m / 3_600_000, "hour"),
+            m if m % 60_000 == 0 => plural(m / 60_000, "minute"),
+            m if m % 1000 == 0 => plural(m / 1000, "second"),
+            m => format!("{m} ms"),
+        };
+        f.write_str(&text)
     }
 }
 
@@ -310,13 +342,20 @@ mod tests {
         let parse = |s: &str| s.parse::<HumanDuration>().map(|d| d.0);
         assert_eq!(parse("500ms"), Ok(std::time::Duration::from_millis(500)));
         assert_eq!(parse("60s"), Ok(std::time::Duration::from_secs(60)));
-        assert_eq!(parse("45"), Ok(std::time::Duration::from_secs(45)));
         assert_eq!(parse("5m"), Ok(std::time::Duration::from_secs(300)));
         assert_eq!(parse("2h"), Ok(std::time::Duration::from_secs(7200)));
         assert_eq!(parse("90d"), Ok(std::time::Duration::from_secs(90 * 86_400)));
-        for bad in ["", "s", "1.5s", "10 years", "-1s", "99999999999999999999d"] {
+        for bad in ["", "s", "1.5s", "10 years", "-1s", "99999999999999999999d", "36501d"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+        assert!(parse("365").unwrap_err().contains("has no unit: write 365d"), "a bare number is refused");
+        assert!(parse("99999999d").unwrap_err().contains("longer than 100 years"));
+        let century: HumanDuration = "36500d".parse().unwrap();
+        assert!(century.before(time::OffsetDateTime::now_utc()).is_some());
+        assert!(century.before(time::PrimitiveDateTime::MIN.assume_utc()).is_none(), "checked, not wrapped");
+        assert_eq!("90d".parse::<HumanDuration>().unwrap().to_string(), "90 days");
+        assert_eq!("1h".parse::<HumanDuration>().unwrap().to_string(), "1 hour");
+        assert_eq!("1500ms".parse::<HumanDuration>().unwrap().to_string(), "1500 ms");
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
                 .map(|text| cursor::decode(&text).context("--cursor is not a next_cursor of inspect backups"))
                 .transpose()?
                 .map(|after| (after.created_at, after.id));
-            let since = since.map(|d| now - d.0);
+            let since = super::cutoff(since, now, "--since")?;
             let mut rows =
                 inspect::backups(&pool, user, since, before, limit + 1).await.context("could not list backups")?;
             let next_cursor = (rows.len() as i64 > limit)

@@ -18,7 +18,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::cli::{Cli, Command, DatabaseArgs};
-use crate::config::DatabaseUrl;
+use crate::config::{DatabaseUrl, HumanDuration};
 use crate::db;
 
 /// Runs the parsed command line.
@@ -58,6 +58,23 @@ pub struct Interrupted(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// The moment `duration` (given as `flag`) before `now`; one too far back is a usage error.
+pub fn cutoff(
+    duration: Option<HumanDuration>,
+    now: time::OffsetDateTime,
+    flag: &str,
+) -> Result<Option<time::OffsetDateTime>, UsageError> {
+    duration
+        .map(|d| d.before(now).ok_or_else(|| UsageError(format!("{flag} {d} reaches back before any date"))))
+        .transpose()
+}
+
+/// A cutoff for people: `2026-09-02 20:00 UTC`.
+pub fn describe_time(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", at.year(), u8::from(at.month()), at.day(), at.hour(), at.minute())
+}
 
 /// The exit status for a command's error: 130 after Ctrl-C, 2 for usage, else 1.
 pub fn exit_code(error: &anyhow::Error) -> u8 {

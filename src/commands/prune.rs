@@ -8,7 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::cli::PruneArgs;
-use crate::commands::connect_cli;
+use crate::commands::{connect_cli, cutoff, describe_time};
 use crate::db::prune::{self, Deleted, Plan, Policy};
 use crate::output;
 
@@ -26,11 +26,12 @@ struct Summary {
 pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     let policy = Policy {
-        older_than: args.older_than.map(|d| now - d.0),
+        older_than: cutoff(args.older_than, now, "--older-than")?,
         keep_last: args.keep_last,
-        inactive_since: args.inactive_users.map(|d| now - d.0),
+        inactive_since: cutoff(args.inactive_users, now, "--inactive-users")?,
         user: args.user,
     };
+    describe_policy(&args, &policy);
     let pool = connect_cli(&args.database).await?;
     let plan = prune::plan(&pool, &policy).await.context("could not work out what the policy selects")?;
     let planned = Summary {
@@ -119,6 +120,25 @@ async fn delete(
     }
     bar.finish_and_clear();
     Ok((total, false))
+}
+
+/// Says what the policy selects, with the cutoffs it computed, before anything else.
+fn describe_policy(args: &PruneArgs, policy: &Policy) {
+    if let (Some(duration), Some(at)) = (args.older_than, policy.older_than) {
+        output::status(&format!("selecting backups older than {} ({duration})", describe_time(at)));
+    }
+    if let Some(keep) = policy.keep_last {
+        output::status(&format!("selecting backups beyond each user's newest {keep}"));
+    }
+    if let (Some(duration), Some(at)) = (args.inactive_users, policy.inactive_since) {
+        output::status(&format!(
+            "selecting accounts with no backup since {} ({duration}), with all their data",
+            describe_time(at)
+        ));
+    }
+    if let Some(user) = policy.user {
+        output::status(&format!("only account {user}"));
+    }
 }
 
 fn report(summary: &Summary, json: bool, verb: &'static str) -> anyhow::Result<()> {

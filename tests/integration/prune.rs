@@ -243,3 +243,32 @@ async fn ctrl_c_stops_after_a_whole_batch_and_reports_what_was_deleted() {
         assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted"));
     }
 }
+
+#[tokio::test]
+async fn durations_need_a_unit_and_a_sane_length_and_the_plan_names_its_cutoff() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    seed_user(&pool, 400, &[1, 50], 300).await;
+    let before = counts(&pool).await;
+    let bare = prune(&db.url, &["--inactive-users", "365", "--yes"]).await;
+    assert_eq!(bare.code, 2, "a usage error: {}", bare.stderr);
+    assert!(bare.stderr.contains("has no unit: write 365d"), "{}", bare.stderr);
+    for args in
+        [&["prune", "--older-than", "99999999d", "--dry-run"][..], &["inspect", "backups", "--since", "99999999d"]]
+    {
+        let huge = binary::run(args, &[("DATABASE_URL", &db.url)]).await;
+        assert_eq!(huge.code, 2, "{args:?}: {}", huge.stderr);
+        assert!(huge.stderr.contains("longer than 100 years"), "{}", huge.stderr);
+    }
+    assert_eq!(counts(&pool).await, before, "nothing deleted");
+
+    let planned = prune(&db.url, &["--older-than", "30d", "--dry-run"]).await;
+    assert_eq!(planned.code, 0, "{}", planned.stderr);
+    let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    let day = format!("{:04}-{:02}-{:02}", cutoff.year(), u8::from(cutoff.month()), cutoff.day());
+    assert!(
+        planned.stderr.contains(&format!("backups older than {day}")) && planned.stderr.contains("UTC (30 days)"),
+        "{}",
+        planned.stderr
+    );
+}
