@@ -164,7 +164,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__backup__subcmd__db)
-            opts="-o -h -V --database-url --output --keep --json --log-format --help --version"
+            opts="-o -h -V --database-url --output --keep --force --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -332,8 +332,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ALLOWED_ORIGINS", default_value = "")]
     pub allowed_origins: String,
 
-    /// Largest backup document accepted, in bytes, after gzip decoding.
-    #[arg(long, env = "MAX_BACKUP_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(2..=1024 * 1024 * 1024))]
+    /// Largest backup document accepted, in bytes, after gzip decoding (at most 16 MiB, the
+    /// largest a database dump reads back).
+    #[arg(long, env = "MAX_BACKUP_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(2..=crate::dump::MAX_DOCUMENT_BYTES as u64))]
     pub max_backup_bytes: u64,
 
     /// Backups kept per user; older ones are deleted when a new one arrives.
@@ -341,8 +342,9 @@ pub struct ServeArgs {
     pub max_backups_kept: u32,
 
     /// Memory that request bodies and documents in flight may hold together, in MiB; beyond
-    /// it requests are answered 503 with Retry-After. Must hold an upload of the largest size three
-    /// times over: its body and the database driver's two copies.
+    /// it requests are answered 503 with Retry-After. Must hold one upload of the largest size
+    /// in every encoding: a gzip body, the decoded document and the database driver's two copies
+    /// (a little over four times MAX_BACKUP_BYTES).
     #[arg(long, env = "MEMORY_BUDGET_MB", default_value_t = 96, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub memory_budget_mb: u64,
 

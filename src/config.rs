@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use sqlx::postgres::PgConnectOptions;
 
+const MIB: usize = 1024 * 1024;
+
 /// The shortest signing secret the server accepts, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -140,14 +142,17 @@ pub enum ConfigError {
     InvalidAllowedOrigins(String),
     /// The memory budget cannot hold the largest request.
     #[error(
-        "MEMORY_BUDGET_MB ({budget_mb} MiB) must hold an upload of MAX_BACKUP_BYTES ({max_backup_bytes} \
-         bytes), which is held three times over: raise MEMORY_BUDGET_MB or lower MAX_BACKUP_BYTES"
+        "MEMORY_BUDGET_MB ({budget_mb} MiB) cannot hold one upload of MAX_BACKUP_BYTES ({max_backup_bytes} \
+         bytes) in every encoding (a gzip body, the document decoded and the database driver's two copies): \
+         it needs at least {minimum_mb} MiB; raise MEMORY_BUDGET_MB or lower MAX_BACKUP_BYTES"
     )]
     BudgetTooSmall {
         /// The budget asked for.
         budget_mb: u64,
         /// The largest document.
         max_backup_bytes: u64,
+        /// The smallest budget that holds one such upload.
+        minimum_mb: u64,
     },
 }
 
@@ -182,11 +187,6 @@ impl AllowedOrigins {
     }
 }
 
-/// How many times an upload holds its document at once: the body as received, then the two
-/// copies the database driver makes while sending it (the statement's arguments, then the
-/// connection's write buffer).
-pub const UPLOAD_COPIES: usize = 3;
-
 /// The API's limits, validated together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -209,12 +209,15 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Checks that the budget holds one upload of the largest document.
+    /// Checks that the budget holds one upload of the largest document in every encoding
+    /// (else such uploads would be refused with 503 forever, and clients retry forever).
     pub fn validate(self) -> Result<Self, ConfigError> {
-        if self.memory_budget_bytes < UPLOAD_COPIES * self.max_backup_bytes {
+        let needed = crate::http::budget::max_upload_holding(self.max_backup_bytes);
+        if self.memory_budget_bytes < needed {
             return Err(ConfigError::BudgetTooSmall {
-                budget_mb: (self.memory_budget_bytes / (1024 * 1024)) as u64,
+                budget_mb: (self.memory_budget_bytes / MIB) as u64,
                 max_backup_bytes: self.max_backup_bytes as u64,
+                minimum_mb: needed.div_ceil(MIB) as u64,
             });
         }
         Ok(self)
@@ -388,7 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_must_hold_an_upload_of_the_largest_document_three_times() {
+    fn the_budget_must_hold_a_gzip_upload_of_the_largest_document() {
         let limits = Limits {
             max_backup_bytes: 10 << 20,
             max_backups_kept: 30,
@@ -400,8 +403,10 @@ mod tests {
             request_timeout: std::time::Duration::from_secs(30),
         };
         let err = limits.validate().unwrap_err().to_string();
-        assert!(err.contains("MEMORY_BUDGET_MB (29 MiB)") && err.contains("MAX_BACKUP_BYTES"), "{err}");
-        assert!(Limits { memory_budget_bytes: 30 << 20, ..limits }.validate().is_ok());
+        assert!(err.contains("MEMORY_BUDGET_MB (29 MiB)") && err.contains("at least 41 MiB"), "{err}");
+        let thirty = Limits { memory_budget_bytes: 30 << 20, ..limits }.validate().unwrap_err().to_string();
+        assert!(thirty.contains("at least 41 MiB"), "three copies are not enough for a gzip upload: {thirty}");
+        assert!(Limits { memory_budget_bytes: (40 << 20) + (64 << 10), ..limits }.validate().is_ok());
     }
 
     #[test]

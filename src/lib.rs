@@ -9,6 +9,7 @@ pub mod cursor;
 pub mod db;
 pub mod document;
 pub mod dump;
+pub mod encoding;
 pub mod http;
 pub mod local_postgres;
 pub mod output;

@@ -8,9 +8,10 @@
 //! ```
 
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::config::SigningSecrets;
+use crate::encoding::{hex, parse_hex, sha256};
 
 /// Header carrying the signing time.
 pub const TIMESTAMP_HEADER: &str = "x-dailyreps-timestamp";
@@ -33,16 +34,6 @@ pub enum SignatureError {
     /// The timestamp is too far from the server's clock.
     #[error("the signature timestamp is more than 300 seconds from the server's clock")]
     Stale,
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 of `bytes`.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
 }
 
 fn mac(secret: &[u8], timestamp: &str, method: &str, path_and_query: &str, body_sha256: &[u8; 32]) -> Hmac<Sha256> {
@@ -79,7 +70,7 @@ pub fn verify(secrets: &SigningSecrets, received: &Received<'_>, now_unix: i64) 
     let (Some(timestamp), Some(signature)) = (received.timestamp, received.signature) else {
         return Err(SignatureError::Missing);
     };
-    let tag = signature.strip_prefix(VERSION_PREFIX).and_then(parse_hex).ok_or(SignatureError::Bad)?;
+    let tag = signature.strip_prefix(VERSION_PREFIX).and_then(|tag| parse_hex(tag, 32)).ok_or(SignatureError::Bad)?;
     let signed_at: i64 = timestamp.parse().map_err(|_| SignatureError::Bad)?;
     let matches = secrets.iter().any(|secret| {
         mac(secret, timestamp, received.method, received.path_and_query, received.body_sha256)
@@ -90,17 +81,11 @@ pub fn verify(secrets: &SigningSecrets, received: &Received<'_>, now_unix: i64) 
         return Err(SignatureError::Bad);
     }
     // Checked after the MAC, so a forger learns nothing from the timestamp answer.
-    if (now_unix - signed_at).abs() > MAX_SKEW_SECONDS {
+    // Checked: a timestamp near i64::MIN must not wrap around into the window.
+    if now_unix.checked_sub(signed_at).is_none_or(|skew| skew.unsigned_abs() > MAX_SKEW_SECONDS.unsigned_abs()) {
         return Err(SignatureError::Stale);
     }
     Ok(())
-}
-
-fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() != 64 {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]
@@ -138,6 +123,12 @@ mod tests {
         assert_eq!(check(&rotated, &signature, 1000, 700, b"{}"), Ok(()));
         assert_eq!(check(SECRET, &signature, 1000, 1301, b"{}"), Err(SignatureError::Stale));
         assert_eq!(check(SECRET, &signature, 1000, 699, b"{}"), Err(SignatureError::Stale));
+        // Validly signed timestamps whose distance from now overflows an i64.
+        let now = 1_764_400_000;
+        for timestamp in [i64::MIN, i64::MIN + now, i64::MAX] {
+            let signed = sign(SECRET.as_bytes(), timestamp, "POST", "/api/backup?x=1", b"{}");
+            assert_eq!(check(SECRET, &signed, timestamp, now, b"{}"), Err(SignatureError::Stale), "{timestamp}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::client::{ApiClient, Call, ClientError};
-use crate::signature::{hex, sha256};
+use crate::encoding::{hex, sha256};
 
 /// How one step went.
 #[derive(Debug, Clone, Serialize)]

@@ -12,7 +12,8 @@ pub fn init(format: Option<LogFormat>, default_filter: &str) {
     let format = format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        // The request span's fields (its id) go on every line logged inside it.
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
         LogFormat::Pretty => {
             builder.with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()).init()
         }

@@ -3,7 +3,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::signature::sha256;
+use crate::encoding::sha256;
 
 const PREFIX: &str = "drb_";
 /// Length of a token: the prefix and 43 base64url characters.

@@ -20,8 +20,8 @@ use crate::commands::{Interrupted, TableRows, UsageError, connect_cli};
 use crate::db::dump::{Snapshot, TABLES};
 use crate::dump::writer::DumpWriter;
 use crate::dump::{self, FORMAT_VERSION, Header, Trailer};
+use crate::encoding::hex;
 use crate::output;
-use crate::signature::hex;
 
 /// What the database side hands the writer thread.
 enum Piece {

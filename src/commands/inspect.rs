@@ -10,8 +10,8 @@ use crate::commands::connect_cli;
 use crate::cursor;
 use crate::db::backups::After;
 use crate::db::inspect::{self, BackupRow, Stats, UserOrder, UserRow};
+use crate::encoding::hex;
 use crate::output;
-use crate::signature::hex;
 
 /// Runs `inspect <view>`.
 pub async fn run(args: InspectArgs) -> anyhow::Result<()> {

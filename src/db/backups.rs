@@ -140,19 +140,26 @@ pub enum Which {
 }
 
 /// A backup with its document.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backup {
     /// Its metadata.
-    #[sqlx(flatten)]
     pub meta: BackupMeta,
     /// The document, byte for byte as uploaded.
     pub document: String,
 }
 
-/// The owner of a token, and one of their backups with its document if it exists.
+/// What a fetch found of a backup that exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The backup with its document.
+    Backup(Backup),
+    /// The backup is larger than the caller had room for: its metadata only.
+    TooLarge(BackupMeta),
+}
+
+/// The owner of a token, and one of their backups with its document if it exists and fits.
 #[derive(sqlx::FromRow)]
 struct OwnerAndBackup {
-    user_id: Uuid,
     id: Option<Uuid>,
     created_at: Option<OffsetDateTime>,
     size_bytes: Option<i32>,
@@ -160,42 +167,55 @@ struct OwnerAndBackup {
     document: Option<String>,
 }
 
-/// Finds the user a token belongs to and one of their backups with its document, in one
-/// statement (a restore is one round trip to the database, not two). `None` when no user has
-/// the token; otherwise the user's id and the backup, if there is one.
+/// Finds the user a token belongs to and one of their backups, in one statement (a restore
+/// is one round trip to the database, not two). The document comes along only when it is at
+/// most `room` bytes, so the caller holds memory for what it reads *before* reading it.
+/// `None` when no user has the token; otherwise the backup, if there is one.
 pub async fn fetch(
     pool: &PgPool,
     token_hash: &[u8; 32],
     which: Which,
-) -> Result<Option<(Uuid, Option<Backup>)>, sqlx::Error> {
+    room: usize,
+) -> Result<Option<Option<Fetched>>, sqlx::Error> {
+    let room = i32::try_from(room).unwrap_or(i32::MAX);
     let mut conn = pool.acquire().await?;
     let row: Option<OwnerAndBackup> = match which {
         Which::Latest => sqlx::query_as(
-            "SELECT u.id AS user_id, b.id, b.created_at, b.size_bytes, b.sha256, b.document FROM users u \
+            "SELECT b.id, b.created_at, b.size_bytes, b.sha256, \
+                    CASE WHEN b.size_bytes <= $2 THEN b.document END AS document FROM users u \
              LEFT JOIN LATERAL (SELECT id, created_at, size_bytes, sha256, document FROM backups \
                                 WHERE user_id = u.id ORDER BY created_at DESC, id DESC LIMIT 1) b ON true \
              WHERE u.token_hash = $1",
         )
-        .bind(token_hash.as_slice()),
+        .bind(token_hash.as_slice())
+        .bind(room),
         Which::Id(id) => sqlx::query_as(
-            "SELECT u.id AS user_id, b.id, b.created_at, b.size_bytes, b.sha256, b.document FROM users u \
-             LEFT JOIN backups b ON b.user_id = u.id AND b.id = $2 \
+            "SELECT b.id, b.created_at, b.size_bytes, b.sha256, \
+                    CASE WHEN b.size_bytes <= $2 THEN b.document END AS document FROM users u \
+             LEFT JOIN backups b ON b.user_id = u.id AND b.id = $3 \
              WHERE u.token_hash = $1",
         )
         .bind(token_hash.as_slice())
+        .bind(room)
         .bind(id),
     }
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let backup = match (row.id, row.created_at, row.size_bytes, row.sha256, row.document) {
-        (Some(id), Some(created_at), Some(size_bytes), Some(sha256), Some(document)) => {
-            Some(Backup { meta: BackupMeta { id, created_at, size_bytes, sha256 }, document })
+    let fetched = match (row.id, row.created_at, row.size_bytes, row.sha256) {
+        (Some(id), Some(created_at), Some(size_bytes), Some(sha256)) => {
+            let meta = BackupMeta { id, created_at, size_bytes, sha256 };
+            Some(match row.document {
+                Some(document) => Fetched::Backup(Backup { meta, document }),
+                None => Fetched::TooLarge(meta),
+            })
         }
         _ => None,
     };
-    super::release_large_buffers(&mut conn, backup.as_ref().map_or(0, |backup| backup.document.len()));
-    Ok(Some((row.user_id, backup)))
+    if let Some(Fetched::Backup(backup)) = &fetched {
+        super::release_large_buffers(&mut conn, backup.document.len());
+    }
+    Ok(Some(fetched))
 }
 
 /// Deletes one of the user's backups. Returns whether it existed.

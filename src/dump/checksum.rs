@@ -41,7 +41,7 @@ impl Checksum {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::hex;
+    use crate::encoding::hex;
 
     #[test]
     fn each_format_has_its_published_algorithm() {

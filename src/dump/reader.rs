@@ -7,7 +7,7 @@ use super::{
     DumpError, END_OF_DATA, END_PREFIX, FORMAT_VERSION, Header, MAGIC, MANIFEST_PREFIX, MAX_LINE_BYTES, MAX_ROW_BYTES,
     MAX_SECTION_BYTES, TABLE_PREFIX, Trailer, is_plain_name,
 };
-use crate::signature::hex;
+use crate::encoding::hex;
 
 /// Table data is handed out in chunks of about this many bytes.
 const CHUNK: usize = 256 * 1024;

@@ -6,7 +6,7 @@ use super::checksum::Checksum;
 use super::{
     END_OF_DATA, END_PREFIX, Header, MAGIC, MANIFEST_PREFIX, RESTORE_ONE_LINER, TABLE_PREFIX, TableSummary, Trailer,
 };
-use crate::signature::hex;
+use crate::encoding::hex;
 
 /// A dump being written.
 pub struct DumpWriter<W: Write> {

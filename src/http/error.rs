@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::budget::DecodeError;
 use super::rate_limit::RetryAfter;
 use super::request_id;
 use crate::document::DocumentError;
@@ -59,9 +60,12 @@ pub enum ApiError {
     /// Too many requests; retry after the given seconds.
     #[error("too many requests; retry after {0} seconds")]
     RateLimited(u64),
-    /// The database cannot serve the request now, or the server is at its memory budget.
+    /// The server cannot serve the request now: at its memory budget, or out of time.
     #[error("{0}")]
     Unavailable(String),
+    /// The database cannot be reached, or is going away; logged with its cause.
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable(sqlx::Error),
     /// A bug or an unexpected failure; logged with its cause, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -80,7 +84,7 @@ impl ApiError {
             Self::InvalidBackup => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,7 +106,7 @@ impl ApiError {
             Self::InvalidBackup => "invalid_backup",
             Self::RequestTimeout => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -110,7 +114,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::RateLimited(seconds) => Some(*seconds),
-            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
             _ => None,
         }
     }
@@ -140,10 +144,15 @@ pub struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The only place errors are logged; the request's span adds its id to the line.
         let message = match &self {
             Self::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "internal error");
                 "internal error; quote the request id when reporting it".to_owned()
+            }
+            Self::DatabaseUnavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                self.to_string()
             }
             other => other.to_string(),
         };
@@ -173,6 +182,15 @@ impl From<DocumentError> for ApiError {
     }
 }
 
+impl From<DecodeError> for ApiError {
+    fn from(error: DecodeError) -> Self {
+        match error {
+            DecodeError::Busy => Self::busy(),
+            DecodeError::Document(error) => error.into(),
+        }
+    }
+}
+
 impl From<RetryAfter> for ApiError {
     fn from(RetryAfter(seconds): RetryAfter) -> Self {
         Self::RateLimited(seconds)
@@ -182,8 +200,7 @@ impl From<RetryAfter> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         if is_unavailable(&error) {
-            tracing::warn!(error = %error, "database unavailable");
-            Self::Unavailable("the database is unavailable; retry shortly".into())
+            Self::DatabaseUnavailable(error)
         } else {
             Self::Internal(anyhow::Error::new(error).context("database error"))
         }

@@ -1,20 +1,19 @@
-//! Extractors: the authenticated user and the client's IP address.
+//! Extractors: the caller's token and account, and the client's IP address.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use uuid::Uuid;
 
+use super::admission::Caller;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::db;
-use crate::token;
 
-/// The hash of a well-formed bearer token, not yet looked up. Routes that find the user in the
-/// same statement as their data take this rather than [`AuthUser`], and then answer 401 for an
-/// unknown token and count the request against the user's rate themselves.
+/// The hash of the caller's well-formed bearer token, not yet looked up. Routes that find the
+/// user in the same statement as their data take this rather than [`AuthUser`], and answer 401
+/// themselves when no user has it.
 #[derive(Debug, Clone, Copy)]
 pub struct BearerToken(pub [u8; 32]);
 
@@ -22,17 +21,11 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        token::hash_presented(presented.trim()).map(Self).ok_or(ApiError::Unauthorized)
+        caller(parts).token.map(Self).ok_or(ApiError::Unauthorized)
     }
 }
 
-/// The user a valid bearer token belongs to; also counts the request against the user's rate.
+/// The user a valid bearer token belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser {
     /// The account id.
@@ -45,11 +38,22 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let BearerToken(hash) = BearerToken::from_request_parts(parts, state).await?;
-        let user = db::users::find_by_token_hash(&state.pool, &hash).await?.ok_or(ApiError::Unauthorized)?;
-        state.rate_limits.request_by(user.id)?;
+        let caller = caller(parts);
+        let user = match caller.user {
+            // Looked up before the body was read.
+            Some(user) => user,
+            None => {
+                let token = caller.token.ok_or(ApiError::Unauthorized)?;
+                db::users::find_by_token_hash(&state.pool, &token).await?.ok_or(ApiError::Unauthorized)?
+            }
+        };
         Ok(Self { id: user.id, created_at: user.created_at })
     }
+}
+
+/// What admission found of the caller (nothing, outside the `/api` pipeline).
+fn caller(parts: &Parts) -> Caller {
+    parts.extensions.get::<Caller>().copied().unwrap_or_default()
 }
 
 /// The client's address: Fly's `Fly-Client-IP` when present, else the peer's.

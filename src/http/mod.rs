@@ -1,11 +1,15 @@
 //! The HTTP layer: router, middleware, errors and the server loop.
 
+pub mod admission;
+pub mod body;
 pub mod budget;
 pub mod connections;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod observe;
+pub mod pipeline;
 pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
@@ -29,29 +33,19 @@ use utoipa_axum::router::OpenApiRouter;
 use self::state::AppState;
 use crate::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
-/// The OpenAPI document of every route [`router`] serves.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes(None).1
-}
-
-/// The documented routes; the `/api/*` ones behind the signature layer when `state` is given.
-fn documented_routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let mut api = OpenApiRouter::new().merge(routes::users::router()).merge(routes::backups::router());
-    if let Some(state) = state {
-        // The body is read (within limits) by the signature layer, so axum's own limit is off.
-        api = api
-            .layer(middleware::from_fn_with_state(state.clone(), signed::middleware))
-            .layer(DefaultBodyLimit::disable());
-    }
-    OpenApiRouter::with_openapi(routes::openapi::ApiDoc::openapi())
-        .merge(routes::health::router())
-        .merge(api)
-        .split_for_parts()
-}
-
 /// The public API's router with its layer stack.
 pub fn router(state: AppState) -> Router {
-    let (routes, document) = documented_routes(Some(&state));
+    // Each route module puts its groups behind the signed pipeline (see `pipeline`); admission
+    // comes first for all of them. Bodies are read by the pipeline, so axum's own limit is off.
+    let api = OpenApiRouter::new()
+        .merge(routes::users::router(&state))
+        .merge(routes::backups::router(&state))
+        .layer(middleware::from_fn_with_state(state.clone(), admission::middleware))
+        .layer(DefaultBodyLimit::disable());
+    let (routes, document) = OpenApiRouter::with_openapi(routes::openapi::ApiDoc::openapi())
+        .merge(routes::health::router())
+        .merge(api)
+        .split_for_parts();
     let document = Json(document);
     routes
         .route("/api/openapi.json", get(move || std::future::ready(document.clone())))

@@ -1,5 +1,5 @@
 //! Per-machine rate limits (the SPEC allows protective limits to be per machine): account
-//! registrations and requests per client IP, and requests per user.
+//! registrations and requests per client IP, and requests per user (by bearer token).
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use uuid::Uuid;
 
 use crate::config::Limits;
 
@@ -49,7 +48,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 pub struct RateLimits {
     register: Limiter<IpAddr>,
     per_ip: Limiter<IpAddr>,
-    per_user: Limiter<Uuid>,
+    per_token: Limiter<[u8; 32]>,
 }
 
 impl RateLimits {
@@ -58,7 +57,7 @@ impl RateLimits {
         Self {
             register: Limiter::per_minute(limits.register_per_minute),
             per_ip: Limiter::per_minute(limits.ip_per_minute),
-            per_user: Limiter::per_minute(limits.user_per_minute),
+            per_token: Limiter::per_minute(limits.user_per_minute),
         }
     }
 
@@ -72,9 +71,10 @@ impl RateLimits {
         self.per_ip.check(&ip)
     }
 
-    /// One API request by `user`.
-    pub fn request_by(&self, user: Uuid) -> Result<(), RetryAfter> {
-        self.per_user.check(&user)
+    /// One API request with the bearer token hashing to `token`: the per-user limit, counted
+    /// before the token is looked up (a token is one account's).
+    pub fn request_by(&self, token: &[u8; 32]) -> Result<(), RetryAfter> {
+        self.per_token.check(token)
     }
 }
 

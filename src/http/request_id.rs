@@ -5,6 +5,7 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument;
 
 /// The header's name.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -31,10 +32,12 @@ fn choose(header: Option<&HeaderValue>) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
-/// Middleware: settles the id, runs the request with it, and sets it on the response.
+/// Middleware: settles the id, runs the request with it (in a span carrying it, so every log
+/// line of the request names it), and sets it on the response.
 pub async fn middleware(request: Request, next: Next) -> Response {
     let id = choose(request.headers().get(&X_REQUEST_ID));
-    let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = CURRENT.scope(id.clone(), next.run(request).instrument(span)).await;
     let value = HeaderValue::from_str(&id).expect("the id is checked or generated as visible ASCII");
     response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     response

@@ -47,7 +47,7 @@ impl AppState {
         Self {
             pool,
             metrics: Arc::new(Metrics::default()),
-            budget: MemoryBudget::new(settings.limits.memory_budget_bytes),
+            budget: MemoryBudget::for_documents(settings.limits.memory_budget_bytes, settings.limits.max_backup_bytes),
             rate_limits: Arc::new(RateLimits::new(&settings.limits)),
             settings: Arc::new(settings),
             readiness_timeout: Duration::from_secs(3),

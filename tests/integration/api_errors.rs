@@ -116,14 +116,16 @@ async fn at_the_memory_budget_requests_get_503_with_retry_after() {
     let app = TestApp::spawn_with(ApiSettings { limits, ..test_settings() }).await;
     let user = app.register().await;
 
-    // A slow client declares a body of the largest size and sends none of it: its share of
-    // the budget is held while the server waits.
+    // Slow clients (each from its own address, with a valid token) declare a body of the
+    // largest size and send none of it: their shares of the budget are held while the server waits.
     let addr = app.address.trim_start_matches("http://").to_owned();
     let mut slow = Vec::new();
-    for _ in 0..2 {
+    for client in 0..2 {
         let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
         let head = format!(
-            "POST /api/backup HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "POST /api/backup HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nfly-client-ip: 203.0.113.{client}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            user.token,
             1024 * 1024
         );
         stream.write_all(head.as_bytes()).await.unwrap();
@@ -157,7 +159,11 @@ async fn a_large_body_refused_at_the_budget_still_hears_its_503() {
     let app = TestApp::spawn_with(ApiSettings { limits, ..test_settings() }).await;
     let user = app.register().await;
     let mut slow = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
-    let head = format!("POST /api/backup HTTP/1.1\r\nhost: x\r\ncontent-length: {eight_mib}\r\n\r\n");
+    let head = format!(
+        "POST /api/backup HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nfly-client-ip: 203.0.113.1\r\n\
+         content-length: {eight_mib}\r\n\r\n",
+        user.token
+    );
     slow.write_all(head.as_bytes()).await.unwrap();
     wait_for_budget_in_use(&app, eight_mib).await;
     // The answer, not a connection reset mid-send (upload_with panics on a send error). A
@@ -228,10 +234,14 @@ async fn an_internal_error_is_500_without_internals_in_the_answer() {
 async fn a_body_that_dribbles_is_cut_off_with_408_and_its_budget_returned() {
     let limits = Limits { body_timeout: Duration::from_secs(1), ..test_settings().limits };
     let app = TestApp::spawn_with(ApiSettings { limits, ..test_settings() }).await;
+    let user = app.register().await;
     let addr = app.address.trim_start_matches("http://").to_owned();
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head =
-        "POST /api/backup HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"a\"";
+    let head = format!(
+        "POST /api/backup HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\n\
+         content-length: 1000\r\n\r\n{{\"a\"",
+        user.token
+    );
     slow.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
     let mut answer = Vec::new();

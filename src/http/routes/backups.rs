@@ -13,32 +13,32 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::config::UPLOAD_COPIES;
 use crate::cursor;
-use crate::db::backups::{After, Backup, BackupMeta, NewBackup, Stored, Upload, Which};
+use crate::db::backups::{After, Backup, BackupMeta, Fetched, NewBackup, Stored, Upload, Which};
 use crate::db::{self};
 use crate::document::{self, Encoding};
-use crate::http::budget::Reservation;
+use crate::encoding::{hex, sha256};
+use crate::http::budget::{BodyLimit, Held, MemoryBudget};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{AuthUser, BearerToken};
+use crate::http::pipeline;
 use crate::http::signed::BodySha256;
 use crate::http::state::AppState;
-use crate::signature::{hex, sha256};
 
-/// The backup routes.
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(upload))
-        .routes(routes!(list))
-        .routes(routes!(latest))
-        .routes(routes!(by_id, delete))
+/// The backup routes: the upload takes a document, the others small bodies.
+pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
+    let uploads = OpenApiRouter::new().routes(routes!(upload));
+    let others = OpenApiRouter::new().routes(routes!(list)).routes(routes!(latest)).routes(routes!(by_id, delete));
+    pipeline::signed(uploads, state, BodyLimit::Document).merge(pipeline::signed(others, state, BodyLimit::Small))
 }
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
-/// JSON usually compresses 5–20×; a first decode is allowed this ratio before the full limit
-/// is reserved, so an ordinary gzip upload does not hold the whole maximum of the budget.
-const EXPECTED_GZIP_RATIO: usize = 32;
+/// A download first reads documents up to this size in the same statement that finds them;
+/// a larger one is read once its size is known and room for it is held.
+const INLINE_DOCUMENT_BYTES: usize = 256 * 1024;
+/// Tries at holding room for the latest backup, should a larger one arrive in between.
+const DOWNLOAD_TRIES: usize = 3;
 
 /// A stored backup, as listed.
 #[derive(Debug, Serialize, ToSchema)]
@@ -113,15 +113,13 @@ async fn upload(
     require_json(&headers)?;
     let encoding = content_encoding(&headers)?;
     let key = idempotency_key(&headers)?;
-    let (decoded, _held) = decode_within_budget(&state, body, encoding)?;
-    let document = document::validate(&decoded)?;
+    let decoded = state.budget.decode(&body, encoding, state.settings.limits.max_backup_bytes)?;
+    let document = document::validate(&decoded.bytes)?;
     let digest = match encoding {
         Encoding::Identity => body_sha256,
         Encoding::Gzip => sha256(document.as_bytes()),
     };
-
-    // The body is held already; the database driver's two copies are in flight too.
-    let _sending = state.budget.try_reserve((UPLOAD_COPIES - 1) * document.len()).ok_or_else(ApiError::busy)?;
+    let _storing = state.budget.hold_for_storing(document.len()).ok_or_else(ApiError::busy)?;
     let new = NewBackup {
         id: Uuid::new_v4(),
         user_id: user.id,
@@ -163,30 +161,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         value.to_str().ok().filter(|key| (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()));
     key.map(Some)
         .ok_or_else(|| ApiError::InvalidRequest("Idempotency-Key must be 1–255 visible ASCII characters".into()))
-}
-
-/// Decodes the body, holding budget for the decoded document. A gzip body first gets room for
-/// a usual compression ratio; only a document that needs more gets the whole limit.
-fn decode_within_budget(
-    state: &AppState,
-    body: Bytes,
-    encoding: Encoding,
-) -> Result<(Bytes, Option<Reservation>), ApiError> {
-    let limit = state.settings.limits.max_backup_bytes;
-    if encoding == Encoding::Identity {
-        // Already held by the body-reading layer.
-        return Ok((document::decode(body, encoding, limit)?, None));
-    }
-    let first_try = limit.min(body.len().saturating_mul(EXPECTED_GZIP_RATIO).max(64 * 1024));
-    let held = state.budget.try_reserve(first_try).ok_or_else(ApiError::busy)?;
-    match document::decode(body.clone(), encoding, first_try) {
-        Err(document::DocumentError::TooLarge { .. }) if first_try < limit => {
-            drop(held);
-            let held = state.budget.try_reserve(limit).ok_or_else(ApiError::busy)?;
-            Ok((document::decode(body, encoding, limit)?, Some(held)))
-        }
-        decoded => Ok((decoded?, Some(held))),
-    }
 }
 
 /// A page of backups.
@@ -278,8 +252,8 @@ impl<S: Send + Sync> FromRequestParts<S> for BackupId {
     security(("bearer" = [], "signature" = [], "timestamp" = []))
 )]
 async fn latest(State(state): State<AppState>, token: BearerToken, headers: HeaderMap) -> Result<Response, ApiError> {
-    let backup = fetch(&state, token, Which::Latest).await?.ok_or(ApiError::NoBackups)?;
-    document_response(&state, backup, &headers)
+    let (backup, held) = fetch(&state, token, Which::Latest).await?.ok_or(ApiError::NoBackups)?;
+    document_response(backup, held, &headers)
 }
 
 /// One backup's document, byte for byte as uploaded.
@@ -301,48 +275,49 @@ async fn by_id(
     BackupId(id): BackupId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let backup = fetch(&state, token, Which::Id(id)).await?.ok_or(ApiError::NotFound)?;
-    document_response(&state, backup, &headers)
+    let (backup, held) = fetch(&state, token, Which::Id(id)).await?.ok_or(ApiError::NotFound)?;
+    document_response(backup, held, &headers)
 }
 
-/// The token's user's backup, found with the user in one statement: 401 for an unknown token,
-/// and the request counted against the user's rate as [`AuthUser`] would.
-async fn fetch(state: &AppState, BearerToken(hash): BearerToken, which: Which) -> Result<Option<Backup>, ApiError> {
-    let (user_id, backup) = db::backups::fetch(&state.pool, &hash, which).await?.ok_or(ApiError::Unauthorized)?;
-    state.rate_limits.request_by(user_id)?;
-    Ok(backup)
-}
-
-/// A document and the budget it holds, freed together when the response body is dropped.
-struct HeldDocument {
-    document: String,
-    _held: Reservation,
-}
-
-impl AsRef<[u8]> for HeldDocument {
-    fn as_ref(&self) -> &[u8] {
-        self.document.as_bytes()
+/// The token's user's backup, found with the user in one statement (401 for an unknown
+/// token), with room held for it before its document is read: small documents come in that
+/// first statement, a larger one in a second once its size is known.
+async fn fetch(
+    state: &AppState,
+    BearerToken(hash): BearerToken,
+    which: Which,
+) -> Result<Option<(Backup, Held)>, ApiError> {
+    let mut room = INLINE_DOCUMENT_BYTES.min(state.settings.limits.max_backup_bytes);
+    for _ in 0..DOWNLOAD_TRIES {
+        let held = state.budget.hold_for_fetching(room).ok_or_else(ApiError::busy)?;
+        match db::backups::fetch(&state.pool, &hash, which, room).await?.ok_or(ApiError::Unauthorized)? {
+            None => return Ok(None),
+            Some(Fetched::Backup(backup)) => return Ok(Some((backup, held))),
+            Some(Fetched::TooLarge(meta)) => room = usize::try_from(meta.size_bytes).unwrap_or(usize::MAX),
+        }
     }
+    // The latest backup grew each time room was made for it: a busy account; try again.
+    Err(ApiError::busy())
 }
 
-fn document_response(state: &AppState, backup: Backup, request: &HeaderMap) -> Result<Response, ApiError> {
+fn document_response(backup: Backup, held: Held, request: &HeaderMap) -> Result<Response, ApiError> {
     let etag = format!("\"{}\"", hex(&backup.meta.sha256));
     let created_at = backup
         .meta
         .created_at
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| anyhow::anyhow!("formatting a timestamp: {e}"))?;
+    let id = backup.meta.id.to_string();
     let mut response = if matches_etag(request, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let held = state.budget.try_reserve(backup.document.len()).ok_or_else(ApiError::busy)?;
-        let body = Bytes::from_owner(HeldDocument { document: backup.document, _held: held });
+        let body = MemoryBudget::response_body(backup.document, held);
         ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
     };
     let headers = response.headers_mut();
     let valid = |text: &str| HeaderValue::try_from(text).expect("hex, UUIDs and RFC 3339 are valid header values");
     headers.insert(header::ETAG, valid(&etag));
-    headers.insert("x-backup-id", valid(&backup.meta.id.to_string()));
+    headers.insert("x-backup-id", valid(&id));
     headers.insert("x-backup-created-at", valid(&created_at));
     Ok(response)
 }

@@ -13,14 +13,20 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::document::{self, DocumentError};
+use crate::http::budget::BodyLimit;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{AuthUser, ClientIp};
+use crate::http::pipeline;
 use crate::http::state::AppState;
 use crate::token;
 
-/// The account routes.
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(register)).routes(routes!(me, delete_me))
+/// The account routes; their bodies are small.
+pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
+    pipeline::signed(
+        OpenApiRouter::new().routes(routes!(register)).routes(routes!(me, delete_me)),
+        state,
+        BodyLimit::Small,
+    )
 }
 
 /// A new account. The token is shown only here: keep it (the app keeps it in the Keychain).
