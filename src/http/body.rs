@@ -63,13 +63,13 @@ pub async fn middleware(
                 // body; any other is read and dropped as it comes, so it hears the 503 rather
                 // than a connection cut while it is still sending.
                 if !expects_continue(&parts) {
-                    let _ = tokio::time::timeout(limits.body_timeout, discard(body, max)).await;
+                    let _ = read(body, max, None, limits.body_timeout, Keep::Nothing).await;
                 }
                 return Err(ApiError::busy());
             }
         },
     };
-    let raw = read(body, max, declared, limits.body_timeout).await.map_err(|error| match error {
+    let raw = read(body, max, declared, limits.body_timeout, Keep::All).await.map_err(|error| match error {
         ReadError::TooLarge => ApiError::PayloadTooLarge { limit: limits.max_backup_bytes.min(max) },
         ReadError::TooSlow => ApiError::RequestTimeout,
         ReadError::Broken => ApiError::InvalidRequest("the request body could not be read".into()),
@@ -100,39 +100,47 @@ enum ReadError {
     Broken,
 }
 
-/// Reads the body into one buffer sized by its declared length (so a large upload is held
+/// What [`read`] keeps of a body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Every byte, in one buffer.
+    All,
+    /// Nothing: a refused body is read and dropped as it comes.
+    Nothing,
+}
+
+/// Reads the body (into one buffer sized by its declared length, so a large upload is held
 /// once), giving up when it is over `limit`, takes longer than `timeout`, or falls behind the
 /// minimum rate after the grace period.
-async fn read(body: Body, limit: usize, declared: Option<usize>, timeout: Duration) -> Result<Bytes, ReadError> {
+async fn read(
+    body: Body,
+    limit: usize,
+    declared: Option<usize>,
+    timeout: Duration,
+    keep: Keep,
+) -> Result<Bytes, ReadError> {
     let started = Instant::now();
-    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    let capacity = if keep == Keep::All { declared.unwrap_or(0).min(limit) } else { 0 };
+    let mut buffer = BytesMut::with_capacity(capacity);
+    let mut received = 0;
     let mut chunks = body.into_data_stream();
     loop {
         // The moment the body falls behind: GRACE, plus the time its bytes so far allow.
-        let on_schedule = GRACE + Duration::from_secs_f64(buffer.len() as f64 / MIN_BYTES_PER_SECOND as f64);
+        let on_schedule = GRACE + Duration::from_secs_f64(received as f64 / MIN_BYTES_PER_SECOND as f64);
         let deadline = started + on_schedule.min(timeout);
         match tokio::time::timeout_at(deadline.into(), chunks.next()).await {
             Err(_) => return Err(ReadError::TooSlow),
             Ok(None) => return Ok(buffer.freeze()),
             Ok(Some(Err(_))) => return Err(ReadError::Broken),
             Ok(Some(Ok(chunk))) => {
-                if buffer.len() + chunk.len() > limit {
+                received += chunk.len();
+                if received > limit {
                     return Err(ReadError::TooLarge);
                 }
-                buffer.extend_from_slice(&chunk);
+                if keep == Keep::All {
+                    buffer.extend_from_slice(&chunk);
+                }
             }
-        }
-    }
-}
-
-/// Reads up to `limit` bytes of the body, keeping none of them.
-async fn discard(body: Body, limit: usize) {
-    let mut chunks = body.into_data_stream();
-    let mut seen = 0;
-    while let Some(Ok(chunk)) = chunks.next().await {
-        seen += chunk.len();
-        if seen > limit {
-            return;
         }
     }
 }

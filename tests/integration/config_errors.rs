@@ -87,3 +87,13 @@ async fn usage_errors_exit_2_and_help_shows_the_environment_fallbacks() {
         assert!(help.stdout.contains(env), "{env} missing from --help");
     }
 }
+
+#[tokio::test]
+async fn a_budget_that_cannot_hold_one_maximal_gzip_upload_is_refused_with_the_minimum() {
+    let db = TestDb::migrated().await;
+    let env = [("DATABASE_URL", db.url.as_str()), ("APP_SIGNING_SECRET", TEST_SECRET)];
+    let outcome = binary::run(&["serve", "--memory-budget-mb", "30"], &env).await;
+    assert_clean_failure(&outcome, &["MEMORY_BUDGET_MB (30 MiB)", "needs at least 41 MiB"], &[TEST_SECRET]);
+    let too_large = binary::run(&["serve", "--max-backup-bytes", "16777217"], &env).await;
+    assert_eq!(too_large.code, 2, "documents over 16 MiB could not be dumped: {}", too_large.stderr);
+}

@@ -4,6 +4,7 @@
 mod common;
 
 mod abusive_clients;
+mod api_admission;
 mod api_backups;
 mod api_cors;
 mod api_errors;
