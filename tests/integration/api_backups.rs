@@ -338,3 +338,34 @@ async fn delete_removes_one_backup() {
     assert_eq!(bad_id.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(bad_id).await, "invalid_request");
 }
+
+#[tokio::test]
+async fn idempotency_keys_are_remembered_for_at_least_24_hours_then_swept() {
+    let app = TestApp::spawn().await;
+    let user = app.register().await;
+    for key in ["young", "old"] {
+        let first = app.upload_keyed(&user, format!(r#"{{"key": "{key}"}}"#).as_bytes(), key).send().await.unwrap();
+        assert_eq!(first.status(), StatusCode::CREATED);
+    }
+    for (key, age) in [("young", "23 hours"), ("old", "25 hours")] {
+        sqlx::query("UPDATE idempotency_keys SET created_at = now() - $2::interval WHERE user_id = $1 AND key = $3")
+            .bind(user.id)
+            .bind(age)
+            .bind(key)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    // The user's next upload sweeps expired keys.
+    app.upload_ok(&user, br#"{"next": true}"#).await;
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys WHERE user_id = $1 ORDER BY key")
+        .bind(user.id)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, ["young"], "the 25-hour-old key is swept, the 23-hour-old one kept");
+    let replay = app.upload_keyed(&user, br#"{"key": "young"}"#, "young").send().await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true", "23 hours on, a retry still replays");
+    let reused = app.upload_keyed(&user, br#"{"another": "body"}"#, "old").send().await.unwrap();
+    assert_eq!(reused.status(), StatusCode::CREATED, "an expired key is free again, not a conflict");
+}

@@ -125,15 +125,40 @@ async fn deleting_the_account_removes_every_row_and_kills_the_token() {
     app.upload_keyed(&user, br#"{"a": 2}"#, "k1").send().await.unwrap();
     app.upload_ok(&other, br#"{"b": 1}"#).await;
 
+    // Every column that can name an account, found in the catalog (so a new table cannot be
+    // forgotten here): users.id, each foreign key to it, and any other column called user_id.
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT 'users', 'id' \
+         UNION SELECT c.relname::text, a.attname::text FROM pg_constraint k \
+           JOIN pg_class c ON c.oid = k.conrelid \
+           JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey) \
+          WHERE k.contype = 'f' AND k.confrelid = 'public.users'::regclass \
+         UNION SELECT c.relname::text, a.attname::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+          WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attname = 'user_id' \
+            AND NOT a.attisdropped",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(columns.len() >= 3, "{columns:?}");
+    let rows_of = |user_id: uuid::Uuid| {
+        let (pool, columns) = (app.pool.clone(), columns.clone());
+        async move {
+            let mut counts = Vec::new();
+            for (table, column) in &columns {
+                let sql = format!("SELECT count(*) FROM public.{table} WHERE {column} = $1");
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_one(&pool).await.unwrap();
+                counts.push((format!("{table}.{column}"), n));
+            }
+            counts
+        }
+    };
+    assert!(rows_of(user.id).await.iter().all(|(_, n)| *n > 0), "the account has rows in every such table first");
+
     let response = app.authed(&user, Method::DELETE, "/api/users/me", b"").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    for table in ["users WHERE id = $1", "backups WHERE user_id = $1", "idempotency_keys WHERE user_id = $1"] {
-        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-            .bind(user.id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        assert_eq!(left, 0, "{table}");
+    for (column, left) in rows_of(user.id).await {
+        assert_eq!(left, 0, "{column}");
     }
     let after = app.authed(&user, Method::GET, "/api/users/me", b"").send().await.unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
