@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Validates fly.toml and the GitHub workflows against the public schemas kept in ../shared/schemas."""
+"""Validates fly.toml and the GitHub workflows against the public schemas kept in .ci/schemas."""
 
 import json
 import pathlib
@@ -10,7 +10,7 @@ import jsonschema
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SCHEMAS = ROOT.parent / "shared" / "schemas"
+SCHEMAS = ROOT / ".ci" / "schemas"
 
 
 def validate(document, schema_file, label):
