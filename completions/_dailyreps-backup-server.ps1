@@ -115,7 +115,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
         'dailyreps-backup-server;restore-db' {
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
-            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Replace whatever the target database holds (everything in its public schema)')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')

@@ -104,7 +104,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;restore-db'= {
             cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
-            cand --force 'Replace whatever the target database holds (everything in its public schema)'
+            cand --force 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked'
             cand --json 'Print JSON instead of a table'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'

@@ -89,7 +89,7 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l force -d 'Replace whatever the target database holds (everything in its public schema)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l force -d 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l json -d 'Print JSON instead of a table'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -s V -l version -d 'Print version'

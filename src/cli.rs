@@ -42,6 +42,11 @@ pub enum Command {
     /// --single-transaction -d "$DATABASE_URL".
     BackupDb(BackupDbArgs),
     /// Load a dump into an empty database, all or nothing, then apply newer migrations.
+    ///
+    /// Runs no SQL from the file: the schema comes from this binary's migrations at the dump's
+    /// schema version, rows only through COPY into the known tables, sequences from parsed
+    /// values; a damaged or hostile file can only fail the restore. (The psql one-liner runs
+    /// what the file holds: only feed psql a dump you made.)
     RestoreDb(RestoreDbArgs),
     /// Check a dump's integrity and manifest, without a database.
     VerifyBackup(VerifyBackupArgs),
@@ -108,7 +113,8 @@ pub struct RestoreDbArgs {
     /// The dump.
     pub file: PathBuf,
 
-    /// Replace whatever the target database holds (everything in its public schema).
+    /// Replace whatever the target database holds (everything in its public schema), in the
+    /// same transaction; it is named first, and on a terminal you are asked.
     #[arg(long)]
     pub force: bool,
 
