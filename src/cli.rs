@@ -50,6 +50,8 @@ pub enum Command {
     RestoreDb(RestoreDbArgs),
     /// Check a dump's integrity and manifest, without a database.
     VerifyBackup(VerifyBackupArgs),
+    /// List the complete backups in a bucket, newest first.
+    ListBackups(ListBackupsArgs),
     /// Read-only views of users, backups and the database, for operators.
     Inspect(InspectArgs),
     /// Delete backups (and inactive accounts) by policy, in small batches.
@@ -99,6 +101,25 @@ pub struct BackupDbArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Stream the dump up to an S3-compatible bucket instead (Tigris, S3, R2, B2), with the
+    /// standard AWS_* settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3,
+    /// AWS_REGION), e.g. s3://dailyreps-backups/db.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX", conflicts_with_all = ["output", "force"])]
+    pub to: Option<crate::remote::BucketUrl>,
+
+    /// age public keys (age1…, comma-separated) to encrypt an upload to; the machine taking
+    /// backups needs no private key.
+    #[arg(long, env = "BACKUP_AGE_RECIPIENTS", value_name = "RECIPIENTS", requires = "to")]
+    pub encrypt_to: Option<String>,
+
+    /// Upload without encryption (refused otherwise).
+    #[arg(long, requires = "to", conflicts_with = "encrypt_to")]
+    pub no_encryption: bool,
+
+    /// Do not read the uploaded object back to check its SHA-256 (its size is still checked).
+    #[arg(long, requires = "to")]
+    pub no_reread: bool,
+
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -110,8 +131,12 @@ pub struct RestoreDbArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// The dump.
-    pub file: PathBuf,
+    /// The dump: a file, or s3://BUCKET/PREFIX/latest or s3://BUCKET/PREFIX/<backup's name>.
+    pub source: crate::remote::DumpSource,
+
+    /// The age identity file that decrypts an encrypted backup (as age-keygen writes it).
+    #[arg(long, env = "BACKUP_AGE_IDENTITY_FILE", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 
     /// Replace whatever the target database holds (everything in its public schema), in the
     /// same transaction; it is named first, and on a terminal you are asked.
@@ -126,8 +151,24 @@ pub struct RestoreDbArgs {
 /// Settings of `verify-backup`.
 #[derive(Debug, Args)]
 pub struct VerifyBackupArgs {
-    /// The dump.
-    pub file: PathBuf,
+    /// The dump: a file, or s3://BUCKET/PREFIX/latest or s3://BUCKET/PREFIX/<backup's name>.
+    pub source: crate::remote::DumpSource,
+
+    /// The age identity file that decrypts an encrypted backup. Without it an encrypted
+    /// backup's stored bytes are checked against its manifest, not the dump inside.
+    #[arg(long, env = "BACKUP_AGE_IDENTITY_FILE", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of `list-backups`.
+#[derive(Debug, Args)]
+pub struct ListBackupsArgs {
+    /// Where: s3://BUCKET/PREFIX.
+    pub url: crate::remote::BucketUrl,
 
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -1,4 +1,7 @@
-//! Hex and SHA-256, as the API, the dumps and the clients write them.
+//! Hex and SHA-256, as the API, the dumps and the clients write them, and readers and writers
+//! that hash (and count) what passes through them.
+
+use std::io::{self, Read, Write};
 
 use sha2::{Digest, Sha256};
 
@@ -26,6 +29,75 @@ pub fn parse_hex(text: &str, len: usize) -> Option<Vec<u8>> {
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// A writer that counts and hashes what it passes on.
+pub struct HashingWriter<W> {
+    inner: W,
+    bytes: u64,
+    hash: Sha256,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Self { inner, bytes: 0, hash: Sha256::new() }
+    }
+
+    /// The inner writer, the bytes written and their SHA-256.
+    pub fn finish(self) -> (W, u64, [u8; 32]) {
+        (self.inner, self.bytes, self.hash.finalize().into())
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that counts and hashes what it reads, for a [`ReadDigest`] to look at later (the
+/// reader itself may end up deep inside a chain of decoders).
+pub struct HashingReader<R> {
+    inner: R,
+    seen: ReadDigest,
+}
+
+/// What a [`HashingReader`] has read so far.
+#[derive(Clone, Default)]
+pub struct ReadDigest(std::sync::Arc<std::sync::Mutex<(u64, Sha256)>>);
+
+impl ReadDigest {
+    /// The bytes read so far and their SHA-256.
+    pub fn value(&self) -> (u64, [u8; 32]) {
+        let seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (seen.0, seen.1.clone().finalize().into())
+    }
+}
+
+impl<R: Read> HashingReader<R> {
+    /// Wraps `inner`; the digest follows what is read.
+    pub fn new(inner: R) -> (Self, ReadDigest) {
+        let seen = ReadDigest::default();
+        (Self { inner, seen: seen.clone() }, seen)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut seen = self.seen.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.0 += n as u64;
+        seen.1.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 pub mod backup_db;
 pub mod completions;
 pub mod dev;
+pub mod dump_source;
 pub mod inspect;
+pub mod list_backups;
 pub mod migrate;
 pub mod prune;
 pub mod request;
@@ -28,7 +30,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(args).await,
         Command::BackupDb(args) => backup_db::run(args).await,
         Command::RestoreDb(args) => restore_db::run(args).await,
-        Command::VerifyBackup(args) => verify_backup::run(&args),
+        Command::VerifyBackup(args) => verify_backup::run(&args).await,
+        Command::ListBackups(args) => list_backups::run(&args).await,
         Command::Inspect(args) => inspect::run(args).await,
         Command::Prune(args) => prune::run(args).await,
         Command::Request(args) => request::run(args).await,

@@ -7,8 +7,6 @@
 //! parsed out of the file. The file is checked as it loads and the load commits only once every
 //! byte has checked out, so a damaged or hostile file can only fail the restore.
 
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
@@ -17,13 +15,15 @@ use sqlx::PgConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::cli::RestoreDbArgs;
+use crate::commands::dump_source::{self, Located, Raw};
 use crate::commands::{Interrupted, TableRows, connect_to};
+use crate::crypt::Identities;
 use crate::config::DatabaseUrl;
 use crate::db::dump::{self as dump_db, Contents, TABLES};
 use crate::db::{copy_binary, migrations};
 use crate::dump::reader::Event;
 use crate::dump::sequences::SequenceValue;
-use crate::dump::{self, DumpError, Header, Trailer};
+use crate::dump::{self, Header, Trailer};
 use crate::output;
 
 /// Bytes of the file's events in flight between the reader and the database, in KiB: a
@@ -39,14 +39,18 @@ struct Restored {
 
 /// Runs `restore-db`.
 pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
-    let path = args.file.display().to_string();
+    let located = Located::find(&args.source).await?;
+    let identities = dump_source::identities(args.identity.as_deref())?;
+    let path = located.label();
     // The header now; every other byte is checked while it loads, and the load commits only if
     // the whole file checked out (one pass over the file instead of two).
-    let header = File::open(&args.file)
-        .map_err(DumpError::from)
-        .and_then(dump::open)
-        .map(|reader| reader.header().clone())
-        .with_context(|| format!("{path} did not verify; nothing was restored"))?;
+    let (raw, _) = located.raw().await?;
+    let reading = identities.clone();
+    let header = tokio::task::spawn_blocking(move || -> anyhow::Result<Header> {
+        Ok(dump::open(dump_source::compressed(raw, reading.as_ref())?)?.header().clone())
+    })
+    .await?
+    .with_context(|| format!("{path} did not verify; nothing was restored"))?;
     let known = migrations::latest_known_version();
     if header.schema_version > known {
         bail!(
@@ -61,7 +65,7 @@ pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
     ));
     let pool = connect_to(&url).await?;
 
-    let restore = restore(&pool, &args, &url, &header);
+    let restore = restore(&pool, &args, &url, &header, &located, identities);
     let (trailer, replaced) = tokio::select! {
         restored = restore => restored?,
         _ = tokio::signal::ctrl_c() => {
@@ -89,6 +93,8 @@ async fn restore(
     args: &RestoreDbArgs,
     url: &DatabaseUrl,
     header: &Header,
+    located: &Located,
+    identities: Option<Arc<Identities>>,
 ) -> anyhow::Result<(Trailer, Option<Contents>)> {
     let mut tx = pool.begin().await?;
     let contents = dump_db::contents(&mut tx).await?;
@@ -102,7 +108,9 @@ async fn restore(
     let rolled_back = |error: anyhow::Error| error.context(format!("the restore was rolled back; {url} is as it was"));
     dump_db::create_schema(&mut tx, header.schema_version).await.map_err(|e| rolled_back(e.into()))?;
     let bar = output::progress(0, "rows");
-    let (trailer, loaded) = load(&mut tx, args.file.clone(), &bar).await.map_err(rolled_back)?;
+    let (raw, digest) = located.raw().await?;
+    let (trailer, loaded) = load(&mut tx, raw, identities, &located.label(), &bar).await.map_err(rolled_back)?;
+    located.check_stored(&digest).map_err(rolled_back)?;
     bar.finish_and_clear();
     let listed: LoadedRows = trailer.tables.iter().map(|t| (t.name.clone(), t.rows)).collect();
     if loaded != listed {
@@ -152,16 +160,17 @@ type LoadedRows = Vec<(String, u64)>;
 /// verified and every table of the schema has loaded, and the rows loaded.
 async fn load(
     conn: &mut PgConnection,
-    file: PathBuf,
+    raw: Raw,
+    identities: Option<Arc<Identities>>,
+    path: &str,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<(Trailer, LoadedRows)> {
-    let path = file.display().to_string();
     let (sender, mut events) = mpsc::channel::<(Event, OwnedSemaphorePermit)>(32);
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_KIB as usize));
     let progress = bar.clone();
     let runtime = tokio::runtime::Handle::current();
-    let reader = tokio::task::spawn_blocking(move || -> Result<Option<Trailer>, DumpError> {
-        let mut reader = dump::open(File::open(file)?)?;
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Trailer>> {
+        let mut reader = dump::open(dump_source::compressed(raw, identities.as_ref())?)?;
         while let Some(event) = reader.next_event()? {
             // The reader counts rows as it checks them; no need to count them again.
             progress.set_position(reader.rows_read());

@@ -1,50 +1,56 @@
-//! `verify-backup`: reads a dump through, checking every byte against its manifest.
+//! `verify-backup`: reads a dump through, checking every byte against its manifest; for a
+//! backup in a bucket, its stored bytes against the bucket's manifest too.
 
-use std::fs::File;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::cli::VerifyBackupArgs;
 use crate::commands::TableRows;
+use crate::commands::dump_source::{self, Located, Raw};
+use crate::crypt::{self, Identities};
 use crate::dump;
 use crate::output;
 
-/// The result of checking a dump (`verify-backup` and `restore-db`).
+/// The result of checking a dump.
 #[derive(Serialize)]
-pub struct Checked {
-    /// Whether it checked out.
-    pub ok: bool,
-    /// The file.
-    pub path: String,
-    /// Its tables and rows.
-    pub tables: Vec<TableRows>,
-    /// Why not, when not ok.
+struct Checked {
+    ok: bool,
+    path: String,
+    tables: Vec<TableRows>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    error: Option<String>,
 }
 
-/// Checks the dump at `path`; returns its header and trailer.
-pub fn check(path: &std::path::Path) -> Result<(dump::Header, dump::Trailer), dump::DumpError> {
-    let file = File::open(path)?;
-    dump::verify(dump::open(file)?)
+/// What was checked.
+enum Outcome {
+    /// The whole dump: every checksum, and the stored bytes where a manifest lists them.
+    Dump(dump::Header, dump::Trailer),
+    /// Only the stored bytes of an encrypted backup (no identity to open it).
+    StoredBytes,
 }
 
 /// Runs `verify-backup`.
-pub fn run(args: &VerifyBackupArgs) -> anyhow::Result<()> {
-    let path = args.file.display().to_string();
-    let result = check(&args.file);
-    let checked = match &result {
-        Ok((_, trailer)) => Checked { ok: true, path: path.clone(), tables: TableRows::of(trailer), error: None },
-        Err(error) => Checked { ok: false, path: path.clone(), tables: Vec::new(), error: Some(error.to_string()) },
+pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<()> {
+    let located = Located::find(&args.source).await?;
+    let identities = dump_source::identities(args.identity.as_deref())?;
+    let path = located.label();
+    let (raw, digest) = located.raw().await?;
+    let checked = tokio::task::spawn_blocking(move || check(raw, identities)).await?;
+    let result = checked.and_then(|outcome| located.check_stored(&digest).map(|()| outcome));
+    let report = match &result {
+        Ok(Outcome::Dump(_, trailer)) => Checked { ok: true, path: path.clone(), tables: TableRows::of(trailer), error: None },
+        Ok(Outcome::StoredBytes) => Checked { ok: true, path: path.clone(), tables: Vec::new(), error: None },
+        Err(error) => Checked { ok: false, path: path.clone(), tables: Vec::new(), error: Some(format!("{error:#}")) },
     };
     if args.json {
-        output::print_json(&checked).context("could not write the result")?;
+        output::print_json(&report).context("could not write the result")?;
     }
     match result {
-        Ok((header, _)) => {
+        Ok(Outcome::Dump(header, _)) => {
             if !args.json {
-                output::print_table(&TableRows::table(&checked.tables)).context("could not write the result")?;
+                output::print_table(&TableRows::table(&report.tables)).context("could not write the result")?;
                 output::status(&format!(
                     "{path} is intact: taken {} by version {}, schema version {}",
                     header.created_at, header.server_version, header.schema_version
@@ -52,6 +58,24 @@ pub fn run(args: &VerifyBackupArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Err(error) => bail!("{path}: {error}"),
+        Ok(Outcome::StoredBytes) => {
+            output::status(&format!(
+                "{path}: the stored bytes match its manifest; it is encrypted, so pass --identity FILE to check the dump inside"
+            ));
+            Ok(())
+        }
+        Err(error) => bail!("{path}: {error:#}"),
     }
+}
+
+/// Reads everything: the dump (decrypted when it is an age file and an identity is given), or
+/// only the stored bytes of an encrypted one without an identity.
+fn check(raw: Raw, identities: Option<Arc<Identities>>) -> anyhow::Result<Outcome> {
+    let mut buffered = std::io::BufReader::new(raw);
+    if crypt::peek(&mut buffered)? && identities.is_none() {
+        std::io::copy(&mut buffered, &mut std::io::sink())?;
+        return Ok(Outcome::StoredBytes);
+    }
+    let (header, trailer) = dump::verify(dump::open(dump_source::compressed(Box::new(buffered), identities.as_ref())?)?)?;
+    Ok(Outcome::Dump(header, trailer))
 }

@@ -26,6 +26,7 @@
 //! compressed bytes.
 
 pub mod checksum;
+pub mod naming;
 pub mod reader;
 pub mod sequences;
 pub mod writer;

@@ -1,0 +1,91 @@
+//! Finding and opening a dump to read (`verify-backup`, `restore-db`): a local file or a
+//! backup in a bucket, decrypted on the way when it is an age file.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::crypt::{self, Identities, MaybeDecrypted};
+use crate::encoding::{HashingReader, ReadDigest, hex};
+use crate::remote::catalog::Manifest;
+use crate::remote::{Bucket, DumpSource, Source};
+
+/// A dump found.
+pub enum Located {
+    /// A local file.
+    File(PathBuf),
+    /// A complete backup in a bucket, with its manifest.
+    Bucket(Bucket, Box<Manifest>),
+}
+
+/// The stored bytes of a dump, for a blocking thread to read.
+pub type Raw = Box<dyn Read + Send>;
+
+impl Located {
+    /// Finds what `source` names: for a bucket, the newest complete backup or the named one
+    /// (which must be complete, i.e. have its manifest).
+    pub async fn find(source: &DumpSource) -> anyhow::Result<Self> {
+        let source = match source {
+            DumpSource::File(path) => return Ok(Self::File(path.clone())),
+            DumpSource::Bucket(source) => source,
+        };
+        let bucket = Bucket::from_env(source.bucket())?;
+        let complete = bucket.complete().await?;
+        let found = match source {
+            Source::Latest(url) => complete.into_iter().next().ok_or_else(|| anyhow!("{url} holds no complete backup"))?,
+            Source::Named(_, name) => complete.into_iter().find(|listed| listed.manifest.data == *name).ok_or_else(|| {
+                anyhow!("{} is not a complete backup (no manifest names it)", bucket.describe(name))
+            })?,
+        };
+        Ok(Self::Bucket(bucket, Box::new(found.manifest)))
+    }
+
+    /// The file's path or the data's s3:// URL.
+    pub fn label(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Bucket(bucket, manifest) => bucket.describe(&manifest.data),
+        }
+    }
+
+    /// The stored bytes, from the start, and what has been read of them.
+    pub async fn raw(&self) -> anyhow::Result<(Raw, ReadDigest)> {
+        let raw: Raw = match self {
+            Self::File(path) => Box::new(File::open(path).with_context(|| format!("could not open {}", path.display()))?),
+            Self::Bucket(bucket, manifest) => Box::new(bucket.open(&manifest.data).await?),
+        };
+        let (hashing, digest) = HashingReader::new(raw);
+        Ok((Box::new(hashing), digest))
+    }
+
+    /// Checks what was read against the bucket's manifest (a file has none to check against).
+    pub fn check_stored(&self, digest: &ReadDigest) -> anyhow::Result<()> {
+        if let Self::Bucket(_, manifest) = self {
+            let (bytes, sha256) = digest.value();
+            if bytes != manifest.bytes || hex(&sha256) != manifest.sha256 {
+                bail!("{}: the stored bytes differ from its manifest's size and SHA-256", self.label());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The dump's compressed bytes: `raw` as it is, or decrypted when it is an age file (which
+/// needs `identities`). For a blocking thread: it reads.
+pub fn compressed(raw: Raw, identities: Option<&Arc<Identities>>) -> anyhow::Result<Raw> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, raw);
+    if !crypt::peek(&mut buffered)? {
+        return Ok(Box::new(MaybeDecrypted::Plain(buffered)));
+    }
+    let identities = identities
+        .ok_or_else(|| anyhow!("the dump is encrypted: pass --identity FILE (or set BACKUP_AGE_IDENTITY_FILE)"))?;
+    Ok(Box::new(MaybeDecrypted::Age(Box::new(identities.decrypt(buffered)?))))
+}
+
+/// Reads the identity file, if one is given.
+pub fn identities(path: Option<&std::path::Path>) -> anyhow::Result<Option<Arc<Identities>>> {
+    Ok(path.map(Identities::from_file).transpose()?.map(Arc::new))
+}

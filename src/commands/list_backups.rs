@@ -1,0 +1,63 @@
+//! `list-backups s3://BUCKET/PREFIX`: the complete backups (those with a manifest), newest first.
+
+use anyhow::Context;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::cli::ListBackupsArgs;
+use crate::output;
+use crate::remote::Bucket;
+
+#[derive(Serialize)]
+struct Listing {
+    backups: Vec<Entry>,
+}
+
+#[derive(Serialize)]
+struct Entry {
+    key: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    bytes: u64,
+    schema_version: i64,
+    encrypted: bool,
+}
+
+/// Runs `list-backups`.
+pub async fn run(args: &ListBackupsArgs) -> anyhow::Result<()> {
+    let bucket = Bucket::from_env(&args.url)?;
+    let backups: Vec<Entry> = bucket
+        .complete()
+        .await?
+        .into_iter()
+        .map(|listed| Entry {
+            key: bucket.url.key(&listed.manifest.data),
+            created_at: listed.manifest.created_at,
+            bytes: listed.manifest.bytes,
+            schema_version: listed.manifest.schema_version,
+            encrypted: listed.manifest.encrypted,
+        })
+        .collect();
+    if args.json {
+        return output::print_json(&Listing { backups }).context("could not write the list");
+    }
+    if backups.is_empty() {
+        output::status(&format!("{} holds no complete backup", args.url));
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut table = output::table(["Taken (UTC)", "Age", "Size", "Schema", "Encrypted", "Key"]);
+    for entry in &backups {
+        table.add_row([
+            output::rfc3339(entry.created_at),
+            output::ago(entry.created_at, now),
+            output::bytes(i64::try_from(entry.bytes).unwrap_or(i64::MAX)),
+            entry.schema_version.to_string(),
+            if entry.encrypted { "yes" } else { "no" }.to_owned(),
+            entry.key.clone(),
+        ]);
+    }
+    output::print_table(&table).context("could not write the list")?;
+    output::status(&format!("{} complete backups in {}", backups.len(), args.url));
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! age encryption of the dumps sent off-site, to X25519 public keys: the machine that takes
+//! backups holds only recipients and cannot read what it wrote; restoring needs an identity
+//! file, which never goes to Fly. The output is a standard age file (`age -d` reads it).
+
+use std::io::{self, BufRead, Read, Write};
+use std::str::FromStr;
+
+use age::stream::{StreamReader, StreamWriter};
+
+/// The first line of every age file.
+const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
+
+/// Why a key or an age file cannot be used. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptError {
+    /// A recipient is not an `age1…` public key.
+    #[error("recipient #{0} is not an age X25519 public key (age1…; `age-keygen -y key.txt` prints one)")]
+    BadRecipient(usize),
+    /// No recipient was given.
+    #[error("no recipient: set BACKUP_AGE_RECIPIENTS or --encrypt-to to one or more age1… public keys")]
+    NoRecipients,
+    /// The identity file cannot be read or holds no usable identity.
+    #[error("the identity file {path} cannot be used: {reason}")]
+    BadIdentity {
+        /// The file.
+        path: String,
+        /// Why (never its contents).
+        reason: String,
+    },
+    /// None of the identities opens the file, or the file is not a whole age file.
+    #[error("cannot decrypt: {0}")]
+    Decrypt(String),
+    /// Writing failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The public keys a dump is encrypted to (any one of their identities opens it).
+#[derive(Debug, Clone)]
+pub struct Recipients(Vec<age::x25519::Recipient>);
+
+impl Recipients {
+    /// Comma-separated `age1…` keys, as `BACKUP_AGE_RECIPIENTS` holds them.
+    pub fn parse(text: &str) -> Result<Self, CryptError> {
+        let keys: Vec<&str> = text.split(',').map(str::trim).filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() {
+            return Err(CryptError::NoRecipients);
+        }
+        keys.iter()
+            .enumerate()
+            .map(|(n, key)| age::x25519::Recipient::from_str(key).map_err(|_| CryptError::BadRecipient(n + 1)))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true: parsing refuses an empty list.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Encrypts everything written to the returned writer into `output`; call `finish` on it.
+    pub fn encrypt<W: Write>(&self, output: W) -> Result<StreamWriter<W>, CryptError> {
+        let recipients = self.0.iter().map(|r| r as &dyn age::Recipient);
+        let encryptor = age::Encryptor::with_recipients(recipients).map_err(|e| CryptError::Decrypt(e.to_string()))?;
+        Ok(encryptor.wrap_output(output)?)
+    }
+}
+
+/// Private keys read from an identity file (as `age-keygen` writes it).
+pub struct Identities(Vec<Box<dyn age::Identity + Send + Sync>>);
+
+impl Identities {
+    /// Reads an identity file; errors name the file, never what is in it.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, CryptError> {
+        let bad = |reason: String| CryptError::BadIdentity { path: path.display().to_string(), reason };
+        let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let identities = age::IdentityFile::from_buffer(io::BufReader::new(file))
+            .map_err(|_| bad("it is not an age identity file".into()))?
+            .into_identities()
+            .map_err(|_| bad("it holds an identity this tool cannot use".into()))?;
+        if identities.is_empty() {
+            return Err(bad("it holds no identity".into()));
+        }
+        Ok(Self(identities))
+    }
+
+    /// Decrypts an age file as it is read.
+    pub fn decrypt<R: BufRead>(&self, input: R) -> Result<StreamReader<R>, CryptError> {
+        let decryptor = age::Decryptor::new_buffered(input).map_err(|e| CryptError::Decrypt(e.to_string()))?;
+        decryptor.decrypt(self.0.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => {
+                CryptError::Decrypt("none of the identities in the file is one it was encrypted to".into())
+            }
+            other => CryptError::Decrypt(other.to_string()),
+        })
+    }
+}
+
+/// Whether `start` (a file's first bytes) is the start of an age file.
+pub fn is_age(start: &[u8]) -> bool {
+    start.starts_with(AGE_MAGIC)
+}
+
+/// Reads a file's first bytes without losing them.
+pub fn peek<R: BufRead>(input: &mut R) -> io::Result<bool> {
+    Ok(is_age(input.fill_buf()?))
+}
+
+/// An age-decrypting reader, or the input as it is.
+pub enum MaybeDecrypted<R: BufRead> {
+    /// Encrypted.
+    Age(Box<StreamReader<R>>),
+    /// Plain.
+    Plain(R),
+}
+
+impl<R: BufRead> Read for MaybeDecrypted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Age(reader) => reader.read(buf),
+            Self::Plain(reader) => reader.read(buf),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_one_key_encrypts_only_its_identity_opens() {
+        let (mine, theirs) = (age::x25519::Identity::generate(), age::x25519::Identity::generate());
+        let recipients = Recipients::parse(&format!(" {} ,", mine.to_public())).unwrap();
+        let mut writer = recipients.encrypt(Vec::new()).unwrap();
+        writer.write_all(b"the dump").unwrap();
+        let encrypted = writer.finish().unwrap();
+        assert!(is_age(&encrypted));
+        assert!(!encrypted.windows(8).any(|w| w == b"the dump"));
+
+        let identities = Identities(vec![Box::new(mine)]);
+        let mut plain = Vec::new();
+        identities.decrypt(encrypted.as_slice()).unwrap().read_to_end(&mut plain).unwrap();
+        assert_eq!(plain, b"the dump");
+        let others = Identities(vec![Box::new(theirs)]);
+        assert!(matches!(others.decrypt(encrypted.as_slice()), Err(CryptError::Decrypt(m)) if m.contains("none of")));
+        let mut cut = Vec::new();
+        let truncated = identities.decrypt(&encrypted[..encrypted.len() - 5]).unwrap().read_to_end(&mut cut);
+        assert!(truncated.is_err(), "age authenticates every chunk, the last one too");
+    }
+
+    #[test]
+    fn recipients_must_be_public_keys() {
+        assert!(matches!(Recipients::parse(""), Err(CryptError::NoRecipients)));
+        let secret = age::x25519::Identity::generate();
+        let error = Recipients::parse(&format!("{},AGE-SECRET-KEY-1X", secret.to_public())).unwrap_err();
+        assert_eq!(error.to_string().split(' ').take(2).collect::<Vec<_>>(), ["recipient", "#2"]);
+        assert!(!error.to_string().contains("AGE-SECRET"), "never repeats what was given");
+    }
+}

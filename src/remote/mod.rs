@@ -1,0 +1,107 @@
+//! Off-site copies of dumps in an S3-compatible bucket (Tigris as `fly storage create` makes
+//! it, AWS S3, R2, B2), through the `object_store` crate. No database, no terminal.
+//!
+//! A backup in a bucket is two objects under the prefix: the data
+//! (`dailyreps-<time>.sql.zst`, `.sql.zst.age` when encrypted), streamed up as a multipart
+//! upload, and its manifest (`dailyreps-<time>.manifest.json`), written last with a
+//! conditional create once the data is checked. Data without a manifest is not a backup.
+//! While an upload runs, `dailyreps-<time>.upload.json` records its id, so a later run can
+//! abort what a killed one left.
+
+pub mod catalog;
+pub mod download;
+pub mod location;
+pub mod upload;
+
+use std::sync::Arc;
+
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
+use object_store::path::Path;
+
+pub use self::location::{BucketUrl, DumpSource, Source};
+
+/// Why the bucket cannot be used. Names the bucket and endpoint, never a key.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The settings do not make a usable client.
+    #[error("cannot use bucket {bucket} at {endpoint}: {reason}")]
+    Config {
+        /// The bucket.
+        bucket: String,
+        /// Where it is.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// A request to the bucket failed.
+    #[error("{what} in bucket {bucket} at {endpoint} failed: {source}")]
+    Request {
+        /// What was being done.
+        what: String,
+        /// The bucket.
+        bucket: String,
+        /// Where it is.
+        endpoint: String,
+        /// The store's error.
+        source: Box<object_store::Error>,
+    },
+    /// An object is not what this tool writes.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A bucket and prefix, connected.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    store: Arc<AmazonS3>,
+    /// Where.
+    pub url: BucketUrl,
+    endpoint: String,
+}
+
+impl Bucket {
+    /// A client for `url` from the standard AWS settings in the environment (as `fly storage
+    /// create` sets them: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL_S3`,
+    /// `AWS_REGION`).
+    pub fn from_env(url: &BucketUrl) -> Result<Self, RemoteError> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&url.bucket)
+            // S3's `If-None-Match: *`: the manifest is created once, never overwritten.
+            .with_conditional_put(S3ConditionalPut::ETagMatch);
+        let endpoint = builder.get_config_value(&AmazonS3ConfigKey::S3Endpoint).or_else(|| {
+            builder.get_config_value(&AmazonS3ConfigKey::Endpoint)
+        });
+        if let Some(endpoint) = &endpoint {
+            builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+            // Path-style requests work with every S3-compatible service.
+            builder = builder.with_virtual_hosted_style_request(false);
+        }
+        let endpoint = endpoint.unwrap_or_else(|| "AWS S3".to_owned());
+        let store = builder.build().map_err(|e| RemoteError::Config {
+            bucket: url.bucket.clone(),
+            endpoint: endpoint.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { store: Arc::new(store), url: url.clone(), endpoint })
+    }
+
+    /// The error for `what` failing with `source`.
+    fn failed(&self, what: impl Into<String>, source: object_store::Error) -> RemoteError {
+        RemoteError::Request {
+            what: what.into(),
+            bucket: self.url.bucket.clone(),
+            endpoint: self.endpoint.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// The object named `name` under the prefix.
+    pub fn path(&self, name: &str) -> Path {
+        Path::from(self.url.key(name))
+    }
+
+    /// `s3://BUCKET/KEY` of `name`, for people.
+    pub fn describe(&self, name: &str) -> String {
+        self.url.key_url(name)
+    }
+}

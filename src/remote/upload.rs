@@ -1,0 +1,127 @@
+//! Streaming a dump up as a multipart upload while it is written: a blocking writer cuts parts
+//! and hands them over a small queue to an async task that sends each, retrying transient
+//! failures. Memory is a few parts, whatever the dump's size.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::{ObjectStoreExt, PutPayload};
+use tokio::sync::mpsc;
+
+use super::{Bucket, RemoteError};
+
+/// Bytes per part: above S3's 5 MiB minimum, and the same for every part but the last (R2
+/// requires that).
+pub const PART_BYTES: usize = 8 * 1024 * 1024;
+/// Parts waiting for the uploader (with the one being filled and the one being sent: memory).
+const PARTS_QUEUED: usize = 1;
+/// Tries per part, with a doubling pause from one second between them.
+const TRIES: u32 = 4;
+
+/// A multipart upload in progress.
+pub struct Upload {
+    /// The data object's name under the prefix.
+    pub name: String,
+    /// The upload's id, as the store gave it.
+    pub id: String,
+}
+
+/// The blocking side: everything written goes into parts.
+pub struct PartWriter {
+    part: Vec<u8>,
+    parts: mpsc::Sender<Bytes>,
+    sent: usize,
+}
+
+impl PartWriter {
+    /// Ends the data: sends what is left as the last part.
+    pub fn finish(mut self) -> io::Result<()> {
+        if !self.part.is_empty() || self.sent == 0 {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let part = Bytes::from(std::mem::replace(&mut self.part, Vec::with_capacity(PART_BYTES)));
+        self.parts.blocking_send(part).map_err(|_| io::Error::other("the upload stopped"))?;
+        self.sent += 1;
+        Ok(())
+    }
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = PART_BYTES - self.part.len();
+        let taken = room.min(buf.len());
+        self.part.extend_from_slice(&buf[..taken]);
+        if self.part.len() == PART_BYTES {
+            self.send()?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Bucket {
+    /// Starts a multipart upload of `name`.
+    pub async fn start_upload(&self, name: &str) -> Result<Upload, RemoteError> {
+        let id = self.store.create_multipart(&self.path(name)).await;
+        let id = id.map_err(|e| self.failed(format!("starting the upload of {name}"), e))?;
+        Ok(Upload { name: name.to_owned(), id })
+    }
+
+    /// A writer whose parts [`Self::send_parts`] uploads.
+    pub fn part_writer() -> (PartWriter, mpsc::Receiver<Bytes>) {
+        let (parts, receiver) = mpsc::channel(PARTS_QUEUED);
+        (PartWriter { part: Vec::with_capacity(PART_BYTES), parts, sent: 0 }, receiver)
+    }
+
+    /// Sends every part as it arrives, then completes the upload.
+    pub async fn send_parts(&self, upload: &Upload, mut parts: mpsc::Receiver<Bytes>) -> Result<(), RemoteError> {
+        let path = self.path(&upload.name);
+        let mut done: Vec<PartId> = Vec::new();
+        while let Some(part) = parts.recv().await {
+            let index = done.len();
+            let mut pause = Duration::from_secs(1);
+            let mut tries = 0;
+            let sent = loop {
+                tries += 1;
+                match self.store.put_part(&path, &upload.id, index, PutPayload::from(part.clone())).await {
+                    Ok(sent) => break sent,
+                    Err(error) if tries < TRIES => {
+                        tracing::warn!(part = index + 1, error = %error, "a part failed; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                    Err(error) => return Err(self.failed(format!("uploading part {} of {}", index + 1, upload.name), error)),
+                }
+            };
+            done.push(sent);
+        }
+        self.store
+            .complete_multipart(&path, &upload.id, done)
+            .await
+            .map(drop)
+            .map_err(|e| self.failed(format!("completing the upload of {}", upload.name), e))
+    }
+
+    /// Aborts an upload, so no part of it is kept (or billed).
+    pub async fn abort(&self, upload: &Upload) -> Result<(), RemoteError> {
+        self.store
+            .abort_multipart(&self.path(&upload.name), &upload.id)
+            .await
+            .map_err(|e| self.failed(format!("aborting the upload of {}", upload.name), e))
+    }
+
+    /// The stored size of `name`.
+    pub async fn size(&self, name: &str) -> Result<u64, RemoteError> {
+        let meta = self.store.head(&self.path(name)).await;
+        meta.map(|meta| meta.size).map_err(|e| self.failed(format!("looking at {name}"), e))
+    }
+}
