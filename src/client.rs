@@ -48,6 +48,13 @@ pub struct Call<'a> {
     pub headers: HeaderMap,
 }
 
+/// Makes ring the TLS crypto provider of every HTTP client in the process (reqwest is built
+/// without a default one; ring is the one sqlx uses too). Installing twice is harmless: the
+/// first one stays.
+pub fn use_ring_for_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl ApiClient {
     /// A client for `base` (e.g. `https://dailyreps-backup-server.fly.dev`), signing with `secret`.
     pub fn new(base: &str, secret: &[u8], timeout: Duration) -> Result<Self, ClientError> {
@@ -55,9 +62,7 @@ impl ApiClient {
         if !(base.starts_with("http://") || base.starts_with("https://")) || reqwest::Url::parse(base).is_err() {
             return Err(ClientError::BadUrl(base.to_owned()));
         }
-        // reqwest is built without a default crypto provider; ring is the one sqlx uses too.
-        // Installing twice is harmless: the first one stays.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        use_ring_for_tls();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("dailyreps-backup-server/", env!("CARGO_PKG_VERSION")))

@@ -35,10 +35,13 @@ impl Located {
         let bucket = Bucket::from_env(source.bucket())?;
         let complete = bucket.complete().await?;
         let found = match source {
-            Source::Latest(url) => complete.into_iter().next().ok_or_else(|| anyhow!("{url} holds no complete backup"))?,
-            Source::Named(_, name) => complete.into_iter().find(|listed| listed.manifest.data == *name).ok_or_else(|| {
-                anyhow!("{} is not a complete backup (no manifest names it)", bucket.describe(name))
-            })?,
+            Source::Latest(url) => {
+                complete.into_iter().next().ok_or_else(|| anyhow!("{url} holds no complete backup"))?
+            }
+            Source::Named(_, name) => complete
+                .into_iter()
+                .find(|listed| listed.manifest.data == *name)
+                .ok_or_else(|| anyhow!("{} is not a complete backup (no manifest names it)", bucket.describe(name)))?,
         };
         Ok(Self::Bucket(bucket, Box::new(found.manifest)))
     }
@@ -54,7 +57,9 @@ impl Located {
     /// The stored bytes, from the start, and what has been read of them.
     pub async fn raw(&self) -> anyhow::Result<(Raw, ReadDigest)> {
         let raw: Raw = match self {
-            Self::File(path) => Box::new(File::open(path).with_context(|| format!("could not open {}", path.display()))?),
+            Self::File(path) => {
+                Box::new(File::open(path).with_context(|| format!("could not open {}", path.display()))?)
+            }
             Self::Bucket(bucket, manifest) => Box::new(bucket.open(&manifest.data).await?),
         };
         let (hashing, digest) = HashingReader::new(raw);

@@ -40,7 +40,9 @@ pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<()> {
     let checked = tokio::task::spawn_blocking(move || check(raw, identities)).await?;
     let result = checked.and_then(|outcome| located.check_stored(&digest).map(|()| outcome));
     let report = match &result {
-        Ok(Outcome::Dump(_, trailer)) => Checked { ok: true, path: path.clone(), tables: TableRows::of(trailer), error: None },
+        Ok(Outcome::Dump(_, trailer)) => {
+            Checked { ok: true, path: path.clone(), tables: TableRows::of(trailer), error: None }
+        }
         Ok(Outcome::StoredBytes) => Checked { ok: true, path: path.clone(), tables: Vec::new(), error: None },
         Err(error) => Checked { ok: false, path: path.clone(), tables: Vec::new(), error: Some(format!("{error:#}")) },
     };
@@ -76,6 +78,7 @@ fn check(raw: Raw, identities: Option<Arc<Identities>>) -> anyhow::Result<Outcom
         std::io::copy(&mut buffered, &mut std::io::sink())?;
         return Ok(Outcome::StoredBytes);
     }
-    let (header, trailer) = dump::verify(dump::open(dump_source::compressed(Box::new(buffered), identities.as_ref())?)?)?;
+    let (header, trailer) =
+        dump::verify(dump::open(dump_source::compressed(Box::new(buffered), identities.as_ref())?)?)?;
     Ok(Outcome::Dump(header, trailer))
 }

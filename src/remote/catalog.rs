@@ -136,10 +136,13 @@ impl Bucket {
     /// Reads and checks one manifest.
     pub async fn manifest(&self, name: &str) -> Result<Manifest, RemoteError> {
         let bytes = self.small_object(name).await?;
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| RemoteError::Invalid(format!("{} is not a manifest of this tool: {e}", self.describe(name))))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+            RemoteError::Invalid(format!("{} is not a manifest of this tool: {e}", self.describe(name)))
+        })?;
         let stem = name.trim_end_matches(MANIFEST_SUFFIX);
-        if manifest.format_version > MANIFEST_FORMAT || !is_data_name(&manifest.data) || !manifest.data.starts_with(stem)
+        if manifest.format_version > MANIFEST_FORMAT
+            || !is_data_name(&manifest.data)
+            || !manifest.data.starts_with(stem)
         {
             return Err(RemoteError::Invalid(format!("{} names no data of its own", self.describe(name))));
         }

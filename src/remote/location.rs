@@ -73,7 +73,8 @@ impl FromStr for Source {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (parent, last) = s.trim_end_matches('/').rsplit_once('/').ok_or_else(|| format!("`{s}` is not an s3:// URL"))?;
+        let (parent, last) =
+            s.trim_end_matches('/').rsplit_once('/').ok_or_else(|| format!("`{s}` is not an s3:// URL"))?;
         let url: BucketUrl = parent.parse()?;
         if parent == "s3:/" {
             return Err(format!("`{s}` names no object: end it with /latest or a backup's name"));

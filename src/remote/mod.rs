@@ -14,7 +14,9 @@ pub mod location;
 pub mod upload;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use object_store::RetryConfig;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::path::Path;
 
@@ -64,20 +66,24 @@ impl Bucket {
     /// create` sets them: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL_S3`,
     /// `AWS_REGION`).
     pub fn from_env(url: &BucketUrl) -> Result<Self, RemoteError> {
+        crate::client::use_ring_for_tls();
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&url.bucket)
             // S3's `If-None-Match: *`: the manifest is created once, never overwritten.
             .with_conditional_put(S3ConditionalPut::ETagMatch);
-        let endpoint = builder.get_config_value(&AmazonS3ConfigKey::S3Endpoint).or_else(|| {
-            builder.get_config_value(&AmazonS3ConfigKey::Endpoint)
-        });
+        let endpoint = builder
+            .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+            .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
         if let Some(endpoint) = &endpoint {
             builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
             // Path-style requests work with every S3-compatible service.
             builder = builder.with_virtual_hosted_style_request(false);
         }
         let endpoint = endpoint.unwrap_or_else(|| "AWS S3".to_owned());
-        let store = builder.build().map_err(|e| RemoteError::Config {
+        // Transient failures (5xx, a dropped connection) are retried with backoff, but a bucket
+        // that does not answer fails within half a minute instead of object_store's three.
+        let retry = RetryConfig { max_retries: 4, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() };
+        let store = builder.with_retry(retry).build().map_err(|e| RemoteError::Config {
             bucket: url.bucket.clone(),
             endpoint: endpoint.clone(),
             reason: e.to_string(),

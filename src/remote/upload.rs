@@ -3,7 +3,6 @@
 //! failures. Memory is a few parts, whatever the dump's size.
 
 use std::io::{self, Write};
-use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::multipart::{MultipartStore, PartId};
@@ -17,10 +16,9 @@ use super::{Bucket, RemoteError};
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
 /// Parts waiting for the uploader (with the one being filled and the one being sent: memory).
 const PARTS_QUEUED: usize = 1;
-/// Tries per part, with a doubling pause from one second between them.
-const TRIES: u32 = 4;
 
 /// A multipart upload in progress.
+#[derive(Debug, Clone)]
 pub struct Upload {
     /// The data object's name under the prefix.
     pub name: String,
@@ -88,21 +86,9 @@ impl Bucket {
         let mut done: Vec<PartId> = Vec::new();
         while let Some(part) = parts.recv().await {
             let index = done.len();
-            let mut pause = Duration::from_secs(1);
-            let mut tries = 0;
-            let sent = loop {
-                tries += 1;
-                match self.store.put_part(&path, &upload.id, index, PutPayload::from(part.clone())).await {
-                    Ok(sent) => break sent,
-                    Err(error) if tries < TRIES => {
-                        tracing::warn!(part = index + 1, error = %error, "a part failed; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause *= 2;
-                    }
-                    Err(error) => return Err(self.failed(format!("uploading part {} of {}", index + 1, upload.name), error)),
-                }
-            };
-            done.push(sent);
+            // The store retries transient failures itself (see `Bucket::from_env`).
+            let sent = self.store.put_part(&path, &upload.id, index, PutPayload::from(part)).await;
+            done.push(sent.map_err(|e| self.failed(format!("uploading part {} of {}", index + 1, upload.name), e))?);
         }
         self.store
             .complete_multipart(&path, &upload.id, done)

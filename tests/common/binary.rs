@@ -7,8 +7,24 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, Command};
 
 /// Settings that must not leak in from the developer's environment.
-const SCRUBBED: &[&str] =
-    &["DATABASE_URL", "APP_SIGNING_SECRET", "PORT", "METRICS_BIND", "LOG_FORMAT", "RUST_LOG", "DEV_DATA_DIR"];
+const SCRUBBED: &[&str] = &[
+    "DATABASE_URL",
+    "APP_SIGNING_SECRET",
+    "PORT",
+    "METRICS_BIND",
+    "LOG_FORMAT",
+    "RUST_LOG",
+    "DEV_DATA_DIR",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "BACKUP_AGE_RECIPIENTS",
+    "BACKUP_AGE_IDENTITY_FILE",
+];
 
 /// The binary with a clean environment.
 pub fn command() -> Command {

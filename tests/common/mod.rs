@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod binary;
+pub mod s3;
 
 use std::net::SocketAddr;
 use std::sync::Once;

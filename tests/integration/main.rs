@@ -23,6 +23,7 @@ mod health;
 mod inspect;
 mod metrics;
 mod migrate;
+mod offsite;
 mod prune;
 mod readiness;
 mod request_helper;

@@ -18,7 +18,9 @@ use crate::remote::{Bucket, BucketUrl};
 /// Dumps into the bucket.
 pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary> {
     if args.keep.is_some() {
-        return Err(UsageError("--keep rotates a folder; a bucket's retention is --keep-daily and the like".into()).into());
+        return Err(
+            UsageError("--keep rotates a folder; a bucket's retention is --keep-daily and the like".into()).into()
+        );
     }
     let recipients = match (args.no_encryption, &args.encrypt_to) {
         (true, _) => None,
@@ -98,7 +100,8 @@ async fn send(
     recipients: Option<Recipients>,
 ) -> anyhow::Result<Stored> {
     let (parts, queue) = Bucket::part_writer();
-    let interrupted = format!("interrupted: aborted the upload of {}; no backup was written", bucket.describe(&upload.name));
+    let interrupted =
+        format!("interrupted: aborted the upload of {}; no backup was written", bucket.describe(&upload.name));
     let dump = take(pool, now, interrupted, move |header, pieces, bar| {
         let sink = HashingWriter::new(parts);
         let (trailer, sink) = match recipients {
@@ -112,9 +115,11 @@ async fn send(
         parts.finish()?;
         Ok((trailer, (bytes, sha256)))
     });
-    let sending = bucket.send_parts(upload, queue);
+    let (sender, sending) = (bucket.clone(), upload.clone());
+    let sending = tokio::spawn(async move { sender.send_parts(&sending, queue).await });
     // Both must succeed; whichever fails first explains it (a failed part stops the writer).
-    let (taken, sent) = tokio::join!(dump, sending);
+    let taken = dump.await;
+    let sent = sending.await.map_err(|e| anyhow::anyhow!("the upload task crashed: {e}"))?;
     let taken = match (taken, sent) {
         (Ok(taken), Ok(())) => taken,
         (Err(error), _) if error.is::<crate::commands::Interrupted>() => return Err(error),
@@ -127,7 +132,13 @@ async fn send(
 
 /// Checks the stored object's size and, unless told not to, reads it back and compares its
 /// SHA-256 with what was sent.
-async fn check_stored(bucket: &Bucket, name: &str, bytes: u64, sha256: &[u8; 32], no_reread: bool) -> anyhow::Result<()> {
+async fn check_stored(
+    bucket: &Bucket,
+    name: &str,
+    bytes: u64,
+    sha256: &[u8; 32],
+    no_reread: bool,
+) -> anyhow::Result<()> {
     let stored = bucket.size(name).await?;
     if stored != bytes {
         bail!("{} holds {stored} bytes where {bytes} were sent", bucket.describe(name));

@@ -106,13 +106,15 @@ async fn take<T: Send + 'static>(
     let (sender, receiver) = mpsc::channel(PIECES_IN_FLIGHT);
     let bar = output::progress(u64::try_from(estimated).unwrap_or(0).max(1), "rows");
     let (writer_header, writer_bar) = (header.clone(), bar.clone());
-    let writer = std::thread::spawn(move || write(writer_header, receiver, writer_bar));
+    // A blocking thread, awaited rather than joined: the task waiting for it may also be the
+    // one draining what it writes (a bucket's parts).
+    let writer = tokio::task::spawn_blocking(move || write(writer_header, receiver, writer_bar));
     let streamed = tokio::select! {
         streamed = stream(&mut snapshot, schema, &sender, &bar) => streamed,
         _ = tokio::signal::ctrl_c() => Err(Interrupted(interrupted).into()),
     };
     drop(sender);
-    let written = writer.join().map_err(|_| anyhow::anyhow!("the dump writer crashed"))?;
+    let written = writer.await.map_err(|_| anyhow::anyhow!("the dump writer crashed"))?;
     bar.finish_and_clear();
     let (trailer, written) = streamed.and_then(|()| written.context("could not write the dump"))?;
     snapshot.finish().await?;

@@ -1,0 +1,240 @@
+//! `backup-db --to`, `list-backups`, and `verify-backup` / `restore-db` from a bucket, against a
+//! real S3-compatible server (moto): encrypted round trips, the manifest written last,
+//! interrupted and killed uploads, and the errors an operator sees.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::backup_db::{app_url, fingerprint, populated_app};
+use crate::common::s3::{SECRET_KEY, TestBucket};
+use crate::common::{TestDb, binary, scratch_dir, wait_until_blocked_on_lock};
+
+/// An age key pair made with the age CLI: (identity file, public key).
+fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let identity = dir.join(name);
+    let made = std::process::Command::new("age-keygen").arg("-o").arg(&identity).stderr(Stdio::null()).status();
+    assert!(made.expect("age-keygen (apt-get install age)").success());
+    let public = std::process::Command::new("age-keygen").arg("-y").arg(&identity).output().unwrap();
+    (identity, String::from_utf8(public.stdout).unwrap().trim().to_owned())
+}
+
+async fn run_with(args: &[&str], bucket: &TestBucket, extra: &[(&str, &str)]) -> binary::Outcome {
+    let mut env: Vec<(&str, String)> = bucket.env();
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let outcome = binary::run(args, &env).await;
+    assert!(!outcome.stderr.contains(SECRET_KEY) && !outcome.stdout.contains(SECRET_KEY), "the secret key leaked");
+    outcome
+}
+
+#[tokio::test]
+async fn an_encrypted_backup_round_trips_through_the_bucket_and_only_its_identity_opens_it() {
+    let (app, _) = populated_app().await;
+    let bucket = TestBucket::new().await;
+    let keys = scratch_dir("keys");
+    let (identity, recipient) = keypair(&keys, "key.txt");
+    let (other_identity, _) = keypair(&keys, "other.txt");
+    let url = bucket.url("db/prod");
+    let db = app_url(&app);
+    let taken = run_with(
+        &["backup-db", "--to", &url, "--json"],
+        &bucket,
+        &[("DATABASE_URL", &db), ("BACKUP_AGE_RECIPIENTS", &recipient)],
+    )
+    .await;
+    assert_eq!(taken.code, 0, "{}", taken.stderr);
+    let summary: Value = serde_json::from_str(&taken.stdout).unwrap();
+    let data_key =
+        summary["path"].as_str().unwrap().strip_prefix(&format!("s3://{}/", bucket.name)).unwrap().to_owned();
+    assert!(data_key.starts_with("db/prod/dailyreps-") && data_key.ends_with(".sql.zst.age"), "{data_key}");
+    let keys_in_bucket = bucket.keys().await;
+    assert_eq!(keys_in_bucket.len(), 2, "the data and its manifest, no upload record: {keys_in_bucket:?}");
+    assert!(bucket.uploads_in_progress().await.is_empty());
+
+    let stored = bucket.object(&data_key).await;
+    assert_eq!(summary["bytes"].as_u64(), Some(stored.len() as u64));
+    assert!(stored.starts_with(b"age-encryption.org/v1\n"));
+    for plaintext in [&b"COPY public."[..], b"tab\\there", b"ntext"] {
+        assert!(!stored.windows(plaintext.len()).any(|w| w == plaintext), "plaintext in the stored bytes");
+    }
+
+    let listed = run_with(&["list-backups", &url, "--json"], &bucket, &[]).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed["backups"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["backups"][0]["key"], data_key.as_str());
+    assert_eq!(listed["backups"][0]["encrypted"], true);
+    assert_eq!(listed["backups"][0]["bytes"], stored.len());
+
+    let latest = format!("{url}/latest");
+    let stored_only = run_with(&["verify-backup", &latest], &bucket, &[]).await;
+    assert_eq!(stored_only.code, 0, "{}", stored_only.stderr);
+    assert!(stored_only.stderr.contains("pass --identity"), "{}", stored_only.stderr);
+    let id = identity.to_str().unwrap();
+    let whole = run_with(&["verify-backup", &latest, "--identity", id, "--json"], &bucket, &[]).await;
+    assert_eq!(whole.code, 0, "{}", whole.stderr);
+    assert_eq!(serde_json::from_str::<Value>(&whole.stdout).unwrap()["tables"][2]["rows"], 12);
+    let wrong =
+        run_with(&["verify-backup", &latest, "--identity", other_identity.to_str().unwrap()], &bucket, &[]).await;
+    assert_eq!(wrong.code, 1);
+    assert!(wrong.stderr.contains("none of the identities"), "{}", wrong.stderr);
+
+    let target = TestDb::empty().await;
+    let restored =
+        run_with(&["restore-db", &latest, "--identity", id], &bucket, &[("DATABASE_URL", &target.url)]).await;
+    assert_eq!(restored.code, 0, "{}", restored.stderr);
+    assert_eq!(fingerprint(&target.pool().await).await, fingerprint(&app.pool).await);
+
+    // Without this tool: age -d | zstd -dc | psql.
+    let by_hand = TestDb::empty().await;
+    let file = keys.join("downloaded.sql.zst.age");
+    std::fs::write(&file, &stored).unwrap();
+    let pipeline = format!(
+        "age -d -i {id} {} | zstd -dc | psql -v ON_ERROR_STOP=1 --single-transaction -d \"$DATABASE_URL\"",
+        file.display()
+    );
+    let status = tokio::process::Command::new("bash")
+        .args(["-o", "pipefail", "-c", &pipeline])
+        .env("DATABASE_URL", &by_hand.url)
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "{pipeline}");
+    assert_eq!(fingerprint(&by_hand.pool().await).await, fingerprint(&app.pool).await);
+    std::fs::remove_dir_all(keys).unwrap();
+}
+
+#[tokio::test]
+async fn an_unencrypted_upload_needs_saying_so_and_data_without_a_manifest_is_no_backup() {
+    let (app, _) = populated_app().await;
+    let bucket = TestBucket::new().await;
+    let url = bucket.url("db");
+    let db = app_url(&app);
+    let refused = run_with(&["backup-db", "--to", &url], &bucket, &[("DATABASE_URL", &db)]).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--no-encryption"), "{}", refused.stderr);
+    assert!(bucket.keys().await.is_empty());
+
+    let taken =
+        run_with(&["backup-db", "--to", &url, "--no-encryption", "--json"], &bucket, &[("DATABASE_URL", &db)]).await;
+    assert_eq!(taken.code, 0, "{}", taken.stderr);
+    let verified = run_with(&["verify-backup", &format!("{url}/latest")], &bucket, &[]).await;
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    assert!(verified.stderr.contains("is intact"), "the whole dump is checked: {}", verified.stderr);
+
+    // A flipped byte in the stored object fails both the stored-bytes check and the dump's.
+    let data_key = bucket.keys().await.into_iter().find(|k| k.ends_with(".sql.zst")).unwrap();
+    let mut damaged = bucket.object(&data_key).await;
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x20;
+    bucket.put(&data_key, damaged).await;
+    let refused = run_with(&["verify-backup", &format!("{url}/latest")], &bucket, &[]).await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+
+    // Without its manifest the data is not a backup: not listed, not the latest.
+    let manifest = bucket.keys().await.into_iter().find(|k| k.ends_with(".manifest.json")).unwrap();
+    bucket.delete(&manifest).await;
+    let listed = run_with(&["list-backups", &url, "--json"], &bucket, &[]).await;
+    assert_eq!(serde_json::from_str::<Value>(&listed.stdout).unwrap()["backups"], serde_json::json!([]));
+    let target = TestDb::empty().await;
+    let nothing = run_with(&["restore-db", &format!("{url}/latest")], &bucket, &[("DATABASE_URL", &target.url)]).await;
+    assert_eq!(nothing.code, 1);
+    assert!(nothing.stderr.contains("holds no complete backup"), "{}", nothing.stderr);
+}
+
+#[tokio::test]
+async fn a_backup_killed_mid_upload_leaves_no_backup_and_the_next_run_aborts_its_upload() {
+    let (app, _) = populated_app().await;
+    let bucket = TestBucket::new().await;
+    let url = bucket.url("db");
+    let db = app_url(&app);
+
+    // Enough data that parts go up before the dump reaches `idempotency_keys`, where it waits.
+    sqlx::query(
+        "INSERT INTO backups (id, user_id, size_bytes, sha256, document) \
+         SELECT gen_random_uuid(), (SELECT id FROM users LIMIT 1), 0, sha256(''), \
+                (SELECT string_agg(md5(random()::text || n || g), '') FROM generate_series(1, 12000) g) \
+         FROM generate_series(1, 120) n",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let first =
+        run_with(&["backup-db", "--to", &url, "--no-encryption", "--json"], &bucket, &[("DATABASE_URL", &db)]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let first: Value = serde_json::from_str(&first.stdout).unwrap();
+    assert!(first["bytes"].as_u64().unwrap() > 2 * 8 * 1024 * 1024, "several parts: {first}");
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
+    let mut child = binary::command()
+        .args(["backup-db", "--to", &url, "--no-encryption"])
+        .envs(bucket.env())
+        .env("DATABASE_URL", &db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_blocked_on_lock(&app.pool, "COPY public.idempotency_keys").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let upload = loop {
+        if let Some(upload) = bucket.uploads_in_progress().await.into_iter().next() {
+            let key = bucket.keys().await.into_iter().find(|k| k.ends_with(".upload.json")).expect("recorded");
+            let record: Value = serde_json::from_slice(&bucket.object(&key).await).unwrap();
+            if bucket.parts(&format!("db/{}", record["data"].as_str().unwrap()), &upload).await > 0 {
+                break upload;
+            }
+        }
+        if Instant::now() > deadline {
+            child.start_kill().unwrap();
+            let output = child.wait_with_output().await.unwrap();
+            panic!("no part went up: {}; {:?}", String::from_utf8_lossy(&output.stderr), bucket.keys().await);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    blocker.rollback().await.unwrap();
+
+    let listed = run_with(&["list-backups", &url, "--json"], &bucket, &[]).await;
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed["backups"].as_array().unwrap().len(), 1, "no manifest for the killed one");
+    assert_eq!(
+        format!("s3://{}/{}", bucket.name, listed["backups"][0]["key"].as_str().unwrap()),
+        first["path"].as_str().unwrap(),
+        "latest is still the previous backup"
+    );
+    let next = run_with(&["backup-db", "--to", &url, "--no-encryption"], &bucket, &[("DATABASE_URL", &db)]).await;
+    assert_eq!(next.code, 0, "{}", next.stderr);
+    assert!(next.stderr.contains("aborted the unfinished upload"), "{}", next.stderr);
+    assert!(!bucket.uploads_in_progress().await.contains(&upload), "the orphaned upload is aborted");
+    assert!(bucket.uploads_in_progress().await.is_empty());
+    assert!(!bucket.keys().await.iter().any(|k| k.ends_with(".upload.json")));
+}
+
+#[tokio::test]
+async fn a_missing_bucket_or_an_endpoint_that_does_not_answer_is_named_without_secrets() {
+    let db = TestDb::migrated().await;
+    let bucket = TestBucket::new().await;
+    let missing = run_with(
+        &["backup-db", "--to", "s3://no-such-bucket-here/db", "--no-encryption"],
+        &bucket,
+        &[("DATABASE_URL", &db.url)],
+    )
+    .await;
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("no-such-bucket-here") && missing.stderr.contains(&bucket.endpoint),
+        "{}",
+        missing.stderr
+    );
+    let silent =
+        run_with(&["list-backups", &bucket.url("db")], &bucket, &[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")]).await;
+    assert_eq!(silent.code, 1);
+    assert!(silent.stderr.contains("127.0.0.1:1") && silent.stderr.contains(&bucket.name), "{}", silent.stderr);
+}
