@@ -31,6 +31,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('backup-db', 'backup-db', [CompletionResultType]::ParameterValue, 'Dump the database to a file: one consistent snapshot, streamed and compressed')
             [CompletionResult]::new('restore-db', 'restore-db', [CompletionResultType]::ParameterValue, 'Load a dump into an empty database, all or nothing, then apply newer migrations')
             [CompletionResult]::new('verify-backup', 'verify-backup', [CompletionResultType]::ParameterValue, 'Check a dump''s integrity and manifest, without a database')
+            [CompletionResult]::new('list-backups', 'list-backups', [CompletionResultType]::ParameterValue, 'List the complete backups in a bucket, newest first')
             [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('request', 'request', [CompletionResultType]::ParameterValue, 'Send one signed request to the API and print the answer, like `gh api`')
@@ -103,8 +104,16 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'A folder for UTC-timestamped dumps (created if missing), or a file ending in .sql.zst. A path that does not exist and does not end in .sql.zst is a folder')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'A folder for UTC-timestamped dumps (created if missing), or a file ending in .sql.zst. A path that does not exist and does not end in .sql.zst is a folder')
             [CompletionResult]::new('--keep', '--keep', [CompletionResultType]::ParameterName, 'After a successful dump, keep only the newest N of this tool''s timestamped dumps in the output folder (by the time in their names; other files are never touched)')
+            [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'Stream the dump up to an S3-compatible bucket instead (Tigris, S3, R2, B2), with the standard AWS_* settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3, AWS_REGION), e.g. s3://dailyreps-backups/db')
+            [CompletionResult]::new('--encrypt-to', '--encrypt-to', [CompletionResultType]::ParameterName, 'age public keys (age1…, comma-separated) to encrypt an upload to; the machine taking backups needs no private key')
+            [CompletionResult]::new('--keep-daily', '--keep-daily', [CompletionResultType]::ParameterName, 'Keep the newest backup of each of the last N days that have one')
+            [CompletionResult]::new('--keep-weekly', '--keep-weekly', [CompletionResultType]::ParameterName, 'Keep the newest of each of the last N weeks that have one')
+            [CompletionResult]::new('--keep-monthly', '--keep-monthly', [CompletionResultType]::ParameterName, 'Keep the newest of each of the last N months that have one')
+            [CompletionResult]::new('--keep-min', '--keep-min', [CompletionResultType]::ParameterName, 'Keep the newest N, whatever their dates')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Overwrite the file --output names if it exists')
+            [CompletionResult]::new('--no-encryption', '--no-encryption', [CompletionResultType]::ParameterName, 'Upload without encryption (refused otherwise)')
+            [CompletionResult]::new('--no-reread', '--no-reread', [CompletionResultType]::ParameterName, 'Do not read the uploaded object back to check its SHA-256 (its size is still checked)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -114,6 +123,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
         }
         'dailyreps-backup-server;restore-db' {
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
+            [CompletionResult]::new('--identity', '--identity', [CompletionResultType]::ParameterName, 'The age identity file that decrypts an encrypted backup (as age-keygen writes it)')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
@@ -124,6 +134,20 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             break
         }
         'dailyreps-backup-server;verify-backup' {
+            [CompletionResult]::new('--identity', '--identity', [CompletionResultType]::ParameterName, 'The age identity file that decrypts an encrypted backup. Without it an encrypted backup''s stored bytes are checked against its manifest, not the dump inside')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'dailyreps-backup-server;list-backups' {
+            [CompletionResult]::new('--keep-daily', '--keep-daily', [CompletionResultType]::ParameterName, 'Keep the newest backup of each of the last N days that have one')
+            [CompletionResult]::new('--keep-weekly', '--keep-weekly', [CompletionResultType]::ParameterName, 'Keep the newest of each of the last N weeks that have one')
+            [CompletionResult]::new('--keep-monthly', '--keep-monthly', [CompletionResultType]::ParameterName, 'Keep the newest of each of the last N months that have one')
+            [CompletionResult]::new('--keep-min', '--keep-min', [CompletionResultType]::ParameterName, 'Keep the newest N, whatever their dates')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -281,6 +305,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('backup-db', 'backup-db', [CompletionResultType]::ParameterValue, 'Dump the database to a file: one consistent snapshot, streamed and compressed')
             [CompletionResult]::new('restore-db', 'restore-db', [CompletionResultType]::ParameterValue, 'Load a dump into an empty database, all or nothing, then apply newer migrations')
             [CompletionResult]::new('verify-backup', 'verify-backup', [CompletionResultType]::ParameterValue, 'Check a dump''s integrity and manifest, without a database')
+            [CompletionResult]::new('list-backups', 'list-backups', [CompletionResultType]::ParameterValue, 'List the complete backups in a bucket, newest first')
             [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('request', 'request', [CompletionResultType]::ParameterValue, 'Send one signed request to the API and print the answer, like `gh api`')
@@ -306,6 +331,9 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             break
         }
         'dailyreps-backup-server;help;verify-backup' {
+            break
+        }
+        'dailyreps-backup-server;help;list-backups' {
             break
         }
         'dailyreps-backup-server;help;inspect' {

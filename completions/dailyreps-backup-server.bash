@@ -28,6 +28,9 @@ _dailyreps__backup__server() {
             dailyreps__backup__server,inspect)
                 cmd="dailyreps__backup__server__subcmd__inspect"
                 ;;
+            dailyreps__backup__server,list-backups)
+                cmd="dailyreps__backup__server__subcmd__list__subcmd__backups"
+                ;;
             dailyreps__backup__server,migrate)
                 cmd="dailyreps__backup__server__subcmd__migrate"
                 ;;
@@ -60,6 +63,9 @@ _dailyreps__backup__server() {
                 ;;
             dailyreps__backup__server__subcmd__help,inspect)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__inspect"
+                ;;
+            dailyreps__backup__server__subcmd__help,list-backups)
+                cmd="dailyreps__backup__server__subcmd__help__subcmd__list__subcmd__backups"
                 ;;
             dailyreps__backup__server__subcmd__help,migrate)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__migrate"
@@ -146,7 +152,7 @@ _dailyreps__backup__server() {
 
     case "${cmd}" in
         dailyreps__backup__server)
-            opts="-h -V --log-format --help --version serve migrate backup-db restore-db verify-backup inspect prune request smoke-test completions help"
+            opts="-h -V --log-format --help --version serve migrate backup-db restore-db verify-backup list-backups inspect prune request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -164,7 +170,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__backup__subcmd__db)
-            opts="-o -h -V --database-url --output --keep --force --json --log-format --help --version"
+            opts="-o -h -V --database-url --output --keep --force --to --encrypt-to --no-encryption --no-reread --keep-daily --keep-weekly --keep-monthly --keep-min --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -183,6 +189,30 @@ _dailyreps__backup__server() {
                     return 0
                     ;;
                 --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --encrypt-to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-daily)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-weekly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-monthly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-min)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -216,7 +246,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__help)
-            opts="serve migrate backup-db restore-db verify-backup inspect prune request smoke-test completions help"
+            opts="serve migrate backup-db restore-db verify-backup list-backups inspect prune request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -330,6 +360,20 @@ _dailyreps__backup__server() {
         dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__inspect__subcmd__users)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__list__subcmd__backups)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -679,6 +723,40 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__list__subcmd__backups)
+            opts="-h -V --keep-daily --keep-weekly --keep-monthly --keep-min --json --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --keep-daily)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-weekly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-monthly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-min)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__migrate)
             opts="-h -V --database-url --log-format --help --version status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -858,13 +936,17 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__restore__subcmd__db)
-            opts="-h -V --database-url --force --json --log-format --help --version"
+            opts="-h -V --database-url --identity --force --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --identity)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1000,12 +1082,16 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__verify__subcmd__backup)
-            opts="-h -V --json --log-format --help --version"
+            opts="-h -V --identity --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --identity)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
                     return 0

@@ -28,6 +28,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand backup-db 'Dump the database to a file: one consistent snapshot, streamed and compressed'
             cand restore-db 'Load a dump into an empty database, all or nothing, then apply newer migrations'
             cand verify-backup 'Check a dump''s integrity and manifest, without a database'
+            cand list-backups 'List the complete backups in a bucket, newest first'
             cand inspect 'Read-only views of users, backups and the database, for operators'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
@@ -93,8 +94,16 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand -o 'A folder for UTC-timestamped dumps (created if missing), or a file ending in .sql.zst. A path that does not exist and does not end in .sql.zst is a folder'
             cand --output 'A folder for UTC-timestamped dumps (created if missing), or a file ending in .sql.zst. A path that does not exist and does not end in .sql.zst is a folder'
             cand --keep 'After a successful dump, keep only the newest N of this tool''s timestamped dumps in the output folder (by the time in their names; other files are never touched)'
+            cand --to 'Stream the dump up to an S3-compatible bucket instead (Tigris, S3, R2, B2), with the standard AWS_* settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3, AWS_REGION), e.g. s3://dailyreps-backups/db'
+            cand --encrypt-to 'age public keys (age1…, comma-separated) to encrypt an upload to; the machine taking backups needs no private key'
+            cand --keep-daily 'Keep the newest backup of each of the last N days that have one'
+            cand --keep-weekly 'Keep the newest of each of the last N weeks that have one'
+            cand --keep-monthly 'Keep the newest of each of the last N months that have one'
+            cand --keep-min 'Keep the newest N, whatever their dates'
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
             cand --force 'Overwrite the file --output names if it exists'
+            cand --no-encryption 'Upload without encryption (refused otherwise)'
+            cand --no-reread 'Do not read the uploaded object back to check its SHA-256 (its size is still checked)'
             cand --json 'Print JSON instead of a table'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
@@ -103,6 +112,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         }
         &'dailyreps-backup-server;restore-db'= {
             cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --identity 'The age identity file that decrypts an encrypted backup (as age-keygen writes it)'
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
             cand --force 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked'
             cand --json 'Print JSON instead of a table'
@@ -112,6 +122,19 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --version 'Print version'
         }
         &'dailyreps-backup-server;verify-backup'= {
+            cand --identity 'The age identity file that decrypts an encrypted backup. Without it an encrypted backup''s stored bytes are checked against its manifest, not the dump inside'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;list-backups'= {
+            cand --keep-daily 'Keep the newest backup of each of the last N days that have one'
+            cand --keep-weekly 'Keep the newest of each of the last N weeks that have one'
+            cand --keep-monthly 'Keep the newest of each of the last N months that have one'
+            cand --keep-min 'Keep the newest N, whatever their dates'
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
             cand --json 'Print JSON instead of a table'
             cand -h 'Print help (see more with ''--help'')'
@@ -253,6 +276,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand backup-db 'Dump the database to a file: one consistent snapshot, streamed and compressed'
             cand restore-db 'Load a dump into an empty database, all or nothing, then apply newer migrations'
             cand verify-backup 'Check a dump''s integrity and manifest, without a database'
+            cand list-backups 'List the complete backups in a bucket, newest first'
             cand inspect 'Read-only views of users, backups and the database, for operators'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
@@ -272,6 +296,8 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;help;restore-db'= {
         }
         &'dailyreps-backup-server;help;verify-backup'= {
+        }
+        &'dailyreps-backup-server;help;list-backups'= {
         }
         &'dailyreps-backup-server;help;inspect'= {
             cand users 'Users with their backup count, bytes and last backup'

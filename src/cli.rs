@@ -120,6 +120,9 @@ pub struct BackupDbArgs {
     #[arg(long, requires = "to")]
     pub no_reread: bool,
 
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -164,11 +167,46 @@ pub struct VerifyBackupArgs {
     pub json: bool,
 }
 
+/// Retention in a bucket, applied after each good upload (restic's calendar: UTC days, ISO
+/// weeks, months). Never the newest backup, never one younger than 24 h, and nothing at all
+/// while the newest is older than 48 h (backups have stopped: keep everything).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct RetentionArgs {
+    /// Keep the newest backup of each of the last N days that have one.
+    #[arg(long, default_value_t = 7)]
+    pub keep_daily: u32,
+    /// Keep the newest of each of the last N weeks that have one.
+    #[arg(long, default_value_t = 4)]
+    pub keep_weekly: u32,
+    /// Keep the newest of each of the last N months that have one.
+    #[arg(long, default_value_t = 6)]
+    pub keep_monthly: u32,
+    /// Keep the newest N, whatever their dates.
+    #[arg(long, default_value_t = 3)]
+    pub keep_min: u32,
+}
+
+impl RetentionArgs {
+    /// As a policy.
+    pub fn policy(&self) -> crate::remote::retention::Policy {
+        crate::remote::retention::Policy {
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            min: self.keep_min,
+        }
+    }
+}
+
 /// Settings of `list-backups`.
 #[derive(Debug, Args)]
 pub struct ListBackupsArgs {
     /// Where: s3://BUCKET/PREFIX.
     pub url: crate::remote::BucketUrl,
+
+    /// The retention to show the verdicts of (what keeps each backup, or that it would go).
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use crate::cli::ListBackupsArgs;
 use crate::output;
 use crate::remote::Bucket;
+use crate::remote::prune::plan;
 
 #[derive(Serialize)]
 struct Listing {
@@ -21,21 +22,23 @@ struct Entry {
     bytes: u64,
     schema_version: i64,
     encrypted: bool,
+    /// Why retention keeps it; empty when the next backup would delete it.
+    kept_by: Vec<String>,
 }
 
 /// Runs `list-backups`.
 pub async fn run(args: &ListBackupsArgs) -> anyhow::Result<()> {
     let bucket = Bucket::from_env(&args.url)?;
-    let backups: Vec<Entry> = bucket
-        .complete()
-        .await?
+    let now = OffsetDateTime::now_utc();
+    let backups: Vec<Entry> = plan(bucket.complete().await?, now, args.retention.policy())
         .into_iter()
-        .map(|listed| Entry {
+        .map(|(listed, reasons)| Entry {
             key: bucket.url.key(&listed.manifest.data),
             created_at: listed.manifest.created_at,
             bytes: listed.manifest.bytes,
             schema_version: listed.manifest.schema_version,
             encrypted: listed.manifest.encrypted,
+            kept_by: reasons.iter().map(ToString::to_string).collect(),
         })
         .collect();
     if args.json {
@@ -45,8 +48,7 @@ pub async fn run(args: &ListBackupsArgs) -> anyhow::Result<()> {
         output::status(&format!("{} holds no complete backup", args.url));
         return Ok(());
     }
-    let now = OffsetDateTime::now_utc();
-    let mut table = output::table(["Taken (UTC)", "Age", "Size", "Schema", "Encrypted", "Key"]);
+    let mut table = output::table(["Taken (UTC)", "Age", "Size", "Schema", "Encrypted", "Kept by", "Key"]);
     for entry in &backups {
         table.add_row([
             output::rfc3339(entry.created_at),
@@ -54,6 +56,7 @@ pub async fn run(args: &ListBackupsArgs) -> anyhow::Result<()> {
             output::bytes(i64::try_from(entry.bytes).unwrap_or(i64::MAX)),
             entry.schema_version.to_string(),
             if entry.encrypted { "yes" } else { "no" }.to_owned(),
+            if entry.kept_by.is_empty() { "(would go)".to_owned() } else { entry.kept_by.join(", ") },
             entry.key.clone(),
         ]);
     }

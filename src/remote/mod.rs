@@ -11,6 +11,8 @@
 pub mod catalog;
 pub mod download;
 pub mod location;
+pub mod prune;
+pub mod retention;
 pub mod upload;
 
 use std::sync::Arc;

@@ -238,3 +238,73 @@ async fn a_missing_bucket_or_an_endpoint_that_does_not_answer_is_named_without_s
     assert_eq!(silent.code, 1);
     assert!(silent.stderr.contains("127.0.0.1:1") && silent.stderr.contains(&bucket.name), "{}", silent.stderr);
 }
+
+/// A backup of another day, as earlier runs would have left it: its data and its manifest.
+async fn plant_backup(bucket: &TestBucket, prefix: &str, days_ago: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago);
+    let stem = dailyreps_backup_server::dump::naming::stem(at);
+    let data = format!("{stem}.sql.zst");
+    bucket.put(&format!("{prefix}/{data}"), b"old dump".to_vec()).await;
+    let manifest = serde_json::json!({
+        "format_version": 1, "data": data,
+        "created_at": at.format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "server_version": "0.1.0", "postgres_version": "16.4", "schema_version": 20261129000003i64,
+        "tables": [], "bytes": 8, "sha256": "00", "encrypted": false
+    });
+    bucket.put(&format!("{prefix}/{stem}.manifest.json"), manifest.to_string().into_bytes()).await;
+    data
+}
+
+#[tokio::test]
+async fn retention_keeps_the_calendars_picks_and_touches_nothing_it_did_not_write() {
+    let (app, _) = populated_app().await;
+    let bucket = TestBucket::new().await;
+    let url = bucket.url("db");
+    // One backup a day for 20 days, 3 to 22 days ago; and objects that are not ours to touch.
+    let mut planted = Vec::new();
+    for days_ago in 3..23 {
+        planted.push(plant_backup(&bucket, "db", days_ago).await);
+    }
+    let foreign =
+        ["db/notes.txt", "db/dailyreps-before-upgrade.sql.zst", "other/dailyreps-20200101T000000.000Z.sql.zst"];
+    for key in foreign {
+        bucket.put(key, b"not ours".to_vec()).await;
+    }
+    let rules = ["--keep-daily", "5", "--keep-weekly", "0", "--keep-monthly", "0", "--keep-min", "2"];
+
+    // The dry run: list-backups says what the rules keep and what would go, deleting nothing.
+    let mut listing = vec!["list-backups", url.as_str(), "--json"];
+    listing.extend(rules);
+    let verdicts = async |bucket: &TestBucket| {
+        let listed = run_with(&listing, bucket, &[]).await;
+        assert_eq!(listed.code, 0, "{}", listed.stderr);
+        let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+        listed["backups"].as_array().unwrap().iter().map(|b| b["kept_by"].clone()).collect::<Vec<Value>>()
+    };
+    let stopped = verdicts(&bucket).await;
+    assert!(
+        stopped.iter().all(|kept| kept.to_string().contains("backups stopped")),
+        "the newest is 3 days old: {stopped:?}"
+    );
+    planted.insert(0, plant_backup(&bucket, "db", 1).await);
+    let before = bucket.keys().await;
+    let kept = verdicts(&bucket).await.iter().filter(|kept| kept != &&serde_json::json!([])).count();
+    assert_eq!(kept, 5, "the five newest days");
+    assert_eq!(bucket.keys().await, before, "a dry run deletes nothing");
+
+    let mut backing_up = vec!["backup-db", "--to", url.as_str(), "--no-encryption"];
+    backing_up.extend(rules);
+    let db = app_url(&app);
+    let taken = run_with(&backing_up, &bucket, &[("DATABASE_URL", &db)]).await;
+    assert_eq!(taken.code, 0, "{}", taken.stderr);
+    let keys = bucket.keys().await;
+    for key in foreign {
+        assert!(keys.contains(&key.to_owned()), "{key} untouched");
+    }
+    // Five days: today's new backup and those of 1, 3, 4 and 5 days ago, manifests too.
+    let kept: Vec<&String> = planted.iter().filter(|data| keys.contains(&format!("db/{data}"))).collect();
+    assert_eq!(kept, planted.iter().take(4).collect::<Vec<_>>(), "{keys:?}");
+    let manifests = keys.iter().filter(|k| k.ends_with(".manifest.json")).count();
+    assert_eq!(manifests, 5, "{keys:?}");
+    assert_eq!(taken.stderr.matches("(retention)").count(), 17, "{}", taken.stderr);
+}

@@ -75,6 +75,11 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
     };
     bucket.create_manifest(&names.manifest, &manifest).await.context("the data is stored, but its manifest is not")?;
     bucket.delete(&names.upload).await?;
+    // Only after a good, checked upload.
+    let deleted = bucket.apply_retention(args.retention.policy(), OffsetDateTime::now_utc()).await;
+    for name in deleted.context("the backup is complete, but applying retention failed")? {
+        output::status(&format!("deleted {} (retention)", bucket.describe(&name)));
+    }
     Ok(Summary {
         path: bucket.describe(&names.data),
         bytes,
