@@ -110,6 +110,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('--keep-weekly', '--keep-weekly', [CompletionResultType]::ParameterName, 'Keep the newest of each of the last N weeks that have one')
             [CompletionResult]::new('--keep-monthly', '--keep-monthly', [CompletionResultType]::ParameterName, 'Keep the newest of each of the last N months that have one')
             [CompletionResult]::new('--keep-min', '--keep-min', [CompletionResultType]::ParameterName, 'Keep the newest N, whatever their dates')
+            [CompletionResult]::new('--ping', '--ping', [CompletionResultType]::ParameterName, 'A dead-man''s switch to ping (healthchecks.io''s convention): URL/start before, URL on success, URL/fail with the error on failure. A failing ping never fails the backup')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Overwrite the file --output names if it exists')
             [CompletionResult]::new('--no-encryption', '--no-encryption', [CompletionResultType]::ParameterName, 'Upload without encryption (refused otherwise)')

@@ -170,7 +170,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__backup__subcmd__db)
-            opts="-o -h -V --database-url --output --keep --force --to --encrypt-to --no-encryption --no-reread --keep-daily --keep-weekly --keep-monthly --keep-min --json --log-format --help --version"
+            opts="-o -h -V --database-url --output --keep --force --to --encrypt-to --no-encryption --no-reread --keep-daily --keep-weekly --keep-monthly --keep-min --ping --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -213,6 +213,10 @@ _dailyreps__backup__server() {
                     return 0
                     ;;
                 --keep-min)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ping)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -100,6 +100,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --keep-weekly 'Keep the newest of each of the last N weeks that have one'
             cand --keep-monthly 'Keep the newest of each of the last N months that have one'
             cand --keep-min 'Keep the newest N, whatever their dates'
+            cand --ping 'A dead-man''s switch to ping (healthchecks.io''s convention): URL/start before, URL on success, URL/fail with the error on failure. A failing ping never fails the backup'
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
             cand --force 'Overwrite the file --output names if it exists'
             cand --no-encryption 'Upload without encryption (refused otherwise)'

@@ -87,6 +87,7 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep-weekly -d 'Keep the newest of each of the last N weeks that have one' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep-monthly -d 'Keep the newest of each of the last N months that have one' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep-min -d 'Keep the newest N, whatever their dates' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l ping -d 'A dead-man\'s switch to ping (healthchecks.io\'s convention): URL/start before, URL on success, URL/fail with the error on failure. A failing ping never fails the backup' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l force -d 'Overwrite the file --output names if it exists'

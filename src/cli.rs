@@ -123,6 +123,11 @@ pub struct BackupDbArgs {
     #[command(flatten)]
     pub retention: RetentionArgs,
 
+    /// A dead-man's switch to ping (healthchecks.io's convention): URL/start before, URL on
+    /// success, URL/fail with the error on failure. A failing ping never fails the backup.
+    #[arg(long, env = "BACKUP_PING_URL", value_name = "URL", hide_env_values = true)]
+    pub ping: Option<String>,
+
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

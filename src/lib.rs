@@ -14,6 +14,7 @@ pub mod encoding;
 pub mod http;
 pub mod local_postgres;
 pub mod output;
+pub mod ping;
 pub mod remote;
 pub mod signature;
 pub mod smoke;

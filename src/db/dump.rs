@@ -12,7 +12,7 @@ use crate::dump::sequences::SequenceValue;
 
 /// Our tables in load order (parents before children). A test checks that it names every
 /// table the migrations create.
-pub const TABLES: &[&str] = &["_sqlx_migrations", "users", "backups", "idempotency_keys"];
+pub const TABLES: &[&str] = &["_sqlx_migrations", "users", "backups", "idempotency_keys", "database_backups"];
 
 /// sqlx's own migration table, as sqlx creates it.
 const MIGRATIONS_TABLE: &str = "CREATE TABLE _sqlx_migrations (\n    version BIGINT PRIMARY KEY,\n    \
@@ -80,11 +80,11 @@ impl Snapshot {
         Ok(sql)
     }
 
-    /// A table's columns, quoted, in order.
+    /// A table's columns, quoted, in order; none when the schema (an older one) lacks it.
     pub async fn columns(&mut self, table: &str) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT quote_ident(attname) FROM pg_attribute \
-             WHERE attrelid = ('public.' || quote_ident($1))::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+             WHERE attrelid = to_regclass('public.' || quote_ident($1)) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         )
         .bind(table)
         .fetch_all(&mut *self.tx)

@@ -73,6 +73,7 @@ pub async fn status(conn: &mut PgConnection) -> Result<Status, sqlx::Error> {
     Ok(Status { applied, pending })
 }
 
-fn is_undefined_table(error: &sqlx::Error) -> bool {
+/// Whether a query failed on a table the schema does not have (yet).
+pub(crate) fn is_undefined_table(error: &sqlx::Error) -> bool {
     error.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "42P01")
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod backups;
 pub mod copy_binary;
+pub mod database_backups;
 pub mod dump;
 pub mod inspect;
 pub mod migrations;

@@ -1,5 +1,6 @@
 //! Prometheus metrics, served on their own listener (never routed publicly).
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::Router;
@@ -16,6 +17,11 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::state::AppState;
+use crate::db;
+
+/// How often figures that need a database query are refreshed: in the background, never per
+/// scrape.
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -48,6 +54,7 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pool_connections: Family<PoolLabels, Gauge>,
     budget_in_use: Gauge,
+    backup_last_success: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -65,7 +72,13 @@ impl Default for Metrics {
             "Bytes of the memory budget held by requests",
             budget_in_use.clone(),
         );
-        Self { registry, requests, latency, pool_connections, budget_in_use }
+        let backup_last_success = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "database_backup_last_success_timestamp_seconds",
+            "When the newest recorded backup of the database finished (unix time); 0 until one is recorded",
+            backup_last_success.clone(),
+        );
+        Self { registry, requests, latency, pool_connections, budget_in_use, backup_last_success }
     }
 }
 
@@ -93,6 +106,26 @@ impl Metrics {
         let (method, route) = (method_label(method), route.to_owned());
         self.latency.get_or_create(&RouteLabels { method, route: route.clone() }).observe(latency.as_secs_f64());
         self.requests.get_or_create(&RequestLabels { method, route, status }).inc();
+    }
+
+    /// Refreshes the figures read from the database, now and every minute, until `stop`.
+    pub async fn refresh(state: AppState, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut every = tokio::time::interval(REFRESH_EVERY);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = &mut stop => return,
+            }
+            match db::database_backups::last_success(&state.pool).await {
+                Ok(Some(at)) => {
+                    let seconds = at.unix_timestamp_nanos() as f64 / 1e9;
+                    state.metrics.backup_last_success.set(seconds);
+                }
+                Ok(None) => {}
+                Err(error) => tracing::debug!(error = %error, "could not read the last database backup"),
+            }
+        }
     }
 
     fn render(&self, state: &AppState) -> String {

@@ -104,13 +104,14 @@ pub async fn serve(
     let metrics_server = axum::serve(metrics, self::metrics::router(state.clone()))
         .with_graceful_shutdown(wait(stopped.clone()))
         .into_future();
+    let refresh = self::metrics::Metrics::refresh(state.clone(), wait(stopped.clone()));
     let limits = state.settings.connections;
     let api_server = connections::serve(api, router(state), limits, wait(stopped));
     let relay = async move {
         shutdown.await;
         drop(stop);
     };
-    let (api_result, metrics_result, ()) = tokio::join!(api_server, metrics_server, relay);
+    let (api_result, metrics_result, (), ()) = tokio::join!(api_server, metrics_server, relay, refresh);
     api_result.and(metrics_result)
 }
 

@@ -14,6 +14,7 @@ mod api_signature;
 mod api_users;
 mod backup_db;
 mod backup_db_files;
+mod backup_watch;
 mod completions;
 mod config_errors;
 mod crash;

@@ -18,11 +18,13 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::cli::BackupDbArgs;
-use crate::commands::{Interrupted, TableRows};
+use crate::commands::{Interrupted, TableRows, connect_cli};
+use crate::db;
 use crate::db::dump::{Snapshot, TABLES};
 use crate::dump::writer::DumpWriter;
 use crate::dump::{self, FORMAT_VERSION, Header, Trailer};
 use crate::output;
+use crate::ping::Ping;
 
 /// What the database side hands the writer thread.
 enum Piece {
@@ -55,11 +57,27 @@ struct Summary {
 /// Runs `backup-db`.
 pub async fn run(args: BackupDbArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let summary = match &args.to {
-        Some(url) => bucket::run(&args, url).await?,
-        None => folder::run(&args).await?,
+    let ping = args.ping.as_deref().and_then(Ping::new);
+    if let Some(ping) = &ping {
+        ping.start().await;
+    }
+    let taken = match &args.to {
+        Some(url) => bucket::run(&args, url).await,
+        None => folder::run(&args).await,
     };
-    let summary = Summary { seconds: started.elapsed().as_secs_f64(), ..summary };
+    let summary = match taken {
+        Ok(summary) => Summary { seconds: started.elapsed().as_secs_f64(), ..summary },
+        Err(error) => {
+            if let Some(ping) = &ping {
+                ping.fail(&format!("{error:#}")).await;
+            }
+            return Err(error);
+        }
+    };
+    record(&args, &summary).await;
+    if let Some(ping) = &ping {
+        ping.success(format!("{} ({} bytes) in {:.1} s", summary.path, summary.bytes, summary.seconds)).await;
+    }
     if args.json {
         return output::print_json(&summary).context("could not write the summary");
     }
@@ -72,6 +90,19 @@ pub async fn run(args: BackupDbArgs) -> anyhow::Result<()> {
         summary.schema_version
     ));
     Ok(())
+}
+
+/// Records the completed backup in the database (its own short transaction), for `serve`'s
+/// gauge. The backup is complete either way: a failure here is only reported.
+async fn record(args: &BackupDbArgs, summary: &Summary) {
+    let recorded = async {
+        let pool = connect_cli(&args.database).await?;
+        db::database_backups::record(&pool, &summary.path, summary.bytes, summary.seconds).await?;
+        anyhow::Ok(())
+    };
+    if let Err(error) = recorded.await {
+        output::status(&format!("warning: the backup is complete, but recording it in the database failed: {error:#}"));
+    }
 }
 
 /// A dump taken: its manifest, and what its sink reported.
@@ -133,6 +164,9 @@ async fn stream(
     let mut bytes = 0u64;
     for table in TABLES {
         let columns = snapshot.columns(table).await?;
+        if columns.is_empty() {
+            continue; // Not in this (older) schema.
+        }
         sender.send(Piece::Begin((*table).to_owned(), columns.clone())).await.map_err(|_| closed())?;
         bar.set_message(format!("{table}, {}", output::bytes(i64::try_from(bytes).unwrap_or(i64::MAX))));
         let mut data = snapshot.copy_out(table, &columns).await.with_context(|| format!("could not read {table}"))?;
