@@ -32,6 +32,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('restore-db', 'restore-db', [CompletionResultType]::ParameterValue, 'Load a dump into an empty database, all or nothing, then apply newer migrations')
             [CompletionResult]::new('verify-backup', 'verify-backup', [CompletionResultType]::ParameterValue, 'Check a dump''s integrity and manifest, without a database')
             [CompletionResult]::new('list-backups', 'list-backups', [CompletionResultType]::ParameterValue, 'List the complete backups in a bucket, newest first')
+            [CompletionResult]::new('backup-status', 'backup-status', [CompletionResultType]::ParameterValue, 'Exit 1 when the newest backup in a bucket is too old or much smaller than those before it')
             [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('request', 'request', [CompletionResultType]::ParameterValue, 'Send one signed request to the API and print the answer, like `gh api`')
@@ -151,6 +152,16 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('--keep-min', '--keep-min', [CompletionResultType]::ParameterName, 'Keep the newest N, whatever their dates')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'dailyreps-backup-server;backup-status' {
+            [CompletionResult]::new('--max-age', '--max-age', [CompletionResultType]::ParameterName, 'The oldest the newest backup may be, e.g. 26h for a daily schedule')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a line')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -307,6 +318,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('restore-db', 'restore-db', [CompletionResultType]::ParameterValue, 'Load a dump into an empty database, all or nothing, then apply newer migrations')
             [CompletionResult]::new('verify-backup', 'verify-backup', [CompletionResultType]::ParameterValue, 'Check a dump''s integrity and manifest, without a database')
             [CompletionResult]::new('list-backups', 'list-backups', [CompletionResultType]::ParameterValue, 'List the complete backups in a bucket, newest first')
+            [CompletionResult]::new('backup-status', 'backup-status', [CompletionResultType]::ParameterValue, 'Exit 1 when the newest backup in a bucket is too old or much smaller than those before it')
             [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('request', 'request', [CompletionResultType]::ParameterValue, 'Send one signed request to the API and print the answer, like `gh api`')
@@ -335,6 +347,9 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             break
         }
         'dailyreps-backup-server;help;list-backups' {
+            break
+        }
+        'dailyreps-backup-server;help;backup-status' {
             break
         }
         'dailyreps-backup-server;help;inspect' {

@@ -19,6 +19,9 @@ _dailyreps__backup__server() {
             dailyreps__backup__server,backup-db)
                 cmd="dailyreps__backup__server__subcmd__backup__subcmd__db"
                 ;;
+            dailyreps__backup__server,backup-status)
+                cmd="dailyreps__backup__server__subcmd__backup__subcmd__status"
+                ;;
             dailyreps__backup__server,completions)
                 cmd="dailyreps__backup__server__subcmd__completions"
                 ;;
@@ -54,6 +57,9 @@ _dailyreps__backup__server() {
                 ;;
             dailyreps__backup__server__subcmd__help,backup-db)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__backup__subcmd__db"
+                ;;
+            dailyreps__backup__server__subcmd__help,backup-status)
+                cmd="dailyreps__backup__server__subcmd__help__subcmd__backup__subcmd__status"
                 ;;
             dailyreps__backup__server__subcmd__help,completions)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__completions"
@@ -152,7 +158,7 @@ _dailyreps__backup__server() {
 
     case "${cmd}" in
         dailyreps__backup__server)
-            opts="-h -V --log-format --help --version serve migrate backup-db restore-db verify-backup list-backups inspect prune request smoke-test completions help"
+            opts="-h -V --log-format --help --version serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -231,6 +237,28 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__backup__subcmd__status)
+            opts="-h -V --max-age --json --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --max-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__completions)
             opts="-h -V --log-format --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -250,7 +278,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__help)
-            opts="serve migrate backup-db restore-db verify-backup list-backups inspect prune request smoke-test completions help"
+            opts="serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -264,6 +292,20 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__backup__subcmd__db)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__backup__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -29,6 +29,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand restore-db 'Load a dump into an empty database, all or nothing, then apply newer migrations'
             cand verify-backup 'Check a dump''s integrity and manifest, without a database'
             cand list-backups 'List the complete backups in a bucket, newest first'
+            cand backup-status 'Exit 1 when the newest backup in a bucket is too old or much smaller than those before it'
             cand inspect 'Read-only views of users, backups and the database, for operators'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
@@ -138,6 +139,15 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --keep-min 'Keep the newest N, whatever their dates'
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
             cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'dailyreps-backup-server;backup-status'= {
+            cand --max-age 'The oldest the newest backup may be, e.g. 26h for a daily schedule'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a line'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -278,6 +288,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand restore-db 'Load a dump into an empty database, all or nothing, then apply newer migrations'
             cand verify-backup 'Check a dump''s integrity and manifest, without a database'
             cand list-backups 'List the complete backups in a bucket, newest first'
+            cand backup-status 'Exit 1 when the newest backup in a bucket is too old or much smaller than those before it'
             cand inspect 'Read-only views of users, backups and the database, for operators'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
@@ -299,6 +310,8 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;help;verify-backup'= {
         }
         &'dailyreps-backup-server;help;list-backups'= {
+        }
+        &'dailyreps-backup-server;help;backup-status'= {
         }
         &'dailyreps-backup-server;help;inspect'= {
             cand users 'Users with their backup count, bytes and last backup'

@@ -52,6 +52,8 @@ pub enum Command {
     VerifyBackup(VerifyBackupArgs),
     /// List the complete backups in a bucket, newest first.
     ListBackups(ListBackupsArgs),
+    /// Exit 1 when the newest backup in a bucket is too old or much smaller than those before it.
+    BackupStatus(BackupStatusArgs),
     /// Read-only views of users, backups and the database, for operators.
     Inspect(InspectArgs),
     /// Delete backups (and inactive accounts) by policy, in small batches.
@@ -214,6 +216,21 @@ pub struct ListBackupsArgs {
     pub retention: RetentionArgs,
 
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of `backup-status`.
+#[derive(Debug, Args)]
+pub struct BackupStatusArgs {
+    /// Where: s3://BUCKET/PREFIX.
+    pub url: crate::remote::BucketUrl,
+
+    /// The oldest the newest backup may be, e.g. 26h for a daily schedule.
+    #[arg(long, default_value = "26h")]
+    pub max_age: HumanDuration,
+
+    /// Print JSON instead of a line.
     #[arg(long)]
     pub json: bool,
 }

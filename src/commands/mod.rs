@@ -1,6 +1,7 @@
 //! One module per subcommand: orchestration only (no SQL, no HTTP handling).
 
 pub mod backup_db;
+pub mod backup_status;
 pub mod completions;
 pub mod dev;
 pub mod dump_source;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RestoreDb(args) => restore_db::run(args).await,
         Command::VerifyBackup(args) => verify_backup::run(&args).await,
         Command::ListBackups(args) => list_backups::run(&args).await,
+        Command::BackupStatus(args) => backup_status::run(&args).await,
         Command::Inspect(args) => inspect::run(args).await,
         Command::Prune(args) => prune::run(args).await,
         Command::Request(args) => request::run(args).await,

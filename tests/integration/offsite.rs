@@ -308,3 +308,42 @@ async fn retention_keeps_the_calendars_picks_and_touches_nothing_it_did_not_writ
     assert_eq!(manifests, 5, "{keys:?}");
     assert_eq!(taken.stderr.matches("(retention)").count(), 17, "{}", taken.stderr);
 }
+
+#[tokio::test]
+async fn backup_status_fails_when_the_newest_is_stale_or_suspiciously_small() {
+    let bucket = TestBucket::new().await;
+    let url = bucket.url("db");
+    let status = async |bucket: &TestBucket, max_age: &str| {
+        let outcome = run_with(&["backup-status", &url, "--max-age", max_age, "--json"], bucket, &[]).await;
+        (outcome.code, serde_json::from_str::<Value>(&outcome.stdout).unwrap())
+    };
+    let (code, empty) = status(&bucket, "26h").await;
+    assert_eq!((code, &empty["newest"]), (1, &Value::Null), "no backup at all: {empty}");
+
+    plant_backup(&bucket, "db", 2).await;
+    let (code, stale) = status(&bucket, "26h").await;
+    assert_eq!(code, 1, "{stale}");
+    assert!(stale["problems"][0].as_str().unwrap().contains("more than 26 hours"), "{stale}");
+    assert!(stale["age_seconds"].as_i64().unwrap() > 2 * 86_399);
+    let (code, fine) = status(&bucket, "3d").await;
+    assert_eq!((code, &fine["ok"]), (0, &Value::Bool(true)), "{fine}");
+
+    // The (planted) earlier ones are 8 bytes; a real dump is far larger, so a planted one of
+    // 1 byte after real ones is the near-empty dump.
+    let (app, _) = populated_app().await;
+    let db = app_url(&app);
+    for _ in 0..2 {
+        let taken = run_with(&["backup-db", "--to", &url, "--no-encryption"], &bucket, &[("DATABASE_URL", &db)]).await;
+        assert_eq!(taken.code, 0, "{}", taken.stderr);
+    }
+    let (code, healthy) = status(&bucket, "26h").await;
+    assert_eq!(code, 0, "{healthy}");
+    let newest = plant_backup(&bucket, "db", 0).await;
+    let manifest_key = format!("db/{}", newest.replace(".sql.zst", ".manifest.json"));
+    let mut manifest: Value = serde_json::from_slice(&bucket.object(&manifest_key).await).unwrap();
+    manifest["bytes"] = 1.into();
+    bucket.put(&manifest_key, manifest.to_string().into_bytes()).await;
+    let (code, small) = status(&bucket, "26h").await;
+    assert_eq!(code, 1, "{small}");
+    assert!(small["problems"][0].as_str().unwrap().contains("less than half"), "{small}");
+}
