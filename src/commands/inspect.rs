@@ -160,7 +160,21 @@ struct StatsJson<'a> {
     tables: Vec<TableJson<'a>>,
     largest_users: Vec<LargeUserJson>,
     backups_per_day: Vec<DayJson<'a>>,
+    last_database_backup: Option<LastBackupJson<'a>>,
 }
+
+#[derive(Serialize)]
+struct LastBackupJson<'a> {
+    #[serde(with = "time::serde::rfc3339")]
+    finished_at: OffsetDateTime,
+    location: &'a str,
+    bytes: i64,
+    age_seconds: i64,
+}
+
+/// Past this, the last database backup is old enough to warn about (a daily schedule's
+/// run plus two hours of slack).
+const BACKUP_WARNING_AGE: time::Duration = time::Duration::hours(26);
 
 #[derive(Serialize)]
 struct TableJson<'a> {
@@ -200,6 +214,12 @@ impl<'a> From<&'a Stats> for StatsJson<'a> {
                 .iter()
                 .map(|d| DayJson { date: &d.date, backups: d.backups })
                 .collect(),
+            last_database_backup: stats.last_database_backup.as_ref().map(|last| LastBackupJson {
+                finished_at: last.finished_at,
+                location: &last.location,
+                bytes: last.bytes,
+                age_seconds: (OffsetDateTime::now_utc() - last.finished_at).whole_seconds(),
+            }),
         }
     }
 }
@@ -255,7 +275,26 @@ fn stats_text(stats: &Stats) -> String {
     for user in &stats.largest_users {
         largest.add_row([user.user_id.to_string(), user.backup_count.to_string(), output::bytes(user.total_bytes)]);
     }
-    format!("{totals}\n{tables}\n{largest}\nBackups per day (UTC):\n{}", bar_chart(&stats.backups_per_day))
+    let now = OffsetDateTime::now_utc();
+    let last = match &stats.last_database_backup {
+        None => {
+            "Last database backup: none recorded\n  warning: run `backup-db` on a schedule (README: off-site backups)\n"
+                .to_owned()
+        }
+        Some(last) => {
+            let mut line = format!(
+                "Last database backup: {}, {} ({})\n",
+                last.location,
+                output::ago(last.finished_at, now),
+                output::bytes(last.bytes)
+            );
+            if now - last.finished_at > BACKUP_WARNING_AGE {
+                line.push_str("  warning: older than 26 hours; are the scheduled backups running?\n");
+            }
+            line
+        }
+    };
+    format!("{totals}\n{tables}\n{largest}\n{last}Backups per day (UTC):\n{}", bar_chart(&stats.backups_per_day))
 }
 
 /// One line a day: the date, a bar scaled to the busiest day, the count.

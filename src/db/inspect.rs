@@ -120,6 +120,20 @@ pub struct Stats {
     pub largest_users: Vec<LargeUser>,
     /// Backups per day, the last 14 days (UTC), oldest first, days without any included.
     pub backups_per_day: Vec<DayCount>,
+    /// The newest recorded backup of the database itself (`backup-db`), if any.
+    pub last_database_backup: Option<DatabaseBackup>,
+}
+
+/// A recorded backup of the database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DatabaseBackup {
+    /// When it finished.
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: time::OffsetDateTime,
+    /// Where it went (a path or an s3:// URL).
+    pub location: String,
+    /// Its size.
+    pub bytes: i64,
 }
 
 /// One table's figures.
@@ -167,7 +181,12 @@ pub async fn stats(db: impl PgExecutor<'_>, largest: i64) -> Result<Stats, sqlx:
                json_build_object('name', 'backups', 'rows', (SELECT count(*) FROM backups), \
                                  'bytes', pg_total_relation_size('backups')), \
                json_build_object('name', 'idempotency_keys', 'rows', (SELECT count(*) FROM idempotency_keys), \
-                                 'bytes', pg_total_relation_size('idempotency_keys'))), \
+                                 'bytes', pg_total_relation_size('idempotency_keys')), \
+               json_build_object('name', 'database_backups', 'rows', (SELECT count(*) FROM database_backups), \
+                                 'bytes', pg_total_relation_size('database_backups'))), \
+           'last_database_backup', (SELECT json_build_object('finished_at', finished_at, 'location', location, \
+                                                             'bytes', bytes) \
+               FROM database_backups ORDER BY finished_at DESC LIMIT 1), \
            'largest_users', coalesce((SELECT json_agg(l) FROM ( \
                SELECT user_id, sum(size_bytes)::bigint AS total_bytes, count(*) AS backup_count \
                FROM backups GROUP BY user_id ORDER BY total_bytes DESC, user_id LIMIT $1) l), '[]'::json), \

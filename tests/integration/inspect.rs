@@ -149,6 +149,26 @@ async fn inspect_stats_match_sql() {
     assert_eq!(table.code, 0, "{}", table.stderr);
     assert!(table.stdout.contains("Backups per day") && table.stdout.contains('█'), "{}", table.stdout);
     assert!(table.stdout.contains("KiB"), "sizes for people: {}", table.stdout);
+    assert_eq!(stats["last_database_backup"], serde_json::Value::Null);
+    assert!(table.stdout.contains("Last database backup: none recorded"), "{}", table.stdout);
+
+    // A backup 30 hours ago is shown with its age, and warned about.
+    sqlx::query(
+        "INSERT INTO database_backups (finished_at, location, bytes, seconds) \
+         VALUES (now() - interval '30 hours', 's3://b/db/x.sql.zst.age', 1234, 1.5)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let stats = inspect(&db.url, &["stats"]).await;
+    assert_eq!(stats["last_database_backup"]["location"], "s3://b/db/x.sql.zst.age");
+    assert!((30 * 3600..31 * 3600).contains(&stats["last_database_backup"]["age_seconds"].as_i64().unwrap()));
+    let table = binary::run(&["inspect", "stats"], &[("DATABASE_URL", &db.url)]).await;
+    assert!(
+        table.stdout.contains("1 day ago") && table.stdout.contains("warning: older than 26 hours"),
+        "{}",
+        table.stdout
+    );
 }
 
 /// Forwards TCP to `upstream`, holding every chunk for `delay` in each direction.
