@@ -68,15 +68,43 @@ async fn server() -> &'static TestServer {
         .await
 }
 
-/// Starts a throwaway cluster with the code `serve --dev` uses.
+/// Starts a throwaway cluster with the code `serve --dev` uses: of the PostgreSQL whose bin
+/// folder `TEST_PG_BIN` names (CI runs the dump tests on 16 so), else the machine's own.
 pub async fn start_cluster() -> LocalCluster {
-    tokio::task::spawn_blocking(|| {
-        let binaries = PgBinaries::find().expect("PostgreSQL server binaries (see .ci/run)");
+    let binaries = match std::env::var_os("TEST_PG_BIN") {
+        Some(dir) => PgBinaries::find_in(&[dir.into()], &[]).expect("initdb and pg_ctl in TEST_PG_BIN"),
+        None => PgBinaries::find().expect("PostgreSQL server binaries (see .ci/run)"),
+    };
+    start_cluster_of(binaries).await
+}
+
+/// Starts a throwaway cluster of these binaries.
+pub async fn start_cluster_of(binaries: PgBinaries) -> LocalCluster {
+    tokio::task::spawn_blocking(move || {
         let options = ClusterOptions { data_dir: scratch_dir("pg"), durable: false, remove_on_stop: true };
         LocalCluster::start(&binaries, &options).expect("a local PostgreSQL cluster starts")
     })
     .await
     .unwrap()
+}
+
+/// A throwaway cluster of PostgreSQL `version`, a registry build laid out by
+/// `.ci/postgres-build.sh` (which fetches it the first time; it needs npm).
+pub async fn start_cluster_of_version(version: &str) -> LocalCluster {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/postgres-build.sh");
+    let built = tokio::process::Command::new("bash").arg(script).arg(version).output().await.unwrap();
+    assert!(built.status.success(), "PostgreSQL {version}: {}", String::from_utf8_lossy(&built.stderr));
+    let bin = String::from_utf8(built.stdout).unwrap().trim().to_owned();
+    start_cluster_of(PgBinaries::find_in(&[bin.into()], &[]).unwrap()).await
+}
+
+/// A new empty database in `cluster`; its URL.
+pub async fn database_in(cluster: &LocalCluster) -> String {
+    let admin = connect(&cluster.url("postgres")).await;
+    let name = unique_name("drb_major");
+    admin::create_database(&mut admin.acquire().await.unwrap(), &name, None).await.unwrap();
+    admin.close().await;
+    cluster.url(&name)
 }
 
 /// A new folder under the system's temp folder (reachable by the PostgreSQL user).

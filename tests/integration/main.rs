@@ -25,6 +25,7 @@ mod inspect;
 mod metrics;
 mod migrate;
 mod offsite;
+mod postgres_majors;
 mod prune;
 mod readiness;
 mod request_helper;
