@@ -308,6 +308,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Bytes of the memory budget held now, as `/metrics` exports it.
+    pub async fn budget_in_use(&self) -> f64 {
+        let text =
+            self.client.get(format!("{}/metrics", self.metrics_address)).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find(|line| line.starts_with("dailyreps_memory_budget_in_use_bytes "))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+            .expect("the budget gauge is exported")
+    }
+
     /// Uploads and returns the new backup's id, asserting 201.
     pub async fn upload_ok(&self, user: &TestUser, document: &[u8]) -> uuid::Uuid {
         let response = self.upload(user, document).await;
@@ -369,6 +379,21 @@ pub async fn wait_until_blocked_on_lock(pool: &PgPool, statement_prefix: &str) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A JSON object of exactly `len` bytes.
+pub fn document_of(len: usize) -> Vec<u8> {
+    let mut document = br#"{"pad":""#.to_vec();
+    document.resize(len - 2, b'x');
+    document.extend_from_slice(br#""}"#);
+    document
+}
+
+/// Peak resident memory of a process, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 /// The current unix time.

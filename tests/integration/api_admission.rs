@@ -12,17 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::binary::{Server, next_log};
-use crate::common::{TEST_SECRET, TestApp, TestDb, TestUser, error_code, now, signed_request, test_settings};
+use crate::common::{
+    TEST_SECRET, TestApp, TestDb, TestUser, document_of, error_code, now, peak_rss, signed_request, test_settings,
+};
 
 const MIB: usize = 1024 * 1024;
-
-/// A JSON object of exactly `len` bytes.
-fn document_of(len: usize) -> Vec<u8> {
-    let mut document = br#"{"pad":""#.to_vec();
-    document.resize(len - 2, b'x');
-    document.extend_from_slice(br#""}"#);
-    document
-}
 
 /// Opens a connection that sends an upload's headers (declaring `length` bytes), from
 /// `client` (as Fly's proxy names it), and one byte of body.
@@ -52,14 +46,6 @@ async fn first_status_line(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&answer).lines().next().unwrap().to_owned()
 }
 
-async fn budget_in_use(app: &TestApp) -> f64 {
-    let text = app.client.get(format!("{}/metrics", app.metrics_address)).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|line| line.starts_with("dailyreps_memory_budget_in_use_bytes "))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-        .expect("the budget gauge is exported")
-}
-
 #[tokio::test]
 async fn sockets_without_a_valid_signature_cannot_hold_the_budget_from_others() {
     let app = TestApp::spawn().await;
@@ -71,11 +57,11 @@ async fn sockets_without_a_valid_signature_cannot_hold_the_budget_from_others() 
         held.push(held_upload(&app, &attacker, "203.0.113.9", 10 * MIB, "").await);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while budget_in_use(&app).await < (20 * MIB) as f64 {
+    while app.budget_in_use().await < (20 * MIB) as f64 {
         assert!(Instant::now() < deadline, "the sockets never held their share");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(budget_in_use(&app).await <= (24 * MIB) as f64, "one client holds at most a quarter of 96 MiB");
+    assert!(app.budget_in_use().await <= (24 * MIB) as f64, "one client holds at most a quarter of 96 MiB");
 
     // An unknown token is refused before its body is read, holding nothing.
     let unknown = TestUser { id: uuid::Uuid::nil(), token: format!("drb_{}", "A".repeat(43)) };
@@ -102,7 +88,7 @@ async fn sockets_without_a_valid_signature_cannot_hold_the_budget_from_others() 
     let cut = statuses.iter().filter(|s| s.starts_with("HTTP/1.1 408")).count();
     let busy = statuses.iter().filter(|s| s.starts_with("HTTP/1.1 503")).count();
     assert_eq!((cut + busy, cut > 0), (10, true), "{statuses:?}");
-    assert!(budget_in_use(&app).await < MIB as f64, "their share was given back");
+    assert!(app.budget_in_use().await < MIB as f64, "their share was given back");
 }
 
 #[tokio::test]
@@ -115,7 +101,7 @@ async fn a_client_waiting_for_100_continue_hears_503_instead_when_there_is_no_ro
         holders.push(held_upload(&app, &user, &format!("192.0.2.{client}"), MIB, "").await);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while budget_in_use(&app).await < (5 * MIB) as f64 {
+    while app.budget_in_use().await < (5 * MIB) as f64 {
         assert!(Instant::now() < deadline, "the holders never held the budget");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -139,7 +125,7 @@ async fn a_download_holds_room_for_its_document_before_reading_it() {
         holders.push(held_upload(&app, &big, &format!("192.0.2.{client}"), 2 * MIB, "").await);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while budget_in_use(&app).await < (6 * MIB) as f64 {
+    while app.budget_in_use().await < (6 * MIB) as f64 {
         assert!(Instant::now() < deadline, "the holders never held the budget");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -161,13 +147,6 @@ async fn a_download_holds_room_for_its_document_before_reading_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(restored.as_ref(), large.as_slice(), "byte for byte once there is room");
-}
-
-/// Peak resident memory of a process, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use dailyreps_backup_server::http::state::ApiSettings;
 use reqwest::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
-use crate::common::{TEST_SECRET, TestApp, now, test_settings};
+use crate::common::{TEST_SECRET, TestApp, document_of, now, test_settings};
 
 async fn assert_error(response: reqwest::Response, status: StatusCode, code: &str) {
     assert_eq!(response.status(), status, "{code}");
@@ -144,14 +144,6 @@ async fn at_the_memory_budget_requests_get_503_with_retry_after() {
     );
 }
 
-/// A JSON object of exactly `len` bytes.
-fn document_of(len: usize) -> Vec<u8> {
-    let mut document = br#"{"pad":""#.to_vec();
-    document.resize(len - 2, b'x');
-    document.extend_from_slice(br#""}"#);
-    document
-}
-
 #[tokio::test]
 async fn a_large_body_refused_at_the_budget_still_hears_its_503() {
     let eight_mib = 8 * 1024 * 1024;
@@ -190,17 +182,9 @@ async fn an_upload_is_charged_for_the_database_drivers_copies_too() {
     wait_for_budget_in_use_below(&app, 1).await;
 }
 
-async fn budget_in_use(app: &TestApp) -> f64 {
-    let text = app.client.get(format!("{}/metrics", app.metrics_address)).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|line| line.starts_with("dailyreps_memory_budget_in_use_bytes "))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-        .expect("the budget gauge is exported")
-}
-
 async fn wait_for_budget_in_use(app: &TestApp, at_least: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while budget_in_use(app).await < at_least as f64 {
+    while app.budget_in_use().await < at_least as f64 {
         assert!(Instant::now() < deadline, "the slow requests never held the budget");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -208,7 +192,7 @@ async fn wait_for_budget_in_use(app: &TestApp, at_least: usize) {
 
 async fn wait_for_budget_in_use_below(app: &TestApp, below: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while budget_in_use(app).await >= below as f64 {
+    while app.budget_in_use().await >= below as f64 {
         assert!(Instant::now() < deadline, "the budget was not given back");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -5,14 +5,7 @@ use std::io::Write;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::common::{TEST_SECRET, TestDb, binary::Server, now, signed_request};
-
-/// Peak resident memory of a process, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-}
+use crate::common::{TEST_SECRET, TestDb, binary::Server, now, peak_rss, signed_request};
 
 /// `decoded_mib` MiB of zeros inside a JSON string, gzipped: about a thousandth of the size.
 fn gzip_bomb(decoded_mib: usize) -> Vec<u8> {

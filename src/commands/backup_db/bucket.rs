@@ -39,7 +39,8 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
     let pool = connect_cli(&args.database).await?;
 
     let now = OffsetDateTime::now_utc();
-    let names = Names::of(now, recipients.is_some());
+    let encrypted = recipients.is_some();
+    let names = Names::of(now, encrypted);
     let upload = bucket.start_upload(&names.data).await?;
     let record = UploadRecord { data: names.data.clone(), upload_id: upload.id.clone() };
     let recorded = bucket.record_upload(&names.upload, &record).await;
@@ -71,7 +72,7 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
         tables: taken.trailer.tables.iter().map(|t| TableCount { name: t.name.clone(), rows: t.rows }).collect(),
         bytes,
         sha256: hex(&sha256),
-        encrypted: manifest_encrypted(&names.data),
+        encrypted,
     };
     bucket.create_manifest(&names.manifest, &manifest).await.context("the data is stored, but its manifest is not")?;
     bucket.delete(&names.upload).await?;
@@ -88,10 +89,6 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
         schema_version: taken.header.schema_version,
         tables: TableRows::of(&taken.trailer),
     })
-}
-
-fn manifest_encrypted(name: &str) -> bool {
-    name.ends_with(".age")
 }
 
 type Stored = (super::Taken<()>, u64, [u8; 32]);
