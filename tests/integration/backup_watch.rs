@@ -13,7 +13,7 @@ use crate::common::s3::TestBucket;
 use crate::common::{TestApp, TestDb, binary, scratch_dir};
 
 /// A monitor that answers 200 to everything and reports each request's line and body.
-async fn ping_stub() -> (String, mpsc::UnboundedReceiver<(String, String)>) {
+pub(crate) async fn ping_stub() -> (String, mpsc::UnboundedReceiver<(String, String)>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/ping/check-1", listener.local_addr().unwrap());
     let (seen, pings) = mpsc::unbounded_channel();
@@ -51,7 +51,7 @@ async fn ping_stub() -> (String, mpsc::UnboundedReceiver<(String, String)>) {
     (url, pings)
 }
 
-async fn next_ping(pings: &mut mpsc::UnboundedReceiver<(String, String)>) -> (String, String) {
+pub(crate) async fn next_ping(pings: &mut mpsc::UnboundedReceiver<(String, String)>) -> (String, String) {
     tokio::time::timeout(Duration::from_secs(20), pings.recv()).await.expect("a ping").expect("the stub runs")
 }
 

@@ -347,3 +347,102 @@ async fn backup_status_fails_when_the_newest_is_stale_or_suspiciously_small() {
     assert_eq!(code, 1, "{small}");
     assert!(small["problems"][0].as_str().unwrap().contains("less than half"), "{small}");
 }
+
+/// A proxy to `upstream` that answers 500 to every request whose first line contains `fail`
+/// (each request on a connection of its own, so every one is seen).
+async fn failing_proxy(upstream: String, fail: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                if text.lines().next().unwrap_or_default().contains(fail) {
+                    let _ = client
+                        .write_all(
+                            b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+                let kept: String = text
+                    .trim_end()
+                    .lines()
+                    .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+                    .map(|line| format!("{line}\r\n"))
+                    .collect();
+                let mut server = tokio::net::TcpStream::connect(upstream.trim_start_matches("http://")).await.unwrap();
+                server.write_all(format!("{kept}connection: close\r\n\r\n").as_bytes()).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_part_that_keeps_failing_completes_nothing_and_pings_fail() {
+    let (app, _) = populated_app().await;
+    sqlx::query(
+        "INSERT INTO backups (id, user_id, size_bytes, sha256, document) \
+         SELECT gen_random_uuid(), (SELECT id FROM users LIMIT 1), 0, sha256(''), \
+                (SELECT string_agg(md5(random()::text || n || g), '') FROM generate_series(1, 12000) g) \
+         FROM generate_series(1, 80) n",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let bucket = TestBucket::new().await;
+    let proxy = failing_proxy(bucket.endpoint.clone(), "partNumber=2").await;
+    let (ping, mut pings) = super::backup_watch::ping_stub().await;
+    let url = bucket.url("db");
+    let db = app_url(&app);
+    let failed = run_with(
+        &["backup-db", "--to", &url, "--no-encryption", "--ping", &ping],
+        &bucket,
+        &[("DATABASE_URL", &db), ("AWS_ENDPOINT_URL_S3", &proxy)],
+    )
+    .await;
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(failed.stderr.contains("uploading part 2"), "{}", failed.stderr);
+    assert!(bucket.keys().await.is_empty(), "no object, no manifest, no record: {:?}", bucket.keys().await);
+    assert!(bucket.uploads_in_progress().await.is_empty(), "the upload was aborted");
+    assert_eq!(super::backup_watch::next_ping(&mut pings).await.0, "POST /ping/check-1/start HTTP/1.1");
+    let (fail, error) = super::backup_watch::next_ping(&mut pings).await;
+    assert_eq!(fail, "POST /ping/check-1/fail HTTP/1.1");
+    assert!(error.contains("part 2"), "{error}");
+}
+
+#[tokio::test]
+async fn backups_listed_after_more_than_a_thousand_other_objects_are_found() {
+    let bucket = TestBucket::new().await;
+    // Names that sort before ours, so ours are on the second page of a listing.
+    let mut planting = tokio::task::JoinSet::new();
+    for n in 0..1010 {
+        let (endpoint, name) = (bucket.endpoint.clone(), bucket.name.clone());
+        planting.spawn(async move {
+            TestBucket { endpoint, name }.put(&format!("db/aaa-{n:04}.txt"), b"x".to_vec()).await;
+        });
+        if planting.len() >= 32 {
+            planting.join_next().await.unwrap().unwrap();
+        }
+    }
+    planting.join_all().await;
+    let newest = plant_backup(&bucket, "db", 0).await;
+    plant_backup(&bucket, "db", 1).await;
+    let listed = run_with(&["list-backups", &bucket.url("db"), "--json"], &bucket, &[]).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed["backups"].as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed["backups"][0]["key"], format!("db/{newest}"));
+}
