@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""backup-db to a bucket against backup-db to a file, and restores from each, in one run.
+
+Usage: python3 bench/offsite.py [BACKUPS]   (default 210000; cargo build --release first, and
+       moto_server on PATH or in target/ci-python, as .ci/run installs it)
+
+The dataset is bench/backup_db.py's (BACKUPS/5 users with five workout-log backups each). The
+bucket is moto's standalone S3 server on this machine, so the figures are the tool's own cost
+of streaming parts (and of age), not a network's. Each run's wall time and peak RSS (wait4):
+  --output FILE               the baseline
+  --to s3:// --no-encryption  multipart upload, re-read and checked, manifest
+  --to s3:// (age)            the same, encrypted to one X25519 key
+  restore-db FILE / restore-db s3://…/latest --identity
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from backup_db import BINARY, GENERATE, ROOT, psql, run_measured, settle  # noqa: E402
+
+
+def moto_server():
+    candidate = os.path.join(ROOT, "target", "ci-python", "bin", "moto_server")
+    return candidate if os.path.exists(candidate) else shutil.which("moto_server")
+
+
+def main():
+    backups = int(sys.argv[1]) if len(sys.argv) > 1 else 210_000
+    with tempfile.TemporaryDirectory(prefix="drb-bench-offsite-", dir="/var/tmp") as folder:
+        os.chmod(folder, 0o755)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        moto = subprocess.Popen([moto_server(), "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        dev = subprocess.Popen(
+            [BINARY, "serve", "--dev", "--dev-data-dir", folder, "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        try:
+            endpoint = f"http://127.0.0.1:{port}"
+            for _ in range(200):
+                try:
+                    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/bench", method="PUT"))
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            url = next(m.group(1) for line in dev.stdout if (m := re.search(r"Database: (postgres://\S+)", line)))
+            base = url.rsplit("/", 1)[0]
+            psql(url, GENERATE.format(users=backups // 5))
+            psql(url, "VACUUM (ANALYZE)")
+            key = os.path.join(folder, "key.txt")
+            subprocess.run(["age-keygen", "-o", key], check=True, stderr=subprocess.DEVNULL)
+            recipient = subprocess.run(["age-keygen", "-y", key], check=True, capture_output=True, text=True).stdout.strip()
+            bucket = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_REGION": "auto",
+                      "AWS_ENDPOINT_URL_S3": endpoint, "DATABASE_URL": url}
+            file = os.path.join(folder, "dump.sql.zst")
+            results = {}
+            settle(url)
+            results["backup-db --output FILE"] = run_measured([BINARY, "backup-db", "--output", file], {"DATABASE_URL": url})
+            settle(url)
+            results["backup-db --to (plain)"] = run_measured(
+                [BINARY, "backup-db", "--to", "s3://bench/plain", "--no-encryption"], bucket)
+            settle(url)
+            results["backup-db --to (age)"] = run_measured(
+                [BINARY, "backup-db", "--to", "s3://bench/age"], {**bucket, "BACKUP_AGE_RECIPIENTS": recipient})
+            psql(base + "/postgres", "CREATE DATABASE from_file", "CREATE DATABASE from_bucket")
+            settle(url)
+            results["restore-db FILE"] = run_measured([BINARY, "restore-db", file], {"DATABASE_URL": base + "/from_file"})
+            settle(url)
+            results["restore-db s3://…/latest"] = run_measured(
+                [BINARY, "restore-db", "s3://bench/age/latest", "--identity", key], {**bucket, "DATABASE_URL": base + "/from_bucket"})
+
+            print(f"dataset: {backups} backups; dump {os.path.getsize(file) / 1e6:.1f} MB")
+            print(f"{'':28} {'wall s':>8} {'peak RSS MiB':>13}")
+            for name, (seconds, rss) in results.items():
+                print(f"{name:28} {seconds:8.1f} {rss:13.1f}")
+            baseline = results["backup-db --output FILE"][0]
+            print(f"ratios to --output FILE: plain upload {results['backup-db --to (plain)'][0] / baseline:.2f}, "
+                  f"encrypted upload {results['backup-db --to (age)'][0] / baseline:.2f}; "
+                  f"restore from the bucket / from the file "
+                  f"{results['restore-db s3://…/latest'][0] / results['restore-db FILE'][0]:.2f}")
+        finally:
+            dev.send_signal(signal.SIGINT)
+            dev.wait(timeout=120)
+            moto.terminate()
+
+
+if __name__ == "__main__":
+    main()
