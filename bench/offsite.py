@@ -9,6 +9,7 @@ bucket is moto's standalone S3 server on this machine, so the figures are the to
 of streaming parts (and of age), not a network's. Each run's wall time and peak RSS (wait4):
   --output FILE               the baseline
   --to s3:// --no-encryption  multipart upload, re-read and checked, manifest
+  … --no-reread               the same without reading the object back
   --to s3:// (age)            the same, encrypted to one X25519 key
   restore-db FILE / restore-db s3://…/latest --identity
 """
@@ -71,6 +72,9 @@ def main():
             results["backup-db --to (plain)"] = run_measured(
                 [BINARY, "backup-db", "--to", "s3://bench/plain", "--no-encryption"], bucket)
             settle(url)
+            results["backup-db --to (plain, no re-read)"] = run_measured(
+                [BINARY, "backup-db", "--to", "s3://bench/unread", "--no-encryption", "--no-reread"], bucket)
+            settle(url)
             results["backup-db --to (age)"] = run_measured(
                 [BINARY, "backup-db", "--to", "s3://bench/age"], {**bucket, "BACKUP_AGE_RECIPIENTS": recipient})
             psql(base + "/postgres", "CREATE DATABASE from_file", "CREATE DATABASE from_bucket")
@@ -81,11 +85,12 @@ def main():
                 [BINARY, "restore-db", "s3://bench/age/latest", "--identity", key], {**bucket, "DATABASE_URL": base + "/from_bucket"})
 
             print(f"dataset: {backups} backups; dump {os.path.getsize(file) / 1e6:.1f} MB")
-            print(f"{'':28} {'wall s':>8} {'peak RSS MiB':>13}")
+            print(f"{'':36} {'wall s':>8} {'peak RSS MiB':>13}")
             for name, (seconds, rss) in results.items():
-                print(f"{name:28} {seconds:8.1f} {rss:13.1f}")
+                print(f"{name:36} {seconds:8.1f} {rss:13.1f}")
             baseline = results["backup-db --output FILE"][0]
-            print(f"ratios to --output FILE: plain upload {results['backup-db --to (plain)'][0] / baseline:.2f}, "
+            print(f"ratios to --output FILE: plain upload {results['backup-db --to (plain)'][0] / baseline:.2f} "
+                  f"({results['backup-db --to (plain, no re-read)'][0] / baseline:.2f} without the re-read), "
                   f"encrypted upload {results['backup-db --to (age)'][0] / baseline:.2f}; "
                   f"restore from the bucket / from the file "
                   f"{results['restore-db s3://…/latest'][0] / results['restore-db FILE'][0]:.2f}")
