@@ -31,6 +31,21 @@ async fn run_with(args: &[&str], bucket: &TestBucket, extra: &[(&str, &str)]) ->
     outcome
 }
 
+/// `count` backups of 384 KB of random hex each (half of it survives zstd), so a dump takes
+/// several 8 MiB parts.
+async fn add_incompressible_backups(pool: &sqlx::PgPool, count: i32) {
+    sqlx::query(
+        "INSERT INTO backups (id, user_id, size_bytes, sha256, document) \
+         SELECT gen_random_uuid(), (SELECT id FROM users LIMIT 1), 0, sha256(''), \
+                (SELECT string_agg(md5(random()::text || n || g), '') FROM generate_series(1, 12000) g) \
+         FROM generate_series(1, $1) n",
+    )
+    .bind(count)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn an_encrypted_backup_round_trips_through_the_bucket_and_only_its_identity_opens_it() {
     let (app, _) = populated_app().await;
@@ -155,15 +170,7 @@ async fn a_backup_killed_mid_upload_leaves_no_backup_and_the_next_run_aborts_its
     let db = app_url(&app);
 
     // Enough data that parts go up before the dump reaches `idempotency_keys`, where it waits.
-    sqlx::query(
-        "INSERT INTO backups (id, user_id, size_bytes, sha256, document) \
-         SELECT gen_random_uuid(), (SELECT id FROM users LIMIT 1), 0, sha256(''), \
-                (SELECT string_agg(md5(random()::text || n || g), '') FROM generate_series(1, 12000) g) \
-         FROM generate_series(1, 120) n",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    add_incompressible_backups(&app.pool, 120).await;
     let first =
         run_with(&["backup-db", "--to", &url, "--no-encryption", "--json"], &bucket, &[("DATABASE_URL", &db)]).await;
     assert_eq!(first.code, 0, "{}", first.stderr);
@@ -393,15 +400,7 @@ async fn failing_proxy(upstream: String, fail: &'static str) -> String {
 #[tokio::test]
 async fn a_part_that_keeps_failing_completes_nothing_and_pings_fail() {
     let (app, _) = populated_app().await;
-    sqlx::query(
-        "INSERT INTO backups (id, user_id, size_bytes, sha256, document) \
-         SELECT gen_random_uuid(), (SELECT id FROM users LIMIT 1), 0, sha256(''), \
-                (SELECT string_agg(md5(random()::text || n || g), '') FROM generate_series(1, 12000) g) \
-         FROM generate_series(1, 80) n",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    add_incompressible_backups(&app.pool, 80).await;
     let bucket = TestBucket::new().await;
     let proxy = failing_proxy(bucket.endpoint.clone(), "partNumber=2").await;
     let (ping, mut pings) = super::backup_watch::ping_stub().await;
