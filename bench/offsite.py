@@ -26,12 +26,27 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backup_db import BINARY, GENERATE, ROOT, psql, run_measured, settle  # noqa: E402
+from backup_db import BINARY, GENERATE, ROOT, psql, settle  # noqa: E402
+from load import postgres_cpu, process_cpu  # noqa: E402
 
 
 def moto_server():
     candidate = os.path.join(ROOT, "target", "ci-python", "bin", "moto_server")
     return candidate if os.path.exists(candidate) else shutil.which("moto_server")
+
+
+def run_measured(argv, env, moto_pid):
+    """Runs a command; returns (seconds, peak RSS in MiB, CPU seconds of the tool, of PostgreSQL
+    and of moto), since the three share the two cores."""
+    postgres_before, moto_before = postgres_cpu(), process_cpu(moto_pid)
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(argv)} failed: {process.stderr.read().decode()[-2000:]}")
+    cpu = (usage.ru_utime + usage.ru_stime, postgres_cpu() - postgres_before, process_cpu(moto_pid) - moto_before)
+    return (elapsed, usage.ru_maxrss / 1024, *cpu)
 
 
 def main():
@@ -67,27 +82,27 @@ def main():
             file = os.path.join(folder, "dump.sql.zst")
             results = {}
             settle(url)
-            results["backup-db --output FILE"] = run_measured([BINARY, "backup-db", "--output", file], {"DATABASE_URL": url})
+            results["backup-db --output FILE"] = run_measured([BINARY, "backup-db", "--output", file], {"DATABASE_URL": url}, moto.pid)
             settle(url)
             results["backup-db --to (plain)"] = run_measured(
-                [BINARY, "backup-db", "--to", "s3://bench/plain", "--no-encryption"], bucket)
+                [BINARY, "backup-db", "--to", "s3://bench/plain", "--no-encryption"], bucket, moto.pid)
             settle(url)
             results["backup-db --to (plain, no re-read)"] = run_measured(
-                [BINARY, "backup-db", "--to", "s3://bench/unread", "--no-encryption", "--no-reread"], bucket)
+                [BINARY, "backup-db", "--to", "s3://bench/unread", "--no-encryption", "--no-reread"], bucket, moto.pid)
             settle(url)
             results["backup-db --to (age)"] = run_measured(
-                [BINARY, "backup-db", "--to", "s3://bench/age"], {**bucket, "BACKUP_AGE_RECIPIENTS": recipient})
+                [BINARY, "backup-db", "--to", "s3://bench/age"], {**bucket, "BACKUP_AGE_RECIPIENTS": recipient}, moto.pid)
             psql(base + "/postgres", "CREATE DATABASE from_file", "CREATE DATABASE from_bucket")
             settle(url)
-            results["restore-db FILE"] = run_measured([BINARY, "restore-db", file], {"DATABASE_URL": base + "/from_file"})
+            results["restore-db FILE"] = run_measured([BINARY, "restore-db", file], {"DATABASE_URL": base + "/from_file"}, moto.pid)
             settle(url)
             results["restore-db s3://…/latest"] = run_measured(
-                [BINARY, "restore-db", "s3://bench/age/latest", "--identity", key], {**bucket, "DATABASE_URL": base + "/from_bucket"})
+                [BINARY, "restore-db", "s3://bench/age/latest", "--identity", key], {**bucket, "DATABASE_URL": base + "/from_bucket"}, moto.pid)
 
             print(f"dataset: {backups} backups; dump {os.path.getsize(file) / 1e6:.1f} MB")
-            print(f"{'':36} {'wall s':>8} {'peak RSS MiB':>13}")
-            for name, (seconds, rss) in results.items():
-                print(f"{name:36} {seconds:8.1f} {rss:13.1f}")
+            print(f"{'':36} {'wall s':>8} {'peak RSS MiB':>13} {'CPU s: tool':>12} {'postgres':>9} {'moto':>6}")
+            for name, (seconds, rss, tool, postgres, s3) in results.items():
+                print(f"{name:36} {seconds:8.1f} {rss:13.1f} {tool:12.1f} {postgres:9.1f} {s3:6.1f}")
             baseline = results["backup-db --output FILE"][0]
             print(f"ratios to --output FILE: plain upload {results['backup-db --to (plain)'][0] / baseline:.2f} "
                   f"({results['backup-db --to (plain, no re-read)'][0] / baseline:.2f} without the re-read), "

@@ -1,6 +1,8 @@
 //! What the bucket holds: manifests (a backup exists only once its manifest does), the data
 //! they describe, and records of uploads in progress.
 
+use std::collections::HashSet;
+
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -181,13 +183,18 @@ impl Bucket {
     }
 
     /// The uploads that earlier runs recorded and never finished, with their records' names.
+    /// A record beside a manifest is of a finished backup whose record a key that may not
+    /// delete left behind: not unfinished.
     pub async fn unfinished_uploads(&self) -> Result<Vec<(String, UploadRecord)>, RemoteError> {
+        let names: HashSet<String> = self.ours().await?.into_iter().map(|(name, _, _)| name).collect();
         let mut unfinished = Vec::new();
-        for (name, _, _) in self.ours().await? {
-            if name.ends_with(UPLOAD_SUFFIX) {
-                let record = serde_json::from_slice(&self.small_object(&name).await?)
-                    .map_err(|e| RemoteError::Invalid(format!("{}: {e}", self.describe(&name))))?;
-                unfinished.push((name, record));
+        for name in &names {
+            if let Some(stem) = name.strip_suffix(UPLOAD_SUFFIX)
+                && !names.contains(&format!("{stem}{MANIFEST_SUFFIX}"))
+            {
+                let record = serde_json::from_slice(&self.small_object(name).await?)
+                    .map_err(|e| RemoteError::Invalid(format!("{}: {e}", self.describe(name))))?;
+                unfinished.push((name.clone(), record));
             }
         }
         Ok(unfinished)

@@ -38,7 +38,7 @@ pub enum RemoteError {
         reason: String,
     },
     /// A request to the bucket failed.
-    #[error("{what} in bucket {bucket} at {endpoint} failed: {source}")]
+    #[error("{what} in bucket {bucket} at {endpoint} failed: {error}")]
     Request {
         /// What was being done.
         what: String,
@@ -46,12 +46,21 @@ pub enum RemoteError {
         bucket: String,
         /// Where it is.
         endpoint: String,
-        /// The store's error.
-        source: Box<object_store::Error>,
+        /// The store's error. Not a `source`: its message already holds its own causes, which
+        /// an error chain would print a second and third time.
+        error: Box<object_store::Error>,
     },
     /// An object is not what this tool writes.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl RemoteError {
+    /// Whether the key was refused what was asked (an append-only key asked to delete).
+    pub fn is_denied(&self) -> bool {
+        use object_store::Error::{PermissionDenied, Unauthenticated};
+        matches!(self, Self::Request { error, .. } if matches!(**error, PermissionDenied { .. } | Unauthenticated { .. }))
+    }
 }
 
 /// A bucket and prefix, connected.
@@ -72,7 +81,10 @@ impl Bucket {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&url.bucket)
             // S3's `If-None-Match: *`: the manifest is created once, never overwritten.
-            .with_conditional_put(S3ConditionalPut::ETagMatch);
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            // One `DELETE` per object, as we delete them one at a time anyway: every
+            // S3-compatible service has it, and a refusal comes back as a typed 403.
+            .with_disable_bulk_delete(true);
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
             .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
@@ -99,7 +111,7 @@ impl Bucket {
             what: what.into(),
             bucket: self.url.bucket.clone(),
             endpoint: self.endpoint.clone(),
-            source: Box::new(source),
+            error: Box::new(source),
         }
     }
 

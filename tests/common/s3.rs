@@ -25,28 +25,29 @@ fn moto_server() -> PathBuf {
 }
 
 async fn server() -> &'static str {
-    SERVER
-        .get_or_init(|| async {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            // A shell that kills moto when our end of its stdin closes, i.e. when the tests end.
-            let script =
-                format!("{} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & read _; kill $!", moto_server().display());
-            let child = std::process::Command::new("sh")
-                .args(["-c", &script])
-                .stdin(Stdio::piped())
-                .spawn()
-                .expect("moto_server starts");
-            // Keep its stdin open for the life of the test binary.
-            std::mem::forget(child);
-            let endpoint = format!("http://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while super::http_client().get(&endpoint).send().await.is_err() {
-                assert!(Instant::now() < deadline, "moto_server did not answer at {endpoint}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            endpoint
-        })
-        .await
+    SERVER.get_or_init(|| start_moto(&[])).await
+}
+
+/// Starts a moto server with `env`; returns its endpoint once it listens.
+async fn start_moto(env: &[(&str, &str)]) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A shell that kills moto when our end of its stdin closes, i.e. when the tests end.
+    let script = format!("{} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & read _; kill $!", moto_server().display());
+    let child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("moto_server starts");
+    // Keep its stdin open for the life of the test binary.
+    std::mem::forget(child);
+    // A connection, not a request: moto counts requests against INITIAL_NO_AUTH_ACTION_COUNT.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not listen on port {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    format!("http://127.0.0.1:{port}")
 }
 
 /// A bucket of this test's own.
@@ -62,15 +63,95 @@ pub const ACCESS_KEY: &str = "AKIATESTKEY0000000000";
 /// The test secret key: it must appear in no output.
 pub const SECRET_KEY: &str = "test-secret-key-0123456789abcdefghijklmn";
 
+/// An IAM key of a [`TestBucket::with_policy`] bucket.
+pub struct Key {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub id: String,
+    /// `AWS_SECRET_ACCESS_KEY`: it must appear in no output.
+    pub secret: String,
+}
+
+impl Key {
+    /// The environment that makes the tool use this key.
+    pub fn env(&self) -> [(&'static str, &str); 2] {
+        [("AWS_ACCESS_KEY_ID", &self.id), ("AWS_SECRET_ACCESS_KEY", &self.secret)]
+    }
+}
+
+/// Requests a bucket on an IAM-checking moto may make unsigned, before every request needs a key
+/// (`TestBucket::with_policy`'s set-up takes four; the rest are the test's).
+const UNCHECKED_REQUESTS: usize = 24;
+
 impl TestBucket {
     /// Creates a fresh bucket (moto creates one for region `auto` only unsigned).
     pub async fn new() -> Self {
-        let endpoint = server().await.to_owned();
+        Self::create(server().await.to_owned()).await
+    }
+
+    async fn create(endpoint: String) -> Self {
         let name = format!("drb-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         // Unsigned, as moto needs it to make a bucket for region `auto`.
         let created = super::http_client().put(format!("{endpoint}/{name}")).send().await.unwrap();
         assert!(created.status().is_success(), "creating bucket {name}: {}", created.status());
         Self { endpoint, name }
+    }
+
+    /// A bucket on a moto of its own that checks every request against IAM, with a key whose
+    /// policy allows `actions` (`s3:PutObject` …) on it. Until [`Self::enforce_keys`], this
+    /// helper's own requests (planting objects) pass unchecked.
+    pub async fn with_policy(actions: &[&str]) -> (Self, Key) {
+        let count = UNCHECKED_REQUESTS.to_string();
+        let bucket = Self::create(start_moto(&[("INITIAL_NO_AUTH_ACTION_COUNT", &count)]).await).await;
+        bucket.iam(&[("Action", "CreateUser"), ("UserName", "backup")]).await;
+        let created = bucket.iam(&[("Action", "CreateAccessKey"), ("UserName", "backup")]).await;
+        let key = Key {
+            id: elements(&created, "AccessKeyId").remove(0),
+            secret: elements(&created, "SecretAccessKey").remove(0),
+        };
+        let arn = format!("arn:aws:s3:::{}", bucket.name);
+        let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": actions, "Resource": [arn.clone(), format!("{arn}/*")]}
+        ]});
+        let policy = policy.to_string();
+        bucket
+            .iam(&[
+                ("Action", "PutUserPolicy"),
+                ("UserName", "backup"),
+                ("PolicyName", "backup"),
+                ("PolicyDocument", &policy),
+            ])
+            .await;
+        (bucket, key)
+    }
+
+    /// From now on every request needs a key: spends what is left of the unchecked ones.
+    pub async fn enforce_keys(&self) {
+        for _ in 0..UNCHECKED_REQUESTS {
+            let url = format!("{}/{}?list-type=2", self.endpoint, self.name);
+            if request(reqwest::Method::GET, url).send().await.unwrap().status() == reqwest::StatusCode::FORBIDDEN {
+                return;
+            }
+        }
+        panic!("moto never started checking keys");
+    }
+
+    /// An IAM call (unchecked, as the set-up's).
+    async fn iam(&self, form: &[(&str, &str)]) -> String {
+        let signature = ANY_SIGNATURE.replace("/auto/s3/", "/us-east-1/iam/");
+        let mut form = form.to_vec();
+        form.push(("Version", "2010-05-08"));
+        let response = super::http_client().post(&self.endpoint).header("authorization", signature).form(&form).send();
+        let response = response.await.unwrap();
+        assert!(response.status().is_success(), "IAM {form:?}: {}", response.status());
+        response.text().await.unwrap()
+    }
+
+    /// Starts a multipart upload of `key` (an upload a killed run would leave); its id.
+    pub async fn start_upload(&self, key: &str) -> String {
+        let url = format!("{}/{}/{key}?uploads", self.endpoint, self.name);
+        let started = request(reqwest::Method::POST, url).send().await.unwrap();
+        assert!(started.status().is_success(), "starting an upload of {key}: {}", started.status());
+        elements(&started.text().await.unwrap(), "UploadId").remove(0)
     }
 
     /// `s3://BUCKET/PREFIX`.

@@ -317,6 +317,53 @@ async fn retention_keeps_the_calendars_picks_and_touches_nothing_it_did_not_writ
 }
 
 #[tokio::test]
+async fn an_append_only_key_backs_up_and_says_why_it_cannot_prune_or_abort() {
+    let (app, _) = populated_app().await;
+    let (bucket, key) = TestBucket::with_policy(&["s3:PutObject", "s3:GetObject", "s3:ListBucket"]).await;
+    let url = bucket.url("db");
+    let db = app_url(&app);
+    // Three backups of a month ago that retention would delete, and an upload a killed run left.
+    for days_ago in 30..33 {
+        plant_backup(&bucket, "db", days_ago).await;
+    }
+    let stem = dailyreps_backup_server::dump::naming::stem(time::OffsetDateTime::now_utc() - time::Duration::days(2));
+    let killed = format!("{stem}.sql.zst");
+    let upload_id = bucket.start_upload(&format!("db/{killed}")).await;
+    let record = serde_json::json!({"data": killed, "upload_id": upload_id});
+    bucket.put(&format!("db/{stem}.upload.json"), record.to_string().into_bytes()).await;
+    bucket.enforce_keys().await;
+
+    let rules = ["--keep-daily", "1", "--keep-weekly", "0", "--keep-monthly", "0", "--keep-min", "1"];
+    let mut env: Vec<(&str, &str)> = vec![("DATABASE_URL", &db)];
+    env.extend(key.env());
+    for run in 1..=2 {
+        let mut args = vec!["backup-db", "--to", url.as_str(), "--no-encryption"];
+        args.extend(rules);
+        let taken = run_with(&args, &bucket, &env).await;
+        assert_eq!(taken.code, 0, "run {run}: the backup itself is allowed: {}", taken.stderr);
+        assert!(!taken.stderr.contains(&key.secret), "the key's secret leaked");
+        assert!(
+            taken.stderr.contains("retention was not applied: this key may not delete")
+                && taken.stderr.contains("nothing was deleted"),
+            "run {run}: {}",
+            taken.stderr
+        );
+        assert!(
+            taken.stderr.contains(&format!("may not abort the unfinished upload of s3://{}/db/{killed}", bucket.name)),
+            "run {run}: {}",
+            taken.stderr
+        );
+        assert!(!taken.stderr.contains("(retention)"), "run {run}: {}", taken.stderr);
+        let listed = run_with(&["list-backups", &url, "--json"], &bucket, &key.env()).await;
+        assert_eq!(listed.code, 0, "{}", listed.stderr);
+        let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+        assert_eq!(listed["backups"].as_array().unwrap().len(), 3 + run, "nothing deleted: {listed}");
+    }
+    let verified = run_with(&["verify-backup", &format!("{url}/latest")], &bucket, &key.env()).await;
+    assert_eq!(verified.code, 0, "a key that may read verifies: {}", verified.stderr);
+}
+
+#[tokio::test]
 async fn backup_status_fails_when_the_newest_is_stale_or_suspiciously_small() {
     let bucket = TestBucket::new().await;
     let url = bucket.url("db");

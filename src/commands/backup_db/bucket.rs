@@ -75,11 +75,27 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
         encrypted,
     };
     bucket.create_manifest(&names.manifest, &manifest).await.context("the data is stored, but its manifest is not")?;
-    bucket.delete(&names.upload).await?;
+    // The backup is complete: what follows is housekeeping, which an append-only key (one that
+    // may put, get and list but not delete) is refused without the backup failing.
+    match bucket.delete(&names.upload).await {
+        Err(error) if error.is_denied() => {}
+        deleted => deleted?,
+    }
     // Only after a good, checked upload.
-    let deleted = bucket.apply_retention(args.retention.policy(), OffsetDateTime::now_utc()).await;
-    for name in deleted.context("the backup is complete, but applying retention failed")? {
-        output::status(&format!("deleted {} (retention)", bucket.describe(&name)));
+    match bucket.apply_retention(args.retention.policy(), OffsetDateTime::now_utc()).await {
+        Ok(deleted) => {
+            for name in deleted {
+                output::status(&format!("deleted {} (retention)", bucket.describe(&name)));
+            }
+        }
+        Err(error) if error.is_denied() => output::status(&format!(
+            "warning: retention was not applied: this key may not delete in {} (access denied), so nothing \
+             was deleted; grant it s3:DeleteObject and s3:AbortMultipartUpload to prune",
+            bucket.url
+        )),
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context("the backup is complete, but applying retention failed"));
+        }
     }
     Ok(Summary {
         path: bucket.describe(&names.data),
@@ -167,6 +183,15 @@ async fn abort_unfinished(bucket: &Bucket) -> anyhow::Result<()> {
         let upload = Upload { name: record.data, id: record.upload_id };
         match bucket.abort(&upload).await {
             Ok(()) => output::status(&format!("aborted the unfinished upload of {}", bucket.describe(&upload.name))),
+            Err(error) if error.is_denied() => {
+                // The new backup need not wait for the cleanup.
+                output::status(&format!(
+                    "warning: this key may not abort the unfinished upload of {} (access denied): its parts \
+                     stay until a key with s3:AbortMultipartUpload or a lifecycle rule removes them",
+                    bucket.describe(&upload.name)
+                ));
+                continue;
+            }
             Err(error) => tracing::warn!(error = %error, "could not abort an unfinished upload"),
         }
         bucket.delete(&record_name).await?;
