@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,9 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from backup_db import BINARY, GENERATE, ROOT, psql, settle  # noqa: E402
 from load import postgres_cpu, process_cpu  # noqa: E402
+
+
+ROUNDS = 3
 
 
 def moto_server():
@@ -80,35 +84,44 @@ def main():
             bucket = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_REGION": "auto",
                       "AWS_ENDPOINT_URL_S3": endpoint, "DATABASE_URL": url}
             file = os.path.join(folder, "dump.sql.zst")
-            results = {}
-            settle(url)
-            results["backup-db --output FILE"] = run_measured([BINARY, "backup-db", "--output", file], {"DATABASE_URL": url}, moto.pid)
-            settle(url)
-            results["backup-db --to (plain)"] = run_measured(
-                [BINARY, "backup-db", "--to", "s3://bench/plain", "--no-encryption"], bucket, moto.pid)
-            settle(url)
-            results["backup-db --to (plain, no re-read)"] = run_measured(
-                [BINARY, "backup-db", "--to", "s3://bench/unread", "--no-encryption", "--no-reread"], bucket, moto.pid)
-            settle(url)
-            results["backup-db --to (age)"] = run_measured(
-                [BINARY, "backup-db", "--to", "s3://bench/age"], {**bucket, "BACKUP_AGE_RECIPIENTS": recipient}, moto.pid)
-            psql(base + "/postgres", "CREATE DATABASE from_file", "CREATE DATABASE from_bucket")
-            settle(url)
-            results["restore-db FILE"] = run_measured([BINARY, "restore-db", file], {"DATABASE_URL": base + "/from_file"}, moto.pid)
-            settle(url)
-            results["restore-db s3://…/latest"] = run_measured(
-                [BINARY, "restore-db", "s3://bench/age/latest", "--identity", key], {**bucket, "DATABASE_URL": base + "/from_bucket"}, moto.pid)
+            age = {**bucket, "BACKUP_AGE_RECIPIENTS": recipient}
+            runs = {
+                "backup-db --output FILE": ([BINARY, "backup-db", "--force", "--output", file], {"DATABASE_URL": url}),
+                "backup-db --to (plain)": ([BINARY, "backup-db", "--to", "s3://bench/plain", "--no-encryption"], bucket),
+                "backup-db --to (plain, no re-read)":
+                    ([BINARY, "backup-db", "--to", "s3://bench/unread", "--no-encryption", "--no-reread"], bucket),
+                "backup-db --to (age)": ([BINARY, "backup-db", "--to", "s3://bench/age"], age),
+                "restore-db FILE": ([BINARY, "restore-db", "--force", file], {"DATABASE_URL": base + "/restored"}),
+                "restore-db s3://…/latest": ([BINARY, "restore-db", "--force", "s3://bench/age/latest", "--identity", key],
+                                             {**bucket, "DATABASE_URL": base + "/restored"}),
+            }
+            results = {name: [] for name in runs}
+            # Rounds, each running every command once, so a noisy minute on this shared machine
+            # touches all of them alike; the median of each is reported.
+            for _ in range(ROUNDS):
+                for name, (argv, env) in runs.items():
+                    if name.startswith("restore-db"):
+                        psql(base + "/postgres", "DROP DATABASE IF EXISTS restored", "CREATE DATABASE restored")
+                    settle(url)
+                    results[name].append(run_measured(argv, env, moto.pid))
+            median = {name: [statistics.median(column) for column in zip(*rows)] for name, rows in results.items()}
 
-            print(f"dataset: {backups} backups; dump {os.path.getsize(file) / 1e6:.1f} MB")
+            print(f"dataset: {backups} backups; dump {os.path.getsize(file) / 1e6:.1f} MB; medians of {ROUNDS} rounds")
             print(f"{'':36} {'wall s':>8} {'peak RSS MiB':>13} {'CPU s: tool':>12} {'postgres':>9} {'moto':>6}")
-            for name, (seconds, rss, tool, postgres, s3) in results.items():
+            for name, (seconds, rss, tool, postgres, s3) in median.items():
                 print(f"{name:36} {seconds:8.1f} {rss:13.1f} {tool:12.1f} {postgres:9.1f} {s3:6.1f}")
-            baseline = results["backup-db --output FILE"][0]
-            print(f"ratios to --output FILE: plain upload {results['backup-db --to (plain)'][0] / baseline:.2f} "
-                  f"({results['backup-db --to (plain, no re-read)'][0] / baseline:.2f} without the re-read), "
-                  f"encrypted upload {results['backup-db --to (age)'][0] / baseline:.2f}; "
+            wall = {name: row[0] for name, row in median.items()}
+            cpu = {name: row[2] for name, row in median.items()}
+            baseline, floor = wall["backup-db --output FILE"], sum(median["backup-db --output FILE"][2:]) / 2
+            unread = median["backup-db --to (plain, no re-read)"]
+            print(f"ratios to --output FILE: plain upload {wall['backup-db --to (plain)'] / baseline:.2f} "
+                  f"({wall['backup-db --to (plain, no re-read)'] / baseline:.2f} without the re-read), "
+                  f"encrypted upload {wall['backup-db --to (age)'] / baseline:.2f}; "
                   f"restore from the bucket / from the file "
-                  f"{results['restore-db s3://…/latest'][0] / results['restore-db FILE'][0]:.2f}")
+                  f"{wall['restore-db s3://…/latest'] / wall['restore-db FILE']:.2f}")
+            print(f"the tool's own CPU, upload / file: {cpu['backup-db --to (plain, no re-read)'] / cpu['backup-db --output FILE']:.2f}; "
+                  f"all CPU on two cores, the wall time's floor: file {floor:.1f} s, "
+                  f"upload {sum(unread[2:]) / 2:.1f} s ({sum(unread[2:]) / 2 / floor:.2f}x)")
         finally:
             dev.send_signal(signal.SIGINT)
             dev.wait(timeout=120)

@@ -5,6 +5,7 @@
 use std::io::{self, Write};
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio::sync::mpsc;
@@ -14,7 +15,10 @@ use super::{Bucket, RemoteError};
 /// Bytes per part: above S3's 5 MiB minimum, and the same for every part but the last (R2
 /// requires that).
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
-/// Parts waiting for the uploader (with the one being filled and the one being sent: memory).
+/// Parts sent at once: while the store takes in one, the next is on its way. (Memory: these,
+/// the one queued and the one being filled.)
+const PARTS_IN_FLIGHT: usize = 2;
+/// Parts waiting for the uploader.
 const PARTS_QUEUED: usize = 1;
 
 /// A multipart upload in progress.
@@ -80,16 +84,22 @@ impl Bucket {
         (PartWriter { part: Vec::with_capacity(PART_BYTES), parts, sent: 0 }, receiver)
     }
 
-    /// Sends every part as it arrives, then completes the upload.
+    /// Sends every part as it arrives, [`PARTS_IN_FLIGHT`] at a time, then completes the upload.
     pub async fn send_parts(&self, upload: &Upload, mut parts: mpsc::Receiver<Bytes>) -> Result<(), RemoteError> {
         let path = self.path(&upload.name);
-        let mut done: Vec<PartId> = Vec::new();
-        while let Some(part) = parts.recv().await {
-            let index = done.len();
-            // The store retries transient failures itself (see `Bucket::from_env`).
-            let sent = self.store.put_part(&path, &upload.id, index, PutPayload::from(part)).await;
-            done.push(sent.map_err(|e| self.failed(format!("uploading part {} of {}", index + 1, upload.name), e))?);
-        }
+        let done: Vec<PartId> = futures_util::stream::poll_fn(|cx| parts.poll_recv(cx))
+            .enumerate()
+            .map(|(index, part)| {
+                let path = &path;
+                async move {
+                    // The store retries transient failures itself (see `Bucket::from_env`).
+                    let sent = self.store.put_part(path, &upload.id, index, PutPayload::from(part)).await;
+                    sent.map_err(|e| self.failed(format!("uploading part {} of {}", index + 1, upload.name), e))
+                }
+            })
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect()
+            .await?;
         self.store
             .complete_multipart(&path, &upload.id, done)
             .await
