@@ -45,6 +45,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
             [CompletionResult]::new('--bind', '--bind', [CompletionResultType]::ParameterName, 'Address to listen on for the API: `HOST:PORT`, or just a port (all interfaces)')
             [CompletionResult]::new('--metrics-bind', '--metrics-bind', [CompletionResultType]::ParameterName, 'Address of the Prometheus metrics listener (`[::]` so Fly''s private IPv6 network reaches it)')
+            [CompletionResult]::new('--volume-size', '--volume-size', [CompletionResultType]::ParameterName, 'The volume PostgreSQL''s data lives on, e.g. 1GB, exported as `dailyreps_database_volume_bytes` for the "full within 14 days" alert')
             [CompletionResult]::new('--signing-secret', '--signing-secret', [CompletionResultType]::ParameterName, 'Secrets the app signs requests with, comma-separated (any one is accepted, for rotation). Each must be at least 32 bytes')
             [CompletionResult]::new('--allowed-origins', '--allowed-origins', [CompletionResultType]::ParameterName, 'Origins allowed to call the API from a browser, comma-separated exact origins (e.g. https://dailyreps.app). Empty: no cross-origin access')
             [CompletionResult]::new('--max-backup-bytes', '--max-backup-bytes', [CompletionResultType]::ParameterName, 'Largest backup document accepted, in bytes, after gzip decoding (at most 16 MiB, the largest a database dump reads back)')
@@ -180,6 +181,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
             [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
             [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
+            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -231,11 +233,24 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'dailyreps-backup-server;inspect;health' {
+            [CompletionResult]::new('--volume-size', '--volume-size', [CompletionResultType]::ParameterName, 'The volume PostgreSQL''s data lives on, e.g. 1GB (Fly''s sizes are GB: 10^9 bytes)')
+            [CompletionResult]::new('--long-transaction', '--long-transaction', [CompletionResultType]::ParameterName, 'A transaction open, or a statement running, longer than this warns')
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'dailyreps-backup-server;inspect;help' {
             [CompletionResult]::new('users', 'users', [CompletionResultType]::ParameterValue, 'Users with their backup count, bytes and last backup')
             [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
             [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
             [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
+            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -249,6 +264,9 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             break
         }
         'dailyreps-backup-server;inspect;help;stats' {
+            break
+        }
+        'dailyreps-backup-server;inspect;help;health' {
             break
         }
         'dailyreps-backup-server;inspect;help;help' {
@@ -357,6 +375,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
             [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
             [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
+            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert')
             break
         }
         'dailyreps-backup-server;help;inspect;users' {
@@ -369,6 +388,9 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             break
         }
         'dailyreps-backup-server;help;inspect;stats' {
+            break
+        }
+        'dailyreps-backup-server;help;inspect;health' {
             break
         }
         'dailyreps-backup-server;help;prune' {

@@ -97,6 +97,9 @@ _dailyreps__backup__server() {
             dailyreps__backup__server__subcmd__help__subcmd__inspect,backups)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__inspect__subcmd__backups"
                 ;;
+            dailyreps__backup__server__subcmd__help__subcmd__inspect,health)
+                cmd="dailyreps__backup__server__subcmd__help__subcmd__inspect__subcmd__health"
+                ;;
             dailyreps__backup__server__subcmd__help__subcmd__inspect,stats)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__inspect__subcmd__stats"
                 ;;
@@ -112,6 +115,9 @@ _dailyreps__backup__server() {
             dailyreps__backup__server__subcmd__inspect,backups)
                 cmd="dailyreps__backup__server__subcmd__inspect__subcmd__backups"
                 ;;
+            dailyreps__backup__server__subcmd__inspect,health)
+                cmd="dailyreps__backup__server__subcmd__inspect__subcmd__health"
+                ;;
             dailyreps__backup__server__subcmd__inspect,help)
                 cmd="dailyreps__backup__server__subcmd__inspect__subcmd__help"
                 ;;
@@ -126,6 +132,9 @@ _dailyreps__backup__server() {
                 ;;
             dailyreps__backup__server__subcmd__inspect__subcmd__help,backups)
                 cmd="dailyreps__backup__server__subcmd__inspect__subcmd__help__subcmd__backups"
+                ;;
+            dailyreps__backup__server__subcmd__inspect__subcmd__help,health)
+                cmd="dailyreps__backup__server__subcmd__inspect__subcmd__help__subcmd__health"
                 ;;
             dailyreps__backup__server__subcmd__inspect__subcmd__help,help)
                 cmd="dailyreps__backup__server__subcmd__inspect__subcmd__help__subcmd__help"
@@ -348,7 +357,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__inspect)
-            opts="users user backups stats"
+            opts="users user backups stats health"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -362,6 +371,20 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__inspect__subcmd__backups)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__inspect__subcmd__health)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -544,7 +567,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__inspect)
-            opts="-h -V --database-url --json --log-format --help --version users user backups stats help"
+            opts="-h -V --database-url --json --log-format --help --version users user backups stats health help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -603,8 +626,38 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__health)
+            opts="-h -V --volume-size --long-transaction --database-url --json --log-format --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --volume-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --long-transaction)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__help)
-            opts="users user backups stats help"
+            opts="users user backups stats health help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -618,6 +671,20 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__help__subcmd__backups)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__help__subcmd__health)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1008,7 +1075,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__subcmd__backup__subcmd__server__subcmd__serve)
-            opts="-h -V --database-url --bind --metrics-bind --signing-secret --allowed-origins --max-backup-bytes --max-backups-kept --memory-budget-mb --rate-limit-register-per-minute --rate-limit-user-per-minute --rate-limit-ip-per-minute --body-timeout-seconds --request-timeout-seconds --header-timeout-seconds --max-connections --pool-size --shutdown-grace-seconds --dev --dev-data-dir --log-format --help --version"
+            opts="-h -V --database-url --bind --metrics-bind --volume-size --signing-secret --allowed-origins --max-backup-bytes --max-backups-kept --memory-budget-mb --rate-limit-register-per-minute --rate-limit-user-per-minute --rate-limit-ip-per-minute --body-timeout-seconds --request-timeout-seconds --header-timeout-seconds --max-connections --pool-size --shutdown-grace-seconds --dev --dev-data-dir --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1023,6 +1090,10 @@ _dailyreps__backup__server() {
                     return 0
                     ;;
                 --metrics-bind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --volume-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -41,6 +41,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
             cand --bind 'Address to listen on for the API: `HOST:PORT`, or just a port (all interfaces)'
             cand --metrics-bind 'Address of the Prometheus metrics listener (`[::]` so Fly''s private IPv6 network reaches it)'
+            cand --volume-size 'The volume PostgreSQL''s data lives on, e.g. 1GB, exported as `dailyreps_database_volume_bytes` for the "full within 14 days" alert'
             cand --signing-secret 'Secrets the app signs requests with, comma-separated (any one is accepted, for rotation). Each must be at least 32 bytes'
             cand --allowed-origins 'Origins allowed to call the API from a browser, comma-separated exact origins (e.g. https://dailyreps.app). Empty: no cross-origin access'
             cand --max-backup-bytes 'Largest backup document accepted, in bytes, after gzip decoding (at most 16 MiB, the largest a database dump reads back)'
@@ -165,6 +166,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand user 'One account and its backups'
             cand backups 'Backups, newest first'
             cand stats 'Totals, database and table sizes, largest users, backups per day'
+            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'dailyreps-backup-server;inspect;users'= {
@@ -211,11 +213,23 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'dailyreps-backup-server;inspect;health'= {
+            cand --volume-size 'The volume PostgreSQL''s data lives on, e.g. 1GB (Fly''s sizes are GB: 10^9 bytes)'
+            cand --long-transaction 'A transaction open, or a statement running, longer than this warns'
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'dailyreps-backup-server;inspect;help'= {
             cand users 'Users with their backup count, bytes and last backup'
             cand user 'One account and its backups'
             cand backups 'Backups, newest first'
             cand stats 'Totals, database and table sizes, largest users, backups per day'
+            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'dailyreps-backup-server;inspect;help;users'= {
@@ -225,6 +239,8 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;inspect;help;backups'= {
         }
         &'dailyreps-backup-server;inspect;help;stats'= {
+        }
+        &'dailyreps-backup-server;inspect;help;health'= {
         }
         &'dailyreps-backup-server;inspect;help;help'= {
         }
@@ -318,6 +334,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand user 'One account and its backups'
             cand backups 'Backups, newest first'
             cand stats 'Totals, database and table sizes, largest users, backups per day'
+            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert'
         }
         &'dailyreps-backup-server;help;inspect;users'= {
         }
@@ -326,6 +343,8 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;help;inspect;backups'= {
         }
         &'dailyreps-backup-server;help;inspect;stats'= {
+        }
+        &'dailyreps-backup-server;help;inspect;health'= {
         }
         &'dailyreps-backup-server;help;prune'= {
         }

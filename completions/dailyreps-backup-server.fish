@@ -44,6 +44,7 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_com
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l bind -d 'Address to listen on for the API: `HOST:PORT`, or just a port (all interfaces)' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l metrics-bind -d 'Address of the Prometheus metrics listener (`[::]` so Fly\'s private IPv6 network reaches it)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l volume-size -d 'The volume PostgreSQL\'s data lives on, e.g. 1GB, exported as `dailyreps_database_volume_bytes` for the "full within 14 days" alert' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l signing-secret -d 'Secrets the app signs requests with, comma-separated (any one is accepted, for rotation). Each must be at least 32 bytes' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l allowed-origins -d 'Origins allowed to call the API from a browser, comma-separated exact origins (e.g. https://dailyreps.app). Empty: no cross-origin access' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l max-backup-bytes -d 'Largest backup document accepted, in bytes, after gzip decoding (at most 16 MiB, the largest a database dump reads back)' -r
@@ -126,17 +127,18 @@ json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-status" -l json -d 'Print JSON instead of a line'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-status" -s V -l version -d 'Print version'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -l json -d 'Print JSON instead of a table'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -s V -l version -d 'Print version'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -f -a "users" -d 'Users with their backup count, bytes and last backup'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -f -a "user" -d 'One account and its backups'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -f -a "backups" -d 'Backups, newest first'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -f -a "stats" -d 'Totals, database and table sizes, largest users, backups per day'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -f -a "users" -d 'Users with their backup count, bytes and last backup'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -f -a "user" -d 'One account and its backups'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -f -a "backups" -d 'Backups, newest first'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -f -a "stats" -d 'Totals, database and table sizes, largest users, backups per day'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -f -a "health" -d 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -l sort -d 'Order' -r -f -a "created\t'Newest accounts first'
 last-backup\t'Most recent backup first'
 size\t'Most bytes first'
@@ -172,10 +174,19 @@ json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -l json -d 'Print JSON instead of a table'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -s V -l version -d 'Print version'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -l volume-size -d 'The volume PostgreSQL\'s data lives on, e.g. 1GB (Fly\'s sizes are GB: 10^9 bytes)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -l long-transaction -d 'A transaction open, or a statement running, longer than this warns' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "users" -d 'Users with their backup count, bytes and last backup'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "user" -d 'One account and its backups'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "backups" -d 'Backups, newest first'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "stats" -d 'Totals, database and table sizes, largest users, backups per day'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "health" -d 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l older-than -d 'Backups older than this, e.g. 90d' -r
@@ -232,3 +243,4 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and __fish_seen_subcommand_from inspect" -f -a "user" -d 'One account and its backups'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and __fish_seen_subcommand_from inspect" -f -a "backups" -d 'Backups, newest first'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and __fish_seen_subcommand_from inspect" -f -a "stats" -d 'Totals, database and table sizes, largest users, backups per day'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and __fish_seen_subcommand_from inspect" -f -a "health" -d 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert'

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{BindAddr, HumanDuration, SecretString};
+use crate::config::{BindAddr, ByteSize, HumanDuration, SecretString};
 
 /// The DailyReps backup server and its operator's toolkit.
 #[derive(Debug, Parser)]
@@ -289,6 +289,22 @@ pub enum InspectView {
     },
     /// Totals, database and table sizes, largest users, backups per day.
     Stats,
+    /// Whether the database is healthy and when its volume will be full; exits 1 when a check
+    /// warns, so a cron or CI job can alert.
+    ///
+    /// Size and growth (from the daily samples `serve` records), the largest tables' dead rows
+    /// and last vacuum, long or idle-in-transaction sessions (never their query text),
+    /// connections against max_connections, replication slots and the WAL they retain, the WAL
+    /// directory (where the role may see it), and the server's major version against the oldest
+    /// still supported. Two database round trips at most.
+    Health {
+        /// The volume PostgreSQL's data lives on, e.g. 1GB (Fly's sizes are GB: 10^9 bytes).
+        #[arg(long, env = "DATABASE_VOLUME_SIZE")]
+        volume_size: Option<ByteSize>,
+        /// A transaction open, or a statement running, longer than this warns.
+        #[arg(long, default_value = "5m")]
+        long_transaction: HumanDuration,
+    },
 }
 
 /// Orders of `inspect users`.
@@ -428,6 +444,11 @@ pub struct ServeArgs {
     /// Address of the Prometheus metrics listener (`[::]` so Fly's private IPv6 network reaches it).
     #[arg(long, env = "METRICS_BIND", default_value = "[::]:9091")]
     pub metrics_bind: SocketAddr,
+
+    /// The volume PostgreSQL's data lives on, e.g. 1GB, exported as
+    /// `dailyreps_database_volume_bytes` for the "full within 14 days" alert.
+    #[arg(long, env = "DATABASE_VOLUME_SIZE")]
+    pub volume_size: Option<ByteSize>,
 
     /// Secrets the app signs requests with, comma-separated (any one is accepted, for rotation).
     /// Each must be at least 32 bytes.

@@ -91,6 +91,42 @@ impl fmt::Display for HumanDuration {
     }
 }
 
+/// A size as people write it, always with its unit: `1GB`, `500MB`, `3GiB` (GB and MB are
+/// powers of ten, as Fly sizes volumes; GiB and MiB powers of two). A bare number is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (number, unit) = (&s[..split], s[split..].trim());
+        let bad = || format!("`{s}` is not a size like 1GB, 500MB or 3GiB");
+        let number: f64 = number.parse().map_err(|_| bad())?;
+        let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" => return Err(format!("`{s}` has no unit: write {s}GB, {s}MB or {s}GiB")),
+            "b" => 1,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            _ => return Err(bad()),
+        };
+        let bytes = number * factor as f64;
+        // At most a petabyte: no volume is larger, and the arithmetic stays exact.
+        if !(bytes.is_finite() && (1.0..=1e15).contains(&bytes)) {
+            return Err(format!("`{s}` is not a size between 1 B and 1,000 TB"));
+        }
+        Ok(Self(bytes.round() as u64))
+    }
+}
+
 /// A setting that may hold a secret, as typed: never shown.
 #[derive(Clone)]
 pub struct SecretString(String);
@@ -338,6 +374,19 @@ mod tests {
         assert_eq!("8080".parse::<BindAddr>().unwrap().0, "0.0.0.0:8080".parse().unwrap());
         assert_eq!("127.0.0.1:9".parse::<BindAddr>().unwrap().0, "127.0.0.1:9".parse().unwrap());
         assert!("localhost".parse::<BindAddr>().unwrap_err().contains("neither a port"));
+    }
+
+    #[test]
+    fn sizes_need_a_unit_and_read_gb_as_fly_does() {
+        let parse = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(parse("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse("1 gb"), Ok(1_000_000_000));
+        assert_eq!(parse("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse("500MB"), Ok(500_000_000));
+        assert!(parse("1").unwrap_err().contains("has no unit: write 1GB"));
+        for bad in ["", "GB", "1.2.3GB", "1XB", "-1GB", "0GB", "2000TB"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

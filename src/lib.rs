@@ -11,6 +11,7 @@ pub mod db;
 pub mod document;
 pub mod dump;
 pub mod encoding;
+pub mod health;
 pub mod http;
 pub mod local_postgres;
 pub mod output;

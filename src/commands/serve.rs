@@ -97,6 +97,9 @@ async fn serve(
         let _ = signalled.send(true);
     });
     let state = AppState::new(pool.clone(), settings);
+    if let Some(volume) = args.volume_size {
+        state.metrics.set_volume_bytes(volume.0);
+    }
     let server = http::serve(api, metrics, state, wait_for(on_signal.clone()));
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     tokio::select! {

@@ -5,6 +5,7 @@ pub mod backups;
 pub mod copy_binary;
 pub mod database_backups;
 pub mod dump;
+pub mod health;
 pub mod inspect;
 pub mod migrations;
 pub mod prune;

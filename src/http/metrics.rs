@@ -55,6 +55,10 @@ pub struct Metrics {
     pool_connections: Family<PoolLabels, Gauge>,
     budget_in_use: Gauge,
     backup_last_success: Gauge<f64, AtomicU64>,
+    database_size: Gauge,
+    database_connections: Gauge,
+    database_max_connections: Gauge,
+    volume_size: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,7 +82,36 @@ impl Default for Metrics {
             "When the newest recorded backup of the database finished (unix time); 0 until one is recorded",
             backup_last_success.clone(),
         );
-        Self { registry, requests, latency, pool_connections, budget_in_use, backup_last_success }
+        let [database_size, database_connections, database_max_connections, volume_size] =
+            std::array::from_fn(|_| Gauge::default());
+        registry.register("database_size_bytes", "The database's size on disk", database_size.clone());
+        registry.register(
+            "database_connections",
+            "Client connections open on the database server",
+            database_connections.clone(),
+        );
+        registry.register(
+            "database_max_connections",
+            "The database server's max_connections",
+            database_max_connections.clone(),
+        );
+        registry.register(
+            "database_volume_bytes",
+            "The database's volume as DATABASE_VOLUME_SIZE gives it; 0 when not set",
+            volume_size.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            pool_connections,
+            budget_in_use,
+            backup_last_success,
+            database_size,
+            database_connections,
+            database_max_connections,
+            volume_size,
+        }
     }
 }
 
@@ -108,10 +141,17 @@ impl Metrics {
         self.requests.get_or_create(&RequestLabels { method, route, status }).inc();
     }
 
-    /// Refreshes the figures read from the database, now and every minute, until `stop`.
+    /// Sets the volume size the dashboard's "full within 14 days" alert compares with.
+    pub fn set_volume_bytes(&self, bytes: u64) {
+        self.volume_size.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Refreshes the figures read from the database, now and every minute, until `stop`; and
+    /// once a day (UTC), records the database's size for `inspect health`'s growth figures.
     pub async fn refresh(state: AppState, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut every = tokio::time::interval(REFRESH_EVERY);
+        let mut sampled_on = None;
         loop {
             tokio::select! {
                 _ = every.tick() => {}
@@ -124,6 +164,23 @@ impl Metrics {
                 }
                 Ok(None) => {}
                 Err(error) => tracing::debug!(error = %error, "could not read the last database backup"),
+            }
+            let gauges = match db::health::gauges(&state.pool).await {
+                Ok(gauges) => gauges,
+                Err(error) => {
+                    tracing::debug!(error = %error, "could not read the database's size");
+                    continue;
+                }
+            };
+            state.metrics.database_size.set(gauges.database_bytes);
+            state.metrics.database_connections.set(gauges.connections);
+            state.metrics.database_max_connections.set(gauges.max_connections);
+            let today = time::OffsetDateTime::now_utc().date();
+            if sampled_on != Some(today) {
+                match db::health::record_size(&state.pool, gauges.database_bytes).await {
+                    Ok(()) => sampled_on = Some(today),
+                    Err(error) => tracing::warn!(error = %error, "could not record the database's size"),
+                }
             }
         }
     }

@@ -172,7 +172,7 @@ async fn inspect_stats_match_sql() {
 }
 
 /// Forwards TCP to `upstream`, holding every chunk for `delay` in each direction.
-async fn slow_proxy(upstream: String, delay: Duration) -> u16 {
+pub(crate) async fn slow_proxy(upstream: String, delay: Duration) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {

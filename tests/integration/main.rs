@@ -18,6 +18,7 @@ mod backup_watch;
 mod completions;
 mod config_errors;
 mod crash;
+mod database_health;
 mod deploy_files;
 mod dev;
 mod health;

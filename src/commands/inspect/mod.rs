@@ -1,5 +1,7 @@
 //! `inspect`: read-only views for operators, each one or two database round trips.
 
+mod health;
+
 use anyhow::Context;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -77,6 +79,9 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
         InspectView::Stats => {
             let stats = inspect::stats(&pool, 10).await.context("could not read the statistics")?;
             show(args.json, &StatsJson::from(&stats), || stats_text(&stats))
+        }
+        InspectView::Health { volume_size, long_transaction } => {
+            health::run(&pool, args.json, volume_size, long_transaction).await
         }
     }
 }

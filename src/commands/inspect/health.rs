@@ -1,0 +1,85 @@
+//! `inspect health`: the facts in at most two round trips, judged by `crate::health`, shown as
+//! a table (or JSON); exit 1 when a check warns.
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::{ByteSize, HumanDuration};
+use crate::db::health::{self, TableHealth};
+use crate::health::{Limits, Report, judge};
+use crate::output;
+
+/// Runs `inspect health`.
+pub async fn run(
+    pool: &sqlx::PgPool,
+    json: bool,
+    volume: Option<ByteSize>,
+    long_transaction: HumanDuration,
+) -> anyhow::Result<()> {
+    // One connection for both statements: a second from the pool would cost its own handshake.
+    let mut conn = pool.acquire().await.context("could not connect")?;
+    let facts = match health::facts(&mut *conn).await {
+        Err(error) if crate::db::migrations::is_undefined_table(&error) => {
+            bail!("the database lacks this version's tables (database_sizes): run `migrate` first")
+        }
+        facts => facts.context("could not read the database's health")?,
+    };
+    let wal_bytes = if facts.may_list_wal {
+        Some(health::wal_bytes(&mut *conn).await.context("could not measure the WAL directory")?)
+    } else {
+        None
+    };
+    let limits = Limits { volume_bytes: volume.map(|size| size.0), session_seconds: long_transaction.0.as_secs_f64() };
+    let now = OffsetDateTime::now_utc();
+    let report = judge(&facts, wal_bytes, limits, now);
+    if json {
+        output::print_json(&HealthJson { report: &report, tables: &facts.tables })
+    } else {
+        output::write_stdout(&format!("{}\n", text(&report, &facts.tables, now)))
+    }
+    .context("could not write the output")?;
+    let warned: Vec<&str> = report.checks.iter().filter(|check| !check.ok).map(|check| check.name).collect();
+    if !warned.is_empty() {
+        bail!("{} of {} checks warn: {}", warned.len(), report.checks.len(), warned.join(", "));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct HealthJson<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    tables: &'a [TableHealth],
+}
+
+fn text(report: &Report, tables: &[TableHealth], now: OffsetDateTime) -> String {
+    let growth = report.growth_bytes_per_day;
+    let rate = |rate: Option<f64>| rate.map_or_else(|| "unknown".to_owned(), |r| output::bytes(r.round() as i64));
+    let mut text = format!(
+        "Database {}; growth a day: {} (7 days), {} (30 days)",
+        output::bytes(report.database_bytes),
+        rate(growth.last_7_days),
+        rate(growth.last_30_days)
+    );
+    if let Some(days) = report.days_until_full {
+        text.push_str(&format!("; the volume is full in about {days} days"));
+    }
+    let mut checks = output::table(["Check", "Status", "Detail"]);
+    for check in &report.checks {
+        checks.add_row([check.name, if check.ok { "ok" } else { "WARN" }, &check.detail]);
+    }
+    let mut largest = output::table(["Largest tables", "Size", "Rows", "Dead rows", "Last vacuum", "Last analyze"]);
+    let when = |at: Option<OffsetDateTime>| at.map_or_else(|| "never".to_owned(), |at| output::ago(at, now));
+    for table in tables {
+        largest.add_row([
+            table.name.clone(),
+            output::bytes(table.bytes),
+            table.live_rows.to_string(),
+            table.dead_rows.to_string(),
+            when(table.last_vacuum),
+            when(table.last_analyze),
+        ]);
+    }
+    format!("{text}\n{checks}\n{largest}")
+}

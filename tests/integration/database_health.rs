@@ -1,0 +1,249 @@
+//! `inspect health` against real PostgreSQL: a healthy fresh cluster exits 0, and an inactive
+//! replication slot, a session idle in a transaction, a volume smaller than the database and a
+//! table of dead rows each warn (exit 1) with what to do; two round trips at most; and `serve`
+//! samples the size daily and exports it without a query per scrape.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::inspect::slow_proxy;
+use crate::common::{TestApp, TestDb, binary, connect, database_in, start_cluster, with_database};
+
+/// `inspect health --json ARGS`: (exit code, report).
+async fn health(url: &str, args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["inspect", "health", "--json"];
+    all.extend_from_slice(args);
+    let outcome = binary::run(&all, &[("DATABASE_URL", url)]).await;
+    let report = serde_json::from_str(&outcome.stdout).unwrap_or_else(|e| panic!("{e}: {}", outcome.stderr));
+    (outcome.code, report)
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{report}"))
+}
+
+#[tokio::test]
+async fn a_fresh_cluster_is_healthy_and_an_inactive_slot_warns_by_name_with_the_fix() {
+    // A cluster of its own: slots and sessions are the whole server's.
+    let cluster = start_cluster().await;
+    let url = database_in(&cluster).await;
+    let pool = connect(&url).await;
+    dailyreps_backup_server::db::migrations::apply(&pool).await.unwrap();
+
+    let (code, report) = health(&url, &[]).await;
+    assert_eq!(code, 0, "{report}");
+    let mut keys: Vec<&String> = report.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["checks", "database_bytes", "days_until_full", "growth_bytes_per_day", "ok", "tables"]);
+    assert_eq!(report["ok"], true);
+    let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(&pool).await.unwrap();
+    assert_eq!(report["database_bytes"], size);
+    assert_eq!(report["days_until_full"], Value::Null, "no volume size given");
+    assert_eq!(report["growth_bytes_per_day"], serde_json::json!({"last_7_days": null, "last_30_days": null}));
+    let names: Vec<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["disk", "vacuum", "sessions", "connections", "replication_slots", "wal", "version"]);
+    assert!(report["checks"].as_array().unwrap().iter().all(|c| c["ok"] == true && c["detail"].is_string()));
+    assert!(check(&report, "wal")["detail"].as_str().unwrap().contains("WAL takes"), "a superuser sees the WAL");
+
+    // Reserves WAL at once, with nobody to consume it.
+    sqlx::query("SELECT pg_create_physical_replication_slot('forgotten_replica', true)").execute(&pool).await.unwrap();
+    let (code, report) = health(&url, &[]).await;
+    assert_eq!(code, 1, "{report}");
+    let slots = check(&report, "replication_slots");
+    assert_eq!(slots["ok"], false);
+    let detail = slots["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`forgotten_replica`")
+            && detail.contains("SELECT pg_drop_replication_slot('forgotten_replica')"),
+        "{detail}"
+    );
+    let others: Vec<&Value> = report["checks"].as_array().unwrap().iter().filter(|c| c["ok"] == false).collect();
+    assert_eq!(others.len(), 1, "only the slot warns: {report}");
+
+    // The text says the same, and why it exits 1.
+    let text = binary::run(&["inspect", "health"], &[("DATABASE_URL", &url)]).await;
+    assert_eq!(text.code, 1);
+    assert!(text.stdout.contains("WARN") && text.stdout.contains("forgotten_replica"), "{}", text.stdout);
+    assert!(text.stderr.contains("1 of 7 checks warn: replication_slots"), "{}", text.stderr);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_session_idle_in_a_transaction_past_the_threshold_warns_without_its_query_text() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let mut idle = pool.begin().await.unwrap();
+    sqlx::query("SELECT 'a document only the user may read'").execute(&mut *idle).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *idle).await.unwrap();
+
+    let (_, report) = health(&db.url, &[]).await;
+    assert_eq!(check(&report, "sessions")["ok"], true, "not yet past the default 5 minutes: {report}");
+    let (code, report) = health(&db.url, &["--long-transaction", "0s"]).await;
+    assert_eq!(code, 1);
+    let sessions = check(&report, "sessions");
+    assert_eq!(sessions["ok"], false, "{report}");
+    let detail = sessions["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("pid {pid}")) && detail.contains("idle in transaction"), "{detail}");
+    assert!(detail.contains(&format!("pg_terminate_backend({pid})")), "{detail}");
+    assert!(!report.to_string().contains("only the user may read"), "no query text: {report}");
+    idle.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_volume_smaller_than_the_database_is_full_now_and_growth_comes_from_daily_samples() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let (code, report) = health(&db.url, &["--volume-size", "1MB"]).await;
+    assert_eq!(code, 1);
+    assert_eq!(report["days_until_full"], 0, "{report}");
+    let disk = check(&report, "disk");
+    assert_eq!(disk["ok"], false);
+    assert!(disk["detail"].as_str().unwrap().contains("the volume is full"), "{disk}");
+
+    // A week of samples, as `serve` would have left them: 1 MB a day.
+    let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO database_sizes (day, taken_at, bytes) \
+         SELECT (now() - make_interval(days => d))::date, now() - make_interval(days => d), $1 - d * 1000000 \
+         FROM generate_series(1, 7) d",
+    )
+    .bind(size)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (_, report) = health(&db.url, &["--volume-size", "100GB"]).await;
+    let rate = report["growth_bytes_per_day"]["last_7_days"].as_f64().unwrap();
+    assert!((rate - 1e6).abs() < 1e4, "{report}");
+    let days = report["days_until_full"].as_u64().unwrap();
+    assert!((99_000..=100_000).contains(&days), "about 100 GB / 1 MB a day: {report}");
+    assert_eq!(check(&report, "disk")["ok"], true);
+    let unitless = binary::run(&["inspect", "health", "--volume-size", "1"], &[("DATABASE_URL", &db.url)]).await;
+    assert_eq!(unitless.code, 2);
+    assert!(unitless.stderr.contains("has no unit"), "{}", unitless.stderr);
+}
+
+#[tokio::test]
+async fn a_table_of_dead_rows_that_vacuum_never_reached_warns() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("ALTER TABLE backups SET (autovacuum_enabled = false)").execute(&mut *conn).await.unwrap();
+    sqlx::query("INSERT INTO users (id, token_hash) VALUES (gen_random_uuid(), sha256('u'))")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO backups (id, user_id, size_bytes, sha256, document) \
+         SELECT gen_random_uuid(), (SELECT id FROM users), 2, sha256('{}'), '{}' FROM generate_series(1, 3000)",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM backups WHERE ctid IN (SELECT ctid FROM backups LIMIT 2900)")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    // The backend hands its counts to the statistics before it answers this.
+    sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut *conn).await.unwrap();
+
+    let (code, report) = health(&db.url, &[]).await;
+    assert_eq!(code, 1);
+    let vacuum = check(&report, "vacuum");
+    assert_eq!(vacuum["ok"], false, "{report}");
+    let detail = vacuum["detail"].as_str().unwrap();
+    assert!(detail.contains("`backups`") && detail.contains("VACUUM (ANALYZE) backups"), "{detail}");
+    let backups = report["tables"].as_array().unwrap().iter().find(|t| t["name"] == "backups").unwrap();
+    assert_eq!(backups["dead_rows"], 2900, "{backups}");
+
+    sqlx::query("VACUUM (ANALYZE) backups").execute(&mut *conn).await.unwrap();
+    sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut *conn).await.unwrap();
+    let (_, report) = health(&db.url, &[]).await;
+    assert_eq!(check(&report, "vacuum")["ok"], true, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_health_costs_at_most_two_round_trips() {
+    let db = TestDb::migrated().await;
+    let (host_port, database) = db.url.rsplit_once('/').unwrap();
+    let (credentials, upstream) = host_port.rsplit_once('@').unwrap();
+    let port = slow_proxy(upstream.to_owned(), Duration::from_millis(50)).await;
+    let slow_url = format!("{credentials}@127.0.0.1:{port}/{database}");
+
+    // What the link adds to each command (the same command over a direct link is the
+    // baseline, so the server's own time, such as summing every database's size, is not
+    // counted): 100 ms a round trip.
+    let added = async |args: &[&str]| {
+        let mut latency = Duration::ZERO;
+        for (url, sign) in [(&slow_url, 1), (&db.url, -1)] {
+            let started = Instant::now();
+            let outcome = binary::run(args, &[("DATABASE_URL", url)]).await;
+            assert!(outcome.stdout.starts_with('{'), "{}", outcome.stderr);
+            latency = if sign > 0 { started.elapsed() } else { latency.saturating_sub(started.elapsed()) };
+        }
+        latency
+    };
+    // `migrate status`: connecting, and one prepared statement (two round trips: prepare, run).
+    let baseline = added(&["migrate", "status", "--json"]).await;
+    let health = added(&["inspect", "health", "--json"]).await;
+    eprintln!("added by 100 ms round trips: migrate status {baseline:?}, inspect health {health:?}");
+    // The superuser lists the WAL too: the facts and the WAL, two simple statements on one
+    // connection. A third round trip would add 100 ms.
+    assert!(
+        health < baseline + Duration::from_millis(70),
+        "inspect health: {health:?} over the slow link, against {baseline:?} for connect + one statement"
+    );
+}
+
+#[tokio::test]
+async fn serve_samples_the_size_daily_and_exports_it_without_a_query_per_scrape() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let app = TestApp::spawn_on(&db.url).await;
+    let gauge = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} is exported: {text}"))
+    };
+    let scrape =
+        async || app.client.get(format!("{}/metrics", app.metrics_address)).send().await.unwrap().text().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sampled: i64 = loop {
+        let recorded: Option<i64> =
+            sqlx::query_scalar("SELECT bytes FROM database_sizes WHERE day = (now() AT TIME ZONE 'UTC')::date")
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        if let Some(bytes) = recorded
+            && gauge(&scrape().await, "dailyreps_database_size_bytes") > 0.0
+        {
+            break bytes;
+        }
+        assert!(Instant::now() < deadline, "serve recorded no size sample");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = scrape().await;
+    assert_eq!(gauge(&text, "dailyreps_database_size_bytes"), sampled as f64);
+    let max: i64 =
+        sqlx::query_scalar("SELECT current_setting('max_connections')::bigint").fetch_one(&pool).await.unwrap();
+    assert_eq!(gauge(&text, "dailyreps_database_max_connections"), max as f64);
+    assert!(gauge(&text, "dailyreps_database_connections") >= 1.0);
+
+    // With the database refusing every connection, scrapes still answer at once with the
+    // figures of the last refresh: they never query.
+    let name = db.url.rsplit('/').next().unwrap();
+    let admin = connect(&with_database(&db.url, "postgres")).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(gauge(&scrape().await, "dailyreps_database_size_bytes"), sampled as f64);
+    }
+}
