@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Validates fly.toml and the GitHub workflows against the public schemas kept in .ci/schemas."""
+"""Validates fly.toml and the GitHub workflows against the public schemas kept in .ci/schemas,
+and that the Grafana alert rules are the provisioning format's shape (no public schema)."""
 
 import json
 import pathlib
@@ -32,6 +33,17 @@ def main():
         if True in document:
             document["on"] = document.pop(True)
         validate(document, "github-workflow.json", str(workflow.relative_to(ROOT)))
+    check_alert_rules(ROOT / "docs" / "grafana" / "alerts.yaml")
+
+
+def check_alert_rules(path):
+    document = yaml.safe_load(path.read_text())
+    rules = [rule for group in document["groups"] for rule in group["rules"]]
+    for rule in rules:
+        ref_ids = [query["refId"] for query in rule["data"]]
+        if rule["condition"] not in ref_ids or not all(query["model"]["refId"] in ref_ids for query in rule["data"]):
+            sys.exit(f"{path.name}: rule {rule['uid']} names a condition or query that is not there")
+    print(f"{path.relative_to(ROOT)}: {len(rules)} alert rules, each condition a query of its own")
 
 
 if __name__ == "__main__":

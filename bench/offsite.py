@@ -6,7 +6,10 @@ Usage: python3 bench/offsite.py [BACKUPS]   (default 210000; cargo build --relea
 
 The dataset is bench/backup_db.py's (BACKUPS/5 users with five workout-log backups each). The
 bucket is moto's standalone S3 server on this machine, so the figures are the tool's own cost
-of streaming parts (and of age), not a network's. Each run's wall time and peak RSS (wait4):
+of streaming parts (and of age), not a network's; but moto shares the two cores with the tool
+and PostgreSQL, so each run's CPU seconds are counted per process (the tool's from wait4,
+PostgreSQL's and moto's from /proc), beside its wall time and peak RSS. Three rounds, each
+running every command once; the medians are printed:
   --output FILE               the baseline
   --to s3:// --no-encryption  multipart upload, re-read and checked, manifest
   … --no-reread               the same without reading the object back

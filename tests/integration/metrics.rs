@@ -50,3 +50,66 @@ async fn metrics_are_not_served_on_the_public_port() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/metrics").await.status(), StatusCode::NOT_FOUND);
 }
+
+/// Every `dailyreps_…` name in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("dailyreps_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_and_alerts_query_only_metrics_the_server_exports() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    // Once the background refresh has run, every family has a sample.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let text = scrape(&app).await;
+        if sample(&text, "dailyreps_database_size_bytes ").is_some_and(|size| size > 0.0) {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "the database gauges never arrived: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let exported: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect();
+
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("dashboard.json")).unwrap()).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{} queries nothing", panel["title"]);
+        for target in targets {
+            let names = metric_names(target["expr"].as_str().unwrap());
+            assert!(!names.is_empty(), "{}: {}", panel["title"], target["expr"]);
+            queried.extend(names);
+        }
+    }
+    let alerts = std::fs::read_to_string(folder.join("alerts.yaml")).unwrap();
+    let alerted = metric_names(&alerts);
+    assert!(alerted.contains("dailyreps_database_volume_bytes") && alerted.contains("dailyreps_database_size_bytes"));
+    queried.extend(alerted);
+    for name in &queried {
+        assert!(exported.contains(name), "{name} is queried but not exported; exported: {exported:?}");
+    }
+    // And what the operator looks at is there: each family the server exports has a panel.
+    for family in [
+        "dailyreps_http_requests_total",
+        "dailyreps_memory_budget_in_use_bytes",
+        "dailyreps_db_pool_connections",
+        "dailyreps_database_size_bytes",
+        "dailyreps_database_connections",
+        "dailyreps_database_backup_last_success_timestamp_seconds",
+        "dailyreps_http_request_duration_seconds_bucket",
+    ] {
+        assert!(queried.contains(family), "no panel shows {family}");
+    }
+}
