@@ -21,7 +21,8 @@ pub struct Facts {
     pub sizes: Vec<SizeSample>,
     /// The largest tables.
     pub tables: Vec<TableHealth>,
-    /// Sessions in a transaction or running a statement (not this one), without their text.
+    /// This database's sessions in a transaction or running a statement (not this one), without
+    /// their text.
     pub sessions: Vec<Session>,
     /// Client connections open on the server.
     pub connections: i64,
@@ -110,7 +111,7 @@ const FACTS: &str = "SELECT json_build_object( \
                extract(epoch FROM now() - xact_start)::float8 AS transaction_seconds, \
                extract(epoch FROM now() - query_start)::float8 AS query_seconds \
         FROM pg_stat_activity \
-        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+        WHERE backend_type = 'client backend' AND datname = current_database() AND pid <> pg_backend_pid() \
           AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')) s), '[]'::json), \
     'connections', (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
     'max_connections', current_setting('max_connections')::int, \

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use dailyreps_backup_server::local_postgres::LocalCluster;
 use serde_json::Value;
+use sqlx::PgPool;
 
 use super::inspect::slow_proxy;
 use crate::common::{TestApp, TestDb, binary, connect, database_in, start_cluster, with_database};
@@ -23,13 +25,19 @@ fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{report}"))
 }
 
-#[tokio::test]
-async fn a_fresh_cluster_is_healthy_and_an_inactive_slot_warns_by_name_with_the_fix() {
-    // A cluster of its own: slots and sessions are the whole server's.
+/// A migrated database on a cluster of its own, for checks of the whole server (slots, every
+/// database's size) that other tests' databases would disturb.
+async fn alone() -> (LocalCluster, String, PgPool) {
     let cluster = start_cluster().await;
     let url = database_in(&cluster).await;
     let pool = connect(&url).await;
     dailyreps_backup_server::db::migrations::apply(&pool).await.unwrap();
+    (cluster, url, pool)
+}
+
+#[tokio::test]
+async fn a_fresh_cluster_is_healthy_and_an_inactive_slot_warns_by_name_with_the_fix() {
+    let (_cluster, url, pool) = alone().await;
 
     let (code, report) = health(&url, &[]).await;
     assert_eq!(code, 0, "{report}");
@@ -92,9 +100,8 @@ async fn a_session_idle_in_a_transaction_past_the_threshold_warns_without_its_qu
 
 #[tokio::test]
 async fn a_volume_smaller_than_the_database_is_full_now_and_growth_comes_from_daily_samples() {
-    let db = TestDb::migrated().await;
-    let pool = db.pool().await;
-    let (code, report) = health(&db.url, &["--volume-size", "1MB"]).await;
+    let (_cluster, url, pool) = alone().await;
+    let (code, report) = health(&url, &["--volume-size", "1MB"]).await;
     assert_eq!(code, 1);
     assert_eq!(report["days_until_full"], 0, "{report}");
     let disk = check(&report, "disk");
@@ -112,13 +119,13 @@ async fn a_volume_smaller_than_the_database_is_full_now_and_growth_comes_from_da
     .execute(&pool)
     .await
     .unwrap();
-    let (_, report) = health(&db.url, &["--volume-size", "100GB"]).await;
+    let (_, report) = health(&url, &["--volume-size", "100GB"]).await;
     let rate = report["growth_bytes_per_day"]["last_7_days"].as_f64().unwrap();
     assert!((rate - 1e6).abs() < 1e4, "{report}");
     let days = report["days_until_full"].as_u64().unwrap();
     assert!((99_000..=100_000).contains(&days), "about 100 GB / 1 MB a day: {report}");
     assert_eq!(check(&report, "disk")["ok"], true);
-    let unitless = binary::run(&["inspect", "health", "--volume-size", "1"], &[("DATABASE_URL", &db.url)]).await;
+    let unitless = binary::run(&["inspect", "health", "--volume-size", "1"], &[("DATABASE_URL", &url)]).await;
     assert_eq!(unitless.code, 2);
     assert!(unitless.stderr.contains("has no unit"), "{}", unitless.stderr);
 }
@@ -160,6 +167,27 @@ async fn a_table_of_dead_rows_that_vacuum_never_reached_warns() {
     sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut *conn).await.unwrap();
     let (_, report) = health(&db.url, &[]).await;
     assert_eq!(check(&report, "vacuum")["ok"], true, "{report}");
+}
+
+#[tokio::test]
+async fn a_role_that_may_not_list_the_wal_still_gets_every_other_check() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let role = format!("health_{}", uuid::Uuid::new_v4().simple());
+    for statement in
+        [format!("CREATE ROLE {role} LOGIN"), format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")]
+    {
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&pool).await.unwrap();
+    }
+    let (authority, database) = db.url.rsplit_once('/').unwrap();
+    let host = authority.rsplit_once('@').unwrap().1;
+    let url = format!("postgres://{role}@{host}/{database}");
+    let (_, report) = health(&url, &[]).await;
+    let wal = check(&report, "wal");
+    assert_eq!(wal["ok"], true, "{report}");
+    assert!(wal["detail"].as_str().unwrap().contains("not visible to this role"), "{wal}");
+    assert_eq!(report["checks"].as_array().unwrap().len(), 7);
+    assert!(report["database_bytes"].as_i64().unwrap() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
