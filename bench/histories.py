@@ -4,13 +4,17 @@ day, with now and then an edit of an old workout or of the settings, sent whole 
 
 Usage: python3 bench/histories.py   (prints, for each size, the 30th document's size and how
        many bytes the 30 documents take each compressed on its own, as TOAST stores them today)
+       python3 bench/histories.py --write DIR USERS   (writes DIR/<size>/<user>/<nn>.json, the
+       30 documents of USERS users of each size, for examples/chunk_sizes.rs)
 
 As a module: `history(seed, final_bytes, backups)` yields the `backups` documents of one user,
 oldest first, as bytes; the last is about `final_bytes` long. Deterministic for a seed.
 """
 
 import json
+import os
 import random
+import sys
 import zlib
 
 EXERCISES = ["Squat", "Bench press", "Deadlift", "Overhead press", "Barbell row", "Pull-up",
@@ -67,7 +71,20 @@ def history(seed, final_bytes, backups=30):
 SIZES = {"50 KiB": 50 * 1024, "400 KiB": 400 * 1024, "1 MiB": 1024 * 1024}
 
 
+def write(folder, users):
+    for label, size in SIZES.items():
+        for user in range(users):
+            user_folder = os.path.join(folder, label.replace(" ", ""), f"{user:04d}")
+            os.makedirs(user_folder, exist_ok=True)
+            for n, doc in enumerate(history(user * 7919 + size, size)):
+                with open(os.path.join(user_folder, f"{n:02d}.json"), "wb") as out:
+                    out.write(doc)
+
+
 def main():
+    if sys.argv[1:2] == ["--write"]:
+        write(sys.argv[2], int(sys.argv[3]))
+        return
     for label, size in SIZES.items():
         documents = list(history(1, size))
         whole = sum(len(zlib.compress(d, 1)) for d in documents)

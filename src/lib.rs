@@ -1,6 +1,7 @@
 //! dailyreps-backup-server: the backup API of the DailyReps app and its operator's toolkit.
 #![forbid(unsafe_code)]
 
+pub mod chunking;
 pub mod cli;
 pub mod client;
 pub mod commands;
