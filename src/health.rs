@@ -192,20 +192,22 @@ fn vacuum(facts: &Facts) -> Check {
     let bloated: Vec<String> = facts
         .tables
         .iter()
-        .filter(|table| {
+        .filter_map(|table| {
             let rows = table.live_rows + table.dead_rows;
-            table.dead_rows >= DEAD_ROWS && table.dead_rows as f64 > DEAD_SHARE * rows as f64
-        })
-        .map(|table| {
-            let share = table.dead_rows as f64 * 100.0 / (table.live_rows + table.dead_rows) as f64;
-            let last = table.last_vacuum.map_or_else(|| "never vacuumed".to_owned(), |at| format!("last vacuumed {}", crate::output::rfc3339(at)));
-            format!(
-                "`{}` is {share:.0}% dead rows ({} of {}), {last}: run `VACUUM (ANALYZE) {}` and check that autovacuum is on for it",
-                table.name,
-                table.dead_rows,
-                table.live_rows + table.dead_rows,
-                table.name
-            )
+            let share = table.dead_rows as f64 / rows.max(1) as f64;
+            (table.dead_rows >= DEAD_ROWS && share > DEAD_SHARE).then(|| {
+                let last = table.last_vacuum.map_or_else(
+                    || "never vacuumed".to_owned(),
+                    |at| format!("last vacuumed {}", crate::output::rfc3339(at)),
+                );
+                format!(
+                    "`{name}` is {:.0}% dead rows ({} of {rows}), {last}: run `VACUUM (ANALYZE) {name}` and check \
+                     that autovacuum is on for it",
+                    share * 100.0,
+                    table.dead_rows,
+                    name = table.name,
+                )
+            })
         })
         .collect();
     if bloated.is_empty() {

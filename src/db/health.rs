@@ -15,7 +15,7 @@ pub struct Facts {
     pub server_version_num: i64,
     /// This database's size on disk.
     pub database_bytes: i64,
-    /// Every database's the role may see, this one included.
+    /// The size of every database the role may see, this one included.
     pub cluster_bytes: i64,
     /// The daily samples of this database's size, oldest first (the last 40 days).
     pub sizes: Vec<SizeSample>,

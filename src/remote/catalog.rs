@@ -121,8 +121,13 @@ impl Bucket {
 
     /// Every complete backup (one whose manifest reads), newest snapshot first.
     pub async fn complete(&self) -> Result<Vec<Listed>, RemoteError> {
+        self.complete_in(&self.ours().await?).await
+    }
+
+    /// [`Self::complete`] of a listing already made by [`Self::ours`].
+    pub async fn complete_in(&self, ours: &[(String, u64, OffsetDateTime)]) -> Result<Vec<Listed>, RemoteError> {
         let manifests: Vec<String> =
-            self.ours().await?.into_iter().map(|(name, _, _)| name).filter(|n| n.ends_with(MANIFEST_SUFFIX)).collect();
+            ours.iter().map(|(name, _, _)| name.clone()).filter(|n| n.ends_with(MANIFEST_SUFFIX)).collect();
         let mut listed: Vec<Listed> = futures_util::stream::iter(manifests)
             .map(|name| async move {
                 let manifest = self.manifest(&name).await?;
@@ -186,15 +191,23 @@ impl Bucket {
     /// A record beside a manifest is of a finished backup whose record a key that may not
     /// delete left behind: not unfinished.
     pub async fn unfinished_uploads(&self) -> Result<Vec<(String, UploadRecord)>, RemoteError> {
-        let names: HashSet<String> = self.ours().await?.into_iter().map(|(name, _, _)| name).collect();
+        self.unfinished_in(&self.ours().await?).await
+    }
+
+    /// [`Self::unfinished_uploads`] of a listing already made by [`Self::ours`].
+    pub async fn unfinished_in(
+        &self,
+        ours: &[(String, u64, OffsetDateTime)],
+    ) -> Result<Vec<(String, UploadRecord)>, RemoteError> {
+        let names: HashSet<&str> = ours.iter().map(|(name, _, _)| name.as_str()).collect();
         let mut unfinished = Vec::new();
         for name in &names {
             if let Some(stem) = name.strip_suffix(UPLOAD_SUFFIX)
-                && !names.contains(&format!("{stem}{MANIFEST_SUFFIX}"))
+                && !names.contains(format!("{stem}{MANIFEST_SUFFIX}").as_str())
             {
                 let record = serde_json::from_slice(&self.small_object(name).await?)
                     .map_err(|e| RemoteError::Invalid(format!("{}: {e}", self.describe(name))))?;
-                unfinished.push((name.clone(), record));
+                unfinished.push(((*name).to_owned(), record));
             }
         }
         Ok(unfinished)

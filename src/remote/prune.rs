@@ -20,8 +20,9 @@ pub fn plan(complete: Vec<Listed>, now: OffsetDateTime, policy: Policy) -> Vec<(
 impl Bucket {
     /// Deletes what `policy` does not keep and sweeps old unclaimed data; returns what went.
     pub async fn apply_retention(&self, policy: Policy, now: OffsetDateTime) -> Result<Vec<String>, RemoteError> {
+        // One listing serves it all: retention deletes manifests and data, never upload records.
         let ours = self.ours().await?;
-        let complete = self.complete().await?;
+        let complete = self.complete_in(&ours).await?;
         let claimed: Vec<String> = complete.iter().map(|listed| listed.manifest.data.clone()).collect();
         let mut deleted = Vec::new();
         for (listed, reasons) in plan(complete, now, policy) {
@@ -31,7 +32,7 @@ impl Bucket {
                 deleted.push(listed.manifest.data);
             }
         }
-        let uploading: Vec<String> = self.unfinished_uploads().await?.into_iter().map(|(_, r)| r.data).collect();
+        let uploading: Vec<String> = self.unfinished_in(&ours).await?.into_iter().map(|(_, r)| r.data).collect();
         for (name, _, modified) in ours {
             let unclaimed = is_data_name(&name) && !claimed.contains(&name) && !uploading.contains(&name);
             if unclaimed && now - modified > ORPHAN_AGE {
