@@ -2,9 +2,14 @@
 //! fetching and deleting. Every query is scoped to its user, so another user's backup is
 //! simply not found.
 
-use sqlx::{PgExecutor, PgPool};
+use std::collections::HashSet;
+
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::chunking;
+use crate::encoding::sha256;
 
 /// What is known of a backup besides its document.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -42,11 +47,26 @@ pub enum Upload {
     NoUser,
 }
 
+/// A row of `store_backup`: the backup's columns are null for the `missing` outcome.
 #[derive(sqlx::FromRow)]
 struct Outcome {
     outcome: String,
-    #[sqlx(flatten)]
-    stored: Stored,
+    id: Option<Uuid>,
+    created_at: Option<OffsetDateTime>,
+    size_bytes: Option<i32>,
+    sha256: Option<Vec<u8>>,
+    deduplicated: Option<bool>,
+}
+
+impl Outcome {
+    fn stored(self) -> Result<Stored, sqlx::Error> {
+        match (self.id, self.created_at, self.size_bytes, self.sha256, self.deduplicated) {
+            (Some(id), Some(created_at), Some(size_bytes), Some(sha256), Some(deduplicated)) => {
+                Ok(Stored { meta: BackupMeta { id, created_at, size_bytes, sha256 }, deduplicated })
+            }
+            _ => Err(sqlx::Error::Protocol(format!("store_backup's {} outcome names no backup", self.outcome))),
+        }
+    }
 }
 
 /// A document to store.
@@ -67,35 +87,71 @@ pub struct NewBackup<'a> {
 }
 
 /// Stores a document unless it equals the user's latest backup, deletes the user's backups
-/// beyond the newest `keep`, and remembers the idempotency key; or answers a repeated key.
-/// One call of the `store_backup` function (migrations/*_store_backup_function.sql): one
-/// round trip, its own transaction, serialised per user by a lock on the user's row.
+/// beyond the newest `keep` (and the chunks only they named), and remembers the idempotency
+/// key; or answers a repeated key. The document goes in as its chunks, and only the chunks the
+/// user has not stored already travel: one statement asks which are stored, one call of the
+/// `store_backup` function (migrations/*_chunks.sql) stores the rest with the backup, its own
+/// transaction, serialised per user by a lock on the user's row.
 pub async fn store(pool: &PgPool, new: NewBackup<'_>) -> Result<Upload, sqlx::Error> {
     let size = i32::try_from(new.document.len()).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let keep = i32::try_from(new.keep).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let chunks: Vec<(&str, [u8; 32])> = chunking::chunks(new.document).map(|c| (c, sha256(c.as_bytes()))).collect();
+    let hashes: Vec<&[u8]> = chunks.iter().map(|(_, hash)| hash.as_slice()).collect();
     let mut conn = pool.acquire().await?;
-    let row: Option<Outcome> = sqlx::query_as(
+    let stored: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT sha256 FROM chunks WHERE user_id = $1 AND sha256 = ANY($2)")
+            .bind(new.user_id)
+            .bind(&hashes)
+            .fetch_all(&mut *conn)
+            .await?;
+    let stored: HashSet<&[u8]> = stored.iter().map(Vec::as_slice).collect();
+    let mut outcome = store_chunks(&mut conn, &new, size, keep, &hashes, &chunks, &stored).await?;
+    if outcome.as_ref().is_some_and(|row| row.outcome == "missing") {
+        // A chunk found stored was freed before the store (its last backup deleted meanwhile).
+        outcome = store_chunks(&mut conn, &new, size, keep, &hashes, &chunks, &HashSet::new()).await?;
+    }
+    super::release_large_buffers(&mut conn, new.document.len());
+    let Some(row) = outcome else { return Ok(Upload::NoUser) };
+    Ok(match row.outcome.as_str() {
+        "stored" => Upload::Stored(row.stored()?),
+        "replayed" => Upload::Replayed(row.stored()?),
+        "conflict" => Upload::KeyConflict,
+        // `missing` again, though every chunk was sent: store_backup is not the one migrated.
+        other => return Err(sqlx::Error::Protocol(format!("store_backup answered {other}"))),
+    })
+}
+
+/// One call of `store_backup`, sending the data of the chunks not in `stored`.
+async fn store_chunks(
+    conn: &mut PgConnection,
+    new: &NewBackup<'_>,
+    size: i32,
+    keep: i32,
+    hashes: &[&[u8]],
+    chunks: &[(&str, [u8; 32])],
+    stored: &HashSet<&[u8]>,
+) -> Result<Option<Outcome>, sqlx::Error> {
+    let mut seen = HashSet::new();
+    let (new_hashes, new_data): (Vec<&[u8]>, Vec<&str>) = chunks
+        .iter()
+        .filter(|(_, hash)| !stored.contains(hash.as_slice()) && seen.insert(hash))
+        .map(|(data, hash)| (hash.as_slice(), *data))
+        .unzip();
+    sqlx::query_as(
         "SELECT outcome, id, created_at, size_bytes, sha256, deduplicated \
-         FROM store_backup($1, $2, $3, $4, $5, $6, $7)",
+         FROM store_backup($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(new.user_id)
     .bind(new.id)
     .bind(size)
     .bind(new.sha256.as_slice())
-    .bind(new.document)
+    .bind(hashes)
+    .bind(&new_hashes)
+    .bind(&new_data)
     .bind(keep)
     .bind(new.idempotency_key)
     .fetch_optional(&mut *conn)
-    .await?;
-    super::release_large_buffers(&mut conn, new.document.len());
-    Ok(match row {
-        None => Upload::NoUser,
-        Some(Outcome { outcome, stored }) => match outcome.as_str() {
-            "stored" => Upload::Stored(stored),
-            "replayed" => Upload::Replayed(stored),
-            _ => Upload::KeyConflict,
-        },
-    })
+    .await
 }
 
 /// A position in a user's list: the last backup of the previous page.
@@ -144,8 +200,9 @@ pub enum Which {
 pub struct Backup {
     /// Its metadata.
     pub meta: BackupMeta,
-    /// The document, byte for byte as uploaded.
-    pub document: String,
+    /// The document's chunks in order: together, the document as stored. The caller checks
+    /// them against [`BackupMeta::sha256`] before trusting them.
+    pub chunks: Vec<String>,
 }
 
 /// What a fetch found of a backup that exists.
@@ -157,20 +214,36 @@ pub enum Fetched {
     TooLarge(BackupMeta),
 }
 
-/// The owner of a token, and one of their backups with its document if it exists and fits.
+/// The owner of a token, one of their backups, and one of its chunks if it fits: a row per
+/// chunk, in order.
 #[derive(sqlx::FromRow)]
-struct OwnerAndBackup {
+struct OwnerBackupChunk {
     id: Option<Uuid>,
     created_at: Option<OffsetDateTime>,
     size_bytes: Option<i32>,
     sha256: Option<Vec<u8>>,
-    document: Option<String>,
+    data: Option<String>,
 }
 
-/// Finds the user a token belongs to and one of their backups, in one statement (a restore
-/// is one round trip to the database, not two). The document comes along only when it is at
-/// most `room` bytes, so the caller holds memory for what it reads *before* reading it.
-/// `None` when no user has the token; otherwise the backup, if there is one.
+/// The statement of a fetch, with `$backup` joining the backup `b` to the token's user `u`.
+macro_rules! fetch_sql {
+    ($backup:literal) => {
+        concat!(
+            "SELECT b.id, b.created_at, b.size_bytes, b.sha256, c.data FROM users u ",
+            $backup,
+            " LEFT JOIN LATERAL (SELECT c.data, part.n FROM unnest(b.chunk_ids) WITH ORDINALITY AS part(id, n) \
+                                 JOIN chunks c ON c.id = part.id AND c.user_id = u.id \
+                                 WHERE b.size_bytes <= $2) c ON true \
+             WHERE u.token_hash = $1 ORDER BY c.n"
+        )
+    };
+}
+
+/// Finds the user a token belongs to and one of their backups with its chunks, in one
+/// statement (a restore is one round trip to the database, not two). The chunks come along
+/// only when the document is at most `room` bytes, so the caller holds memory for what it
+/// reads *before* reading it. `None` when no user has the token; otherwise the backup, if
+/// there is one.
 pub async fn fetch(
     pool: &PgPool,
     token_hash: &[u8; 32],
@@ -178,44 +251,33 @@ pub async fn fetch(
     room: usize,
 ) -> Result<Option<Option<Fetched>>, sqlx::Error> {
     let room = i32::try_from(room).unwrap_or(i32::MAX);
-    let mut conn = pool.acquire().await?;
-    let row: Option<OwnerAndBackup> = match which {
-        Which::Latest => sqlx::query_as(
-            "SELECT b.id, b.created_at, b.size_bytes, b.sha256, \
-                    CASE WHEN b.size_bytes <= $2 THEN b.document END AS document FROM users u \
-             LEFT JOIN LATERAL (SELECT id, created_at, size_bytes, sha256, document FROM backups \
-                                WHERE user_id = u.id ORDER BY created_at DESC, id DESC LIMIT 1) b ON true \
-             WHERE u.token_hash = $1",
-        )
+    let query = match which {
+        Which::Latest => sqlx::query_as(fetch_sql!(
+            "LEFT JOIN LATERAL (SELECT * FROM backups WHERE user_id = u.id \
+             ORDER BY created_at DESC, id DESC LIMIT 1) b ON true"
+        ))
         .bind(token_hash.as_slice())
         .bind(room),
-        Which::Id(id) => sqlx::query_as(
-            "SELECT b.id, b.created_at, b.size_bytes, b.sha256, \
-                    CASE WHEN b.size_bytes <= $2 THEN b.document END AS document FROM users u \
-             LEFT JOIN backups b ON b.user_id = u.id AND b.id = $3 \
-             WHERE u.token_hash = $1",
-        )
-        .bind(token_hash.as_slice())
-        .bind(room)
-        .bind(id),
-    }
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let fetched = match (row.id, row.created_at, row.size_bytes, row.sha256) {
-        (Some(id), Some(created_at), Some(size_bytes), Some(sha256)) => {
-            let meta = BackupMeta { id, created_at, size_bytes, sha256 };
-            Some(match row.document {
-                Some(document) => Fetched::Backup(Backup { meta, document }),
-                None => Fetched::TooLarge(meta),
-            })
-        }
-        _ => None,
+        Which::Id(id) => sqlx::query_as(fetch_sql!("LEFT JOIN backups b ON b.user_id = u.id AND b.id = $3"))
+            .bind(token_hash.as_slice())
+            .bind(room)
+            .bind(id),
     };
-    if let Some(Fetched::Backup(backup)) = &fetched {
-        super::release_large_buffers(&mut conn, backup.document.len());
+    let mut conn = pool.acquire().await?;
+    let rows: Vec<OwnerBackupChunk> = query.fetch_all(&mut *conn).await?;
+    let Some(first) = rows.first() else { return Ok(None) };
+    let (Some(id), Some(created_at), Some(size_bytes), Some(sha256)) =
+        (first.id, first.created_at, first.size_bytes, first.sha256.clone())
+    else {
+        return Ok(Some(None));
+    };
+    let meta = BackupMeta { id, created_at, size_bytes, sha256 };
+    if usize::try_from(size_bytes).unwrap_or(usize::MAX) > usize::try_from(room).unwrap_or(0) {
+        return Ok(Some(Some(Fetched::TooLarge(meta))));
     }
-    Ok(Some(fetched))
+    let chunks: Vec<String> = rows.into_iter().filter_map(|row| row.data).collect();
+    super::release_large_buffers(&mut conn, chunks.iter().map(String::len).sum());
+    Ok(Some(Some(Fetched::Backup(Backup { meta, chunks }))))
 }
 
 /// Deletes one of the user's backups. Returns whether it existed.

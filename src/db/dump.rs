@@ -13,7 +13,7 @@ use crate::dump::sequences::SequenceValue;
 /// Our tables in load order (parents before children). A test checks that it names every
 /// table the migrations create.
 pub const TABLES: &[&str] =
-    &["_sqlx_migrations", "users", "backups", "idempotency_keys", "database_backups", "database_sizes"];
+    &["_sqlx_migrations", "users", "chunks", "backups", "idempotency_keys", "database_backups", "database_sizes"];
 
 /// sqlx's own migration table, as sqlx creates it.
 const MIGRATIONS_TABLE: &str = "CREATE TABLE _sqlx_migrations (\n    version BIGINT PRIMARY KEY,\n    \

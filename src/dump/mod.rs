@@ -80,9 +80,11 @@ pub fn verify<R: std::io::BufRead>(mut reader: DumpReader<R>) -> Result<(Header,
     Ok((reader.header().clone(), trailer))
 }
 
-/// The version of this layout: 2 since the checksums are XXH3-128 (1 had SHA-256; this tool
-/// reads both).
-pub const FORMAT_VERSION: u32 = 2;
+/// The version of this layout: 3 since documents are stored as chunks (the `chunks` table
+/// before `backups`, whose rows name their chunks), 2 since the checksums are XXH3-128 (1 had
+/// SHA-256). This tool reads all three: older dumps restore at their own schema version, and
+/// the migrations after it convert their documents.
+pub const FORMAT_VERSION: u32 = 3;
 /// The first line of every dump.
 const MAGIC: &str = "-- dailyreps-backup-server dump";
 /// How a dump is restored without this tool.

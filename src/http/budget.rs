@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use axum::body::Body;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -113,15 +114,16 @@ pub struct Decoded {
     _held: Option<Held>,
 }
 
-/// A document held until the response that carries it is dropped.
-struct HeldDocument {
-    document: String,
-    _held: Held,
+/// A chunk of a document, each holding the document's room until the response that carries
+/// them has sent (or dropped) the last.
+struct HeldChunk {
+    chunk: String,
+    _held: Arc<Held>,
 }
 
-impl AsRef<[u8]> for HeldDocument {
+impl AsRef<[u8]> for HeldChunk {
     fn as_ref(&self) -> &[u8] {
-        self.document.as_bytes()
+        self.chunk.as_bytes()
     }
 }
 
@@ -208,11 +210,16 @@ impl MemoryBudget {
         self.hold(DOWNLOAD_COPIES * len)
     }
 
-    /// A response body of `document`, keeping of `held` only the document's own size until
-    /// the body is dropped (sent, or abandoned by the client).
-    pub fn response_body(document: String, mut held: Held) -> Bytes {
-        held.keep_only(document.len());
-        Bytes::from_owner(HeldDocument { document, _held: held })
+    /// A response body streaming `chunks` out in order, keeping of `held` only the document's
+    /// own size until the body is dropped (sent, or abandoned by the client). The caller sets
+    /// its Content-Length.
+    pub fn response_body(chunks: Vec<String>, mut held: Held) -> Body {
+        held.keep_only(chunks.iter().map(String::len).sum());
+        let held = Arc::new(held);
+        let chunks = chunks.into_iter().map(move |chunk| {
+            Ok::<_, std::convert::Infallible>(Bytes::from_owner(HeldChunk { chunk, _held: Arc::clone(&held) }))
+        });
+        Body::from_stream(futures_util::stream::iter(chunks))
     }
 
     /// Bytes held right now.
@@ -258,7 +265,7 @@ mod tests {
         let budget = MemoryBudget::new(64 * UNIT, 64 * UNIT);
         let held = budget.hold_for_fetching(10 * UNIT).unwrap();
         assert_eq!(budget.in_use_bytes(), 20 * UNIT);
-        let body = MemoryBudget::response_body("x".repeat(10 * UNIT), held);
+        let body = MemoryBudget::response_body(vec!["x".repeat(4 * UNIT), "y".repeat(6 * UNIT)], held);
         assert_eq!(budget.in_use_bytes(), 10 * UNIT);
         drop(body);
         assert_eq!(budget.in_use_bytes(), 0);

@@ -61,6 +61,7 @@ async fn server() -> &'static TestServer {
             admin.close().await;
             let template_pool = connect(&with_database(&admin_url, &template)).await;
             migrations::apply(&template_pool).await.expect("migrations apply to the template");
+            create_test_chunks(&template_pool).await;
             // CREATE DATABASE ... TEMPLATE needs the template to have no open sessions.
             template_pool.close().await;
             TestServer { _cluster: cluster, admin_url, template }
@@ -137,6 +138,38 @@ fn init_logs() {
             dailyreps_backup_server::telemetry::init(None, "debug,sqlx=info");
         }
     });
+}
+
+/// Creates `test_chunks(user_id, document) -> bigint[]`, which stores a document as one chunk
+/// of the user's and returns the `chunk_ids` that name it: tests that write backups rows in
+/// SQL name their documents with it. Every migrated test database has it.
+pub async fn create_test_chunks(pool: &PgPool) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION test_chunks(p_user_id uuid, p_document text) RETURNS bigint[] LANGUAGE plpgsql AS $$
+         DECLARE v_sha256 bytea := sha256(convert_to(p_document, 'UTF8'));
+         BEGIN
+             IF p_document = '' THEN RETURN '{}'; END IF;
+             INSERT INTO chunks (user_id, sha256, data) VALUES (p_user_id, v_sha256, p_document)
+                 ON CONFLICT (user_id, sha256) DO NOTHING;
+             RETURN ARRAY(SELECT id FROM chunks WHERE user_id = p_user_id AND sha256 = v_sha256);
+         END $$",
+    )
+    .execute(pool)
+    .await
+    .expect("test_chunks is created");
+}
+
+/// A backup's document as stored: its chunks joined in order.
+pub async fn stored_document(pool: &PgPool, backup_id: uuid::Uuid) -> String {
+    sqlx::query_scalar(
+        "SELECT coalesce(string_agg(c.data, '' ORDER BY part.n), '') FROM backups b \
+         CROSS JOIN unnest(b.chunk_ids) WITH ORDINALITY AS part(id, n) JOIN chunks c ON c.id = part.id \
+         WHERE b.id = $1",
+    )
+    .bind(backup_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 /// A database of this test's own.

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::common::{TestApp, TestDb, binary, scratch_dir};
+use crate::common::{TestApp, TestDb, binary, scratch_dir, stored_document};
 
 pub(crate) async fn backup(url: &str, output: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["backup-db", "--json", "--output"];
@@ -95,7 +95,7 @@ async fn a_dump_restores_every_row_and_the_server_works_on_the_copy() {
     assert!(Path::new(&path).exists());
     assert_eq!(summary["bytes"].as_u64().unwrap(), std::fs::metadata(&path).unwrap().len());
     assert_eq!(summary["sha256"].as_str().unwrap().len(), 64);
-    assert_eq!(summary["tables"][2], serde_json::json!({"name": "backups", "rows": 12}));
+    assert_eq!(summary["tables"][3], serde_json::json!({"name": "backups", "rows": 12}));
 
     let target = TestDb::empty().await;
     let restored = restore(&target.url, &path, &["--json"]).await;
@@ -135,7 +135,8 @@ async fn a_dump_holds_exactly_the_state_of_its_snapshots_instant() {
         .unwrap();
     for (u, user) in users.iter().enumerate() {
         let stored: String = sqlx::query_scalar(
-            "SELECT outcome FROM store_backup($1, gen_random_uuid(), 2, sha256(convert_to($2, 'UTF8')), $2, 2, $3)",
+            "SELECT outcome FROM store_backup($1, gen_random_uuid(), 2, sha256(convert_to($2, 'UTF8')), \
+             ARRAY[sha256(convert_to($2, 'UTF8'))], ARRAY[sha256(convert_to($2, 'UTF8'))], ARRAY[$2], 2, $3)",
         )
         .bind(user.id)
         .bind(format!("{{\"after\": {u}}}"))
@@ -248,6 +249,8 @@ fn dump_failing_half_way(dir: &Path, user_row: &[u8]) -> PathBuf {
     writer.begin_table("users", &["id".into(), "token_hash".into(), "created_at".into()]).unwrap();
     writer.table_data(user_row).unwrap();
     writer.end_table().unwrap();
+    writer.begin_table("chunks", &["id", "user_id", "sha256", "data"].map(String::from)).unwrap();
+    writer.end_table().unwrap();
     writer
         .begin_table(
             "backups",
@@ -257,7 +260,7 @@ fn dump_failing_half_way(dir: &Path, user_row: &[u8]) -> PathBuf {
                 "created_at".into(),
                 "size_bytes".into(),
                 "sha256".into(),
-                "document".into(),
+                "chunk_ids".into(),
             ],
         )
         .unwrap();
@@ -387,11 +390,7 @@ async fn a_dump_of_format_1_restores_and_the_server_works_on_it() {
     let restored = restore(&target.url, fixture, &["--json"]).await;
     assert_eq!(restored.code, 0, "{}", restored.stderr);
     let pool = target.pool().await;
-    let document: String =
-        sqlx::query_scalar("SELECT document FROM backups WHERE id = 'aaaaaaaa-0000-4000-8000-000000000002'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let document = stored_document(&pool, "aaaaaaaa-0000-4000-8000-000000000002".parse().unwrap()).await;
     assert_eq!(document, r#"{"note":"tab\there, back\\slash, ünï ✓"}"#, "byte for byte");
     let counts: (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM backups), (SELECT count(*) FROM idempotency_keys)",

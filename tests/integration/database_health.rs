@@ -141,8 +141,8 @@ async fn a_table_of_dead_rows_that_vacuum_never_reached_warns() {
         .await
         .unwrap();
     sqlx::query(
-        "INSERT INTO backups (id, user_id, size_bytes, sha256, document) \
-         SELECT gen_random_uuid(), (SELECT id FROM users), 2, sha256('{}'), '{}' FROM generate_series(1, 3000)",
+        "INSERT INTO backups (id, user_id, size_bytes, sha256, chunk_ids) \
+         SELECT gen_random_uuid(), id, 2, sha256('{}'), test_chunks(id, '{}') FROM users, generate_series(1, 3000)",
     )
     .execute(&mut *conn)
     .await

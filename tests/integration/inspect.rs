@@ -21,8 +21,9 @@ pub async fn seed_user(pool: &PgPool, age_days: i64, backup_ages_days: &[i64], s
     for (n, age) in backup_ages_days.iter().enumerate() {
         let document = format!("{{\"n\": {n}, \"pad\": \"{}\"}}", "x".repeat(size.saturating_sub(20)));
         sqlx::query(
-            "INSERT INTO backups (id, user_id, created_at, size_bytes, sha256, document) \
-             VALUES ($1, $2, now() - make_interval(days => $3::int) - make_interval(secs => $4::int), $5, sha256(convert_to($6, 'UTF8')), $6)",
+            "INSERT INTO backups (id, user_id, created_at, size_bytes, sha256, chunk_ids) \
+             VALUES ($1, $2, now() - make_interval(days => $3::int) - make_interval(secs => $4::int), $5, sha256(convert_to($6, 'UTF8')), \
+                     test_chunks($2, $6))",
         )
         .bind(Uuid::new_v4())
         .bind(id)
@@ -214,7 +215,7 @@ async fn inspect_users_over_a_slow_link_costs_a_few_round_trips_not_one_per_user
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO backups (id, user_id, size_bytes, sha256, document) SELECT gen_random_uuid(), id, 2, sha256('{}'), '{}' FROM users")
+    sqlx::query("INSERT INTO backups (id, user_id, size_bytes, sha256, chunk_ids) SELECT gen_random_uuid(), id, 2, sha256('{}'), test_chunks(id, '{}') FROM users")
         .execute(&pool)
         .await
         .unwrap();

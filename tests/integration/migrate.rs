@@ -75,7 +75,7 @@ async fn status_prints_a_table_by_default() {
 }
 
 #[tokio::test]
-async fn documents_are_compressed_with_lz4_where_the_server_has_it() {
+async fn chunks_are_compressed_with_lz4_where_the_server_has_it() {
     let app = crate::common::TestApp::spawn().await;
     let user = app.register().await;
     // Repetitive and over the TOAST threshold, so PostgreSQL compresses it.
@@ -86,8 +86,8 @@ async fn documents_are_compressed_with_lz4_where_the_server_has_it() {
     let has_lz4 = sqlx::query("CREATE TEMP TABLE probe (t text COMPRESSION lz4)").execute(&mut *tx).await.is_ok();
     tx.rollback().await.unwrap();
     let (column, stored): (String, Option<String>) = sqlx::query_as(
-        "SELECT a.attcompression::text, (SELECT pg_column_compression(document) FROM backups LIMIT 1) \
-         FROM pg_attribute a WHERE a.attrelid = 'backups'::regclass AND a.attname = 'document'",
+        "SELECT a.attcompression::text, (SELECT pg_column_compression(data) FROM chunks ORDER BY length(data) DESC LIMIT 1) \
+         FROM pg_attribute a WHERE a.attrelid = 'chunks'::regclass AND a.attname = 'data'",
     )
     .fetch_one(&app.pool)
     .await

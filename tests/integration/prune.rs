@@ -210,8 +210,9 @@ async fn ctrl_c_stops_after_a_whole_batch_and_reports_what_was_deleted() {
         .await
         .unwrap();
     sqlx::query(
-        "INSERT INTO backups (id, user_id, created_at, size_bytes, sha256, document) \
-         SELECT gen_random_uuid(), '00000000-0000-4000-8000-000000000001', now() - interval '200 days' - make_interval(secs => g), 2, sha256('{}'), '{}' \
+        "INSERT INTO backups (id, user_id, created_at, size_bytes, sha256, chunk_ids) \
+         SELECT gen_random_uuid(), '00000000-0000-4000-8000-000000000001', now() - interval '200 days' - make_interval(secs => g), 2, sha256('{}'), \
+                test_chunks('00000000-0000-4000-8000-000000000001', '{}') \
          FROM generate_series(1, 3000) g",
     )
     .execute(&pool)

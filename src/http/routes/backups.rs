@@ -17,7 +17,7 @@ use crate::cursor;
 use crate::db::backups::{After, Backup, BackupMeta, Fetched, NewBackup, Stored, Upload, Which};
 use crate::db::{self};
 use crate::document::{self, Encoding};
-use crate::encoding::{hex, sha256};
+use crate::encoding::{hex, sha256, sha256_of_parts};
 use crate::http::budget::{BodyLimit, Held, MemoryBudget};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{AuthUser, BearerToken};
@@ -301,6 +301,11 @@ async fn fetch(
 }
 
 fn document_response(backup: Backup, held: Held, request: &HeaderMap) -> Result<Response, ApiError> {
+    // Never wrong bytes: a document whose chunks do not reassemble to what was uploaded (a
+    // damaged or lost chunk) is an internal error, logged with the backup's id.
+    if sha256_of_parts(backup.chunks.iter().map(String::as_bytes)) != backup.meta.sha256.as_slice() {
+        return Err(anyhow::anyhow!("backup {} does not match its SHA-256: a chunk is damaged", backup.meta.id).into());
+    }
     let etag = format!("\"{}\"", hex(&backup.meta.sha256));
     let created_at = backup
         .meta
@@ -311,8 +316,10 @@ fn document_response(backup: Backup, held: Held, request: &HeaderMap) -> Result<
     let mut response = if matches_etag(request, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let body = MemoryBudget::response_body(backup.document, held);
-        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+        let length = HeaderValue::from(backup.chunks.iter().map(String::len).sum::<usize>());
+        let body = MemoryBudget::response_body(backup.chunks, held);
+        let json = HeaderValue::from_static("application/json");
+        ([(header::CONTENT_TYPE, json), (header::CONTENT_LENGTH, length)], body).into_response()
     };
     let headers = response.headers_mut();
     let valid = |text: &str| HeaderValue::try_from(text).expect("hex, UUIDs and RFC 3339 are valid header values");
