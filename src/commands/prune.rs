@@ -17,6 +17,9 @@ struct Summary {
     dry_run: bool,
     users_deleted: i64,
     backups_deleted: i64,
+    /// The deleted documents' sizes, together.
+    document_bytes: i64,
+    /// The storage freed: chunks no backup names any more, as stored (compressed).
     bytes_freed: i64,
     /// Set when Ctrl-C stopped the run between batches.
     interrupted: bool,
@@ -38,7 +41,8 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
         dry_run: true,
         users_deleted: plan.users.len() as i64,
         backups_deleted: plan.backups.len() as i64 + plan.user_backups,
-        bytes_freed: plan.backup_bytes + plan.user_bytes,
+        document_bytes: plan.logical_bytes,
+        bytes_freed: plan.stored_bytes,
         interrupted: false,
     };
     if !args.json || args.dry_run {
@@ -52,9 +56,10 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
             bail!("not on a terminal: add --yes to delete (or --dry-run to only look)");
         }
         let question = format!(
-            "Delete {} users and {} backups ({})?",
+            "Delete {} users and {} backups ({} of documents, freeing {})?",
             planned.users_deleted,
             planned.backups_deleted,
+            output::bytes(planned.document_bytes),
             output::bytes(planned.bytes_freed)
         );
         if !output::confirm(&question).context("could not read the answer")? {
@@ -77,7 +82,8 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
         dry_run: false,
         users_deleted: deleted.users,
         backups_deleted: deleted.backups,
-        bytes_freed: deleted.bytes,
+        document_bytes: deleted.logical_bytes,
+        bytes_freed: deleted.stored_bytes,
         interrupted,
     };
     report(&summary, args.json, "Deleted")?;
@@ -114,9 +120,10 @@ async fn delete(
         .context("a batch failed; the batches before it are deleted")?;
         total.users += deleted.users;
         total.backups += deleted.backups;
-        total.bytes += deleted.bytes;
+        total.logical_bytes += deleted.logical_bytes;
+        total.stored_bytes += deleted.stored_bytes;
         bar.inc(ids.len() as u64);
-        bar.set_message(output::bytes(total.bytes));
+        bar.set_message(format!("{} freed", output::bytes(total.stored_bytes)));
     }
     bar.finish_and_clear();
     Ok((total, false))
@@ -148,6 +155,7 @@ fn report(summary: &Summary, json: bool, verb: &'static str) -> anyhow::Result<(
     let mut table = output::table([verb, "Count"]);
     table.add_row(["users (with their data)".to_owned(), summary.users_deleted.to_string()]);
     table.add_row(["backups".to_owned(), summary.backups_deleted.to_string()]);
-    table.add_row(["bytes".to_owned(), output::bytes(summary.bytes_freed)]);
+    table.add_row(["documents".to_owned(), output::bytes(summary.document_bytes)]);
+    table.add_row(["storage freed".to_owned(), output::bytes(summary.bytes_freed)]);
     output::print_table(&table).context("could not write the output")
 }

@@ -280,9 +280,17 @@ pub async fn fetch(
     Ok(Some(Some(Fetched::Backup(Backup { meta, chunks }))))
 }
 
-/// Deletes one of the user's backups. Returns whether it existed.
+/// Deletes one of the user's backups (and the chunks only it named). Returns whether it existed.
 pub async fn delete(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
-    let result =
-        sqlx::query("DELETE FROM backups WHERE user_id = $1 AND id = $2").bind(user_id).bind(id).execute(db).await?;
+    // The user's row is locked before the backup's, in the order an upload takes them, so
+    // this and an upload's retention never wait on each other.
+    let result = sqlx::query(
+        "WITH owner AS MATERIALIZED (SELECT id FROM users WHERE id = $1 FOR UPDATE) \
+         DELETE FROM backups WHERE user_id = (SELECT id FROM owner) AND id = $2",
+    )
+    .bind(user_id)
+    .bind(id)
+    .execute(db)
+    .await?;
     Ok(result.rows_affected() > 0)
 }

@@ -17,8 +17,10 @@ pub struct UserRow {
     pub last_backup_at: Option<OffsetDateTime>,
     /// How many backups.
     pub backup_count: i64,
-    /// Their bytes together.
+    /// Their documents' bytes together.
     pub total_bytes: i64,
+    /// What their chunks take as stored (compressed, each kept once).
+    pub stored_bytes: i64,
 }
 
 /// How to order users.
@@ -35,11 +37,15 @@ pub enum UserOrder {
 }
 
 const USER_ROWS: &str = "SELECT u.id AS user_id, u.created_at, s.last_backup_at, \
-            coalesce(s.backup_count, 0) AS backup_count, coalesce(s.total_bytes, 0) AS total_bytes \
+            coalesce(s.backup_count, 0) AS backup_count, coalesce(s.total_bytes, 0) AS total_bytes, \
+            coalesce(k.stored_bytes, 0) AS stored_bytes \
      FROM users u LEFT JOIN ( \
          SELECT user_id, max(created_at) AS last_backup_at, count(*) AS backup_count, \
                 sum(size_bytes)::bigint AS total_bytes \
-         FROM backups GROUP BY user_id) s ON s.user_id = u.id";
+         FROM backups GROUP BY user_id) s ON s.user_id = u.id \
+     LEFT JOIN ( \
+         SELECT user_id, sum(pg_column_size(data))::bigint AS stored_bytes \
+         FROM chunks GROUP BY user_id) k ON k.user_id = u.id";
 
 /// A page of users, in one statement.
 pub async fn users(
@@ -112,6 +118,8 @@ pub struct Stats {
     pub backups: i64,
     /// Document bytes together.
     pub total_bytes: i64,
+    /// What the documents' chunks take as stored (compressed, each kept once per user).
+    pub stored_bytes: i64,
     /// The database's size on disk.
     pub database_bytes: i64,
     /// Our tables: exact rows and size on disk (with indexes and TOAST).
@@ -154,6 +162,8 @@ pub struct LargeUser {
     pub user_id: Uuid,
     /// Bytes of its backups.
     pub total_bytes: i64,
+    /// What its chunks take as stored.
+    pub stored_bytes: i64,
     /// How many backups.
     pub backup_count: i64,
 }
@@ -174,10 +184,13 @@ pub async fn stats(db: impl PgExecutor<'_>, largest: i64) -> Result<Stats, sqlx:
            'users', (SELECT count(*) FROM users), \
            'backups', (SELECT count(*) FROM backups), \
            'total_bytes', (SELECT coalesce(sum(size_bytes), 0)::bigint FROM backups), \
+           'stored_bytes', (SELECT coalesce(sum(pg_column_size(data)), 0)::bigint FROM chunks), \
            'database_bytes', pg_database_size(current_database()), \
            'tables', json_build_array( \
                json_build_object('name', 'users', 'rows', (SELECT count(*) FROM users), \
                                  'bytes', pg_total_relation_size('users')), \
+               json_build_object('name', 'chunks', 'rows', (SELECT count(*) FROM chunks), \
+                                 'bytes', pg_total_relation_size('chunks')), \
                json_build_object('name', 'backups', 'rows', (SELECT count(*) FROM backups), \
                                  'bytes', pg_total_relation_size('backups')), \
                json_build_object('name', 'idempotency_keys', 'rows', (SELECT count(*) FROM idempotency_keys), \
@@ -188,8 +201,10 @@ pub async fn stats(db: impl PgExecutor<'_>, largest: i64) -> Result<Stats, sqlx:
                                                              'bytes', bytes) \
                FROM database_backups ORDER BY finished_at DESC LIMIT 1), \
            'largest_users', coalesce((SELECT json_agg(l) FROM ( \
-               SELECT user_id, sum(size_bytes)::bigint AS total_bytes, count(*) AS backup_count \
-               FROM backups GROUP BY user_id ORDER BY total_bytes DESC, user_id LIMIT $1) l), '[]'::json), \
+               SELECT b.user_id, sum(b.size_bytes)::bigint AS total_bytes, count(*) AS backup_count, \
+                      (SELECT coalesce(sum(pg_column_size(c.data)), 0)::bigint FROM chunks c \
+                       WHERE c.user_id = b.user_id) AS stored_bytes \
+               FROM backups b GROUP BY b.user_id ORDER BY total_bytes DESC, b.user_id LIMIT $1) l), '[]'::json), \
            'backups_per_day', (SELECT json_agg(json_build_object('date', to_char(d.day, 'YYYY-MM-DD'), \
                                                                  'backups', coalesce(c.n, 0)) ORDER BY d.day) \
                FROM generate_series((now() AT TIME ZONE 'UTC')::date - 13, (now() AT TIME ZONE 'UTC')::date, '1 day') AS d(day) \

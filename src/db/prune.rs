@@ -1,7 +1,7 @@
 //! Deletion by policy, planned once and carried out in small batches (each its own short
 //! statement), so the live server never waits long behind it.
 
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -33,20 +33,21 @@ pub struct Plan {
     pub users: Vec<Uuid>,
     /// Backups going with those accounts.
     pub user_backups: i64,
-    /// Their bytes.
-    pub user_bytes: i64,
     /// Backups to delete from accounts that stay.
     pub backups: Vec<Uuid>,
-    /// Their bytes.
-    pub backup_bytes: i64,
+    /// The documents' sizes, together.
+    pub logical_bytes: i64,
+    /// The storage deleting them frees: the accounts' chunks and those only the backups name.
+    pub stored_bytes: i64,
 }
 
-/// Plans a policy: two statements.
+/// Plans a policy: up to three statements.
 pub async fn plan<'c>(db: impl PgExecutor<'c> + Copy, policy: &Policy) -> Result<Plan, sqlx::Error> {
     let mut plan = Plan::default();
     if let Some(cutoff) = policy.inactive_since {
-        let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-            "SELECT u.id, count(b.id), coalesce(sum(b.size_bytes), 0)::bigint \
+        let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(
+            "SELECT u.id, count(b.id), coalesce(sum(b.size_bytes), 0)::bigint, \
+                    (SELECT coalesce(sum(pg_column_size(c.data)), 0)::bigint FROM chunks c WHERE c.user_id = u.id) \
              FROM users u LEFT JOIN backups b ON b.user_id = u.id \
              WHERE ($2::uuid IS NULL OR u.id = $2) AND u.created_at < $1 \
              GROUP BY u.id HAVING coalesce(max(b.created_at), '-infinity') < $1",
@@ -55,10 +56,11 @@ pub async fn plan<'c>(db: impl PgExecutor<'c> + Copy, policy: &Policy) -> Result
         .bind(policy.user)
         .fetch_all(db)
         .await?;
-        for (id, backups, bytes) in rows {
+        for (id, backups, logical, stored) in rows {
             plan.users.push(id);
             plan.user_backups += backups;
-            plan.user_bytes += bytes;
+            plan.logical_bytes += logical;
+            plan.stored_bytes += stored;
         }
     }
     if policy.selects_backups() {
@@ -78,8 +80,10 @@ pub async fn plan<'c>(db: impl PgExecutor<'c> + Copy, policy: &Policy) -> Result
         .await?;
         for (id, size) in rows {
             plan.backups.push(id);
-            plan.backup_bytes += i64::from(size);
+            plan.logical_bytes += i64::from(size);
         }
+        let freed: i64 = sqlx::query_scalar(FREED_BY_BACKUPS).bind(&plan.backups).fetch_one(db).await?;
+        plan.stored_bytes += freed;
     }
     Ok(plan)
 }
@@ -91,20 +95,41 @@ pub struct Deleted {
     pub users: i64,
     /// Backups (including those that went with accounts).
     pub backups: i64,
-    /// Bytes of those backups.
-    pub bytes: i64,
+    /// The documents' sizes, together.
+    pub logical_bytes: i64,
+    /// The storage freed: the chunks no backup names any more, as stored (compressed).
+    pub stored_bytes: i64,
 }
 
-/// Deletes these backups (those still there).
-pub async fn delete_backups(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Deleted, sqlx::Error> {
-    let (backups, bytes): (i64, i64) = sqlx::query_as(
-        "WITH gone AS (DELETE FROM backups WHERE id = ANY($1) RETURNING size_bytes) \
-         SELECT count(*), coalesce(sum(size_bytes), 0)::bigint FROM gone",
+/// The stored bytes of the chunks that only the backups `$1` name: what deleting them frees.
+const FREED_BY_BACKUPS: &str = "SELECT coalesce(sum(pg_column_size(c.data)), 0)::bigint FROM chunks c WHERE c.id IN ( \
+         SELECT unnest(d.chunk_ids) FROM backups d WHERE d.id = ANY($1) \
+         EXCEPT \
+         SELECT unnest(b.chunk_ids) FROM backups b \
+         WHERE b.user_id IN (SELECT user_id FROM backups WHERE id = ANY($1)) \
+           AND b.id NOT IN (SELECT id FROM backups WHERE id = ANY($1)))";
+
+/// Deletes these backups (those still there), with the chunks only they named.
+pub async fn delete_backups(pool: &PgPool, ids: &[Uuid]) -> Result<Deleted, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Their users first, in id order, as an upload locks its user before its retention
+    // deletes: otherwise each could wait on the other (the trigger that frees chunks locks
+    // the users too). Counted after the locks, so no upload is half-seen.
+    sqlx::query(
+        "SELECT FROM users WHERE id IN (SELECT user_id FROM backups WHERE id = ANY($1)) ORDER BY id FOR UPDATE",
     )
     .bind(ids)
-    .fetch_one(db)
+    .execute(&mut *tx)
     .await?;
-    Ok(Deleted { users: 0, backups, bytes })
+    let (backups, logical_bytes, stored_bytes): (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH freed AS ({FREED_BY_BACKUPS}), gone AS (DELETE FROM backups WHERE id = ANY($1) RETURNING size_bytes) \
+         SELECT count(*), coalesce(sum(size_bytes), 0)::bigint, (SELECT * FROM freed) FROM gone"
+    )))
+    .bind(ids)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Deleted { users: 0, backups, logical_bytes, stored_bytes })
 }
 
 /// Deletes these accounts with their data, unless one has become active since `cutoff`.
@@ -113,18 +138,21 @@ pub async fn delete_inactive_users(
     ids: &[Uuid],
     cutoff: OffsetDateTime,
 ) -> Result<Deleted, sqlx::Error> {
-    // The statement's snapshot still shows the backups the cascade removes, so they are counted.
-    let (users, backups, bytes): (i64, i64, i64) = sqlx::query_as(
+    // The statement's snapshot still shows the backups and chunks the cascade removes, so
+    // they are counted.
+    let (users, backups, logical_bytes, stored_bytes): (i64, i64, i64, i64) = sqlx::query_as(
         "WITH gone AS ( \
              DELETE FROM users u WHERE u.id = ANY($1) AND u.created_at < $2 \
                AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.user_id = u.id AND b.created_at >= $2) \
              RETURNING u.id) \
-         SELECT (SELECT count(*) FROM gone), count(b.id), coalesce(sum(b.size_bytes), 0)::bigint \
+         SELECT (SELECT count(*) FROM gone), count(b.id), coalesce(sum(b.size_bytes), 0)::bigint, \
+                (SELECT coalesce(sum(pg_column_size(c.data)), 0)::bigint FROM chunks c \
+                 WHERE c.user_id IN (SELECT id FROM gone)) \
          FROM backups b WHERE b.user_id IN (SELECT id FROM gone)",
     )
     .bind(ids)
     .bind(cutoff)
     .fetch_one(db)
     .await?;
-    Ok(Deleted { users, backups, bytes })
+    Ok(Deleted { users, backups, logical_bytes, stored_bytes })
 }

@@ -19,8 +19,13 @@ async fn summary(url: &str, args: &[&str]) -> Value {
     serde_json::from_str(&outcome.stdout).unwrap()
 }
 
-async fn counts(pool: &PgPool) -> (i64, i64, i64) {
-    sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM backups), (SELECT coalesce(sum(size_bytes), 0)::bigint FROM backups)")
+/// Users, backups, their documents' bytes, and the chunks' bytes as stored.
+pub(crate) async fn counts(pool: &PgPool) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM backups), \
+                (SELECT coalesce(sum(size_bytes), 0)::bigint FROM backups), \
+                (SELECT coalesce(sum(pg_column_size(data)), 0)::bigint FROM chunks)",
+    )
         .fetch_one(pool)
         .await
         .unwrap()
@@ -37,10 +42,11 @@ async fn backup_ages(pool: &PgPool, user: Uuid) -> Vec<i64> {
 }
 
 /// The figures a run reports equal what disappeared from the tables.
-fn assert_figures(report: &Value, before: (i64, i64, i64), after: (i64, i64, i64)) {
+pub(crate) fn assert_figures(report: &Value, before: (i64, i64, i64, i64), after: (i64, i64, i64, i64)) {
     assert_eq!(report["users_deleted"].as_i64(), Some(before.0 - after.0), "{report}");
     assert_eq!(report["backups_deleted"].as_i64(), Some(before.1 - after.1), "{report}");
-    assert_eq!(report["bytes_freed"].as_i64(), Some(before.2 - after.2), "{report}");
+    assert_eq!(report["document_bytes"].as_i64(), Some(before.2 - after.2), "{report}");
+    assert_eq!(report["bytes_freed"].as_i64(), Some(before.3 - after.3), "{report}");
 }
 
 #[tokio::test]
@@ -141,7 +147,7 @@ async fn a_dry_run_reports_what_a_real_run_then_deletes_and_deletes_nothing() {
     let mut real = args.to_vec();
     real.push("--yes");
     let done = summary(&db.url, &real).await;
-    for key in ["users_deleted", "backups_deleted", "bytes_freed"] {
+    for key in ["users_deleted", "backups_deleted", "document_bytes", "bytes_freed"] {
         assert_eq!(planned[key], done[key], "{key}");
     }
     assert_figures(&done, before, counts(&pool).await);

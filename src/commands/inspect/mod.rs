@@ -101,6 +101,7 @@ struct UserJson {
     last_backup_at: Option<OffsetDateTime>,
     backup_count: i64,
     total_bytes: i64,
+    stored_bytes: i64,
 }
 
 impl From<UserRow> for UserJson {
@@ -112,6 +113,7 @@ impl From<UserRow> for UserJson {
             last_backup_at: row.last_backup_at.map(utc),
             backup_count: row.backup_count,
             total_bytes: row.total_bytes,
+            stored_bytes: row.stored_bytes,
         }
     }
 }
@@ -161,6 +163,7 @@ struct StatsJson<'a> {
     users: i64,
     backups: i64,
     total_bytes: i64,
+    stored_bytes: i64,
     database_bytes: i64,
     tables: Vec<TableJson<'a>>,
     largest_users: Vec<LargeUserJson>,
@@ -192,6 +195,7 @@ struct TableJson<'a> {
 struct LargeUserJson {
     user_id: Uuid,
     total_bytes: i64,
+    stored_bytes: i64,
     backup_count: i64,
 }
 
@@ -207,12 +211,18 @@ impl<'a> From<&'a Stats> for StatsJson<'a> {
             users: stats.users,
             backups: stats.backups,
             total_bytes: stats.total_bytes,
+            stored_bytes: stats.stored_bytes,
             database_bytes: stats.database_bytes,
             tables: stats.tables.iter().map(|t| TableJson { name: &t.name, rows: t.rows, bytes: t.bytes }).collect(),
             largest_users: stats
                 .largest_users
                 .iter()
-                .map(|u| LargeUserJson { user_id: u.user_id, total_bytes: u.total_bytes, backup_count: u.backup_count })
+                .map(|u| LargeUserJson {
+                    user_id: u.user_id,
+                    total_bytes: u.total_bytes,
+                    stored_bytes: u.stored_bytes,
+                    backup_count: u.backup_count,
+                })
                 .collect(),
             backups_per_day: stats
                 .backups_per_day
@@ -230,7 +240,7 @@ impl<'a> From<&'a Stats> for StatsJson<'a> {
 }
 
 fn users_table(users: &[UserJson], now: OffsetDateTime) -> String {
-    let mut table = output::table(["User", "Created", "Last backup", "Backups", "Size"]);
+    let mut table = output::table(["User", "Created", "Last backup", "Backups", "Size", "Stored"]);
     for user in users {
         table.add_row([
             user.user_id.to_string(),
@@ -238,6 +248,7 @@ fn users_table(users: &[UserJson], now: OffsetDateTime) -> String {
             user.last_backup_at.map_or_else(|| "never".to_owned(), |at| output::ago(at, now)),
             user.backup_count.to_string(),
             output::bytes(user.total_bytes),
+            output::bytes(user.stored_bytes),
         ]);
     }
     table.to_string()
@@ -265,20 +276,26 @@ fn backups_table(backups: &[BackupJson], now: OffsetDateTime, with_owner: bool) 
 }
 
 fn stats_text(stats: &Stats) -> String {
-    let mut totals = output::table(["Users", "Backups", "Backup bytes", "Database size"]);
+    let mut totals = output::table(["Users", "Backups", "Backup bytes", "Stored", "Database size"]);
     totals.add_row([
         stats.users.to_string(),
         stats.backups.to_string(),
         output::bytes(stats.total_bytes),
+        output::bytes(stats.stored_bytes),
         output::bytes(stats.database_bytes),
     ]);
     let mut tables = output::table(["Table", "Rows", "Size on disk"]);
     for table in &stats.tables {
         tables.add_row([table.name.clone(), table.rows.to_string(), output::bytes(table.bytes)]);
     }
-    let mut largest = output::table(["Largest users", "Backups", "Size"]);
+    let mut largest = output::table(["Largest users", "Backups", "Size", "Stored"]);
     for user in &stats.largest_users {
-        largest.add_row([user.user_id.to_string(), user.backup_count.to_string(), output::bytes(user.total_bytes)]);
+        largest.add_row([
+            user.user_id.to_string(),
+            user.backup_count.to_string(),
+            output::bytes(user.total_bytes),
+            output::bytes(user.stored_bytes),
+        ]);
     }
     let now = OffsetDateTime::now_utc();
     let last = match &stats.last_database_backup {
