@@ -98,12 +98,11 @@ pub async fn store(pool: &PgPool, new: NewBackup<'_>) -> Result<Upload, sqlx::Er
     let chunks: Vec<(&str, [u8; 32])> = chunking::chunks(new.document).map(|c| (c, sha256(c.as_bytes()))).collect();
     let hashes: Vec<&[u8]> = chunks.iter().map(|(_, hash)| hash.as_slice()).collect();
     let mut conn = pool.acquire().await?;
-    let stored: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT sha256 FROM chunks WHERE user_id = $1 AND sha256 = ANY($2)")
-            .bind(new.user_id)
-            .bind(&hashes)
-            .fetch_all(&mut *conn)
-            .await?;
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT sha256 FROM chunks WHERE user_id = $1 AND sha256 = ANY($2)")
+        .bind(new.user_id)
+        .bind(&hashes)
+        .fetch_all(&mut *conn)
+        .await?;
     let stored: HashSet<&[u8]> = stored.iter().map(Vec::as_slice).collect();
     let mut outcome = store_chunks(&mut conn, &new, size, keep, &hashes, &chunks, &stored).await?;
     if outcome.as_ref().is_some_and(|row| row.outcome == "missing") {

@@ -405,6 +405,52 @@ async fn a_dump_of_format_1_restores_and_the_server_works_on_it() {
     copy.upload_ok(&newcomer, br#"{"after": "restore"}"#).await;
 }
 
+/// The fixture's two documents: a workout log of 200 days and the same log 30 days later.
+fn format_2_documents() -> [String; 2] {
+    let entry = |day: usize, note: &str, sets: &str| format!(r#"{{"day":{day},"note":"{note}","sets":[{sets}]}}"#);
+    let old = "tab\\there, back\\\\slash, ünï ✓ 💪";
+    let first: Vec<String> =
+        (0..200).map(|d| entry(d, old, &format!(r#"{{"reps":{},"kg":{}}}"#, 3 + d % 7, 40 + d % 50))).collect();
+    let second: Vec<String> = first.iter().cloned().chain((200..230).map(|d| entry(d, "new ✓", ""))).collect();
+    [first, second].map(|entries| format!(r#"{{"workouts":[{}]}}"#, entries.join(",")))
+}
+
+#[tokio::test]
+async fn a_dump_of_format_2_with_whole_documents_restores_into_chunks() {
+    // Written by the format-2 `backup-db` at schema 5, when backups held whole documents.
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v2.sql.zst");
+    let verified = binary::run(&["verify-backup", fixture, "--json"], &[]).await;
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    let target = TestDb::empty().await;
+    let restored = restore(&target.url, fixture, &["--json"]).await;
+    assert_eq!(restored.code, 0, "{}", restored.stderr);
+    let pool = target.pool().await;
+    let ids = ["bbbbbbbb-0000-4000-8000-000000000002", "bbbbbbbb-0000-4000-8000-000000000003"];
+    for (id, expected) in ids.iter().zip(format_2_documents()) {
+        assert!(stored_document(&pool, id.parse().unwrap()).await == expected, "backup {id} byte for byte");
+    }
+    let (chunks, named): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM chunks), (SELECT sum(cardinality(chunk_ids)) FROM backups)::bigint",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(chunks < named, "the pieces both documents begin with are kept once: {chunks} of {named}");
+
+    // The server reads the converted backups, and a replayed key still answers.
+    let copy = TestApp::spawn_on(&target.url).await;
+    let user = crate::common::TestUser {
+        id: "bbbbbbbb-0000-4000-8000-000000000001".parse().unwrap(),
+        token: "drb_fixtureAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+    };
+    let latest = copy.authed(&user, reqwest::Method::GET, "/api/backups/latest", b"").send().await.unwrap();
+    assert_eq!(latest.status(), reqwest::StatusCode::OK);
+    assert!(latest.text().await.unwrap() == format_2_documents()[1]);
+    let replayed = copy.upload_keyed(&user, format_2_documents()[1].as_bytes(), "fixture-key").send().await.unwrap();
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    copy.upload_ok(&user, br#"{"after": "restore"}"#).await;
+}
+
 /// Every type restore-db converts to COPY's binary format, at its edges, printed by
 /// PostgreSQL itself in two time zones and both bytea formats, loads back equal.
 #[tokio::test]

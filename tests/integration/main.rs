@@ -19,6 +19,7 @@ mod completions;
 mod config_errors;
 mod crash;
 mod database_health;
+mod dedup;
 mod deploy_files;
 mod dev;
 mod health;

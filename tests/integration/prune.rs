@@ -26,9 +26,9 @@ pub(crate) async fn counts(pool: &PgPool) -> (i64, i64, i64, i64) {
                 (SELECT coalesce(sum(size_bytes), 0)::bigint FROM backups), \
                 (SELECT coalesce(sum(pg_column_size(data)), 0)::bigint FROM chunks)",
     )
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 async fn backup_ages(pool: &PgPool, user: Uuid) -> Vec<i64> {
