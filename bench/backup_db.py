@@ -24,15 +24,16 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "target", "release", "dailyreps-backup-server")
-TABLES = ["_sqlx_migrations", "users", "backups", "idempotency_keys"]
+TABLES = ["_sqlx_migrations", "users", "chunks", "backups", "idempotency_keys"]
 
 GENERATE = """
 INSERT INTO users (id, token_hash, created_at)
 SELECT gen_random_uuid(), sha256(g::text::bytea), now() - make_interval(mins => g)
 FROM generate_series(1, {users}) g;
 
-INSERT INTO backups (id, user_id, created_at, size_bytes, sha256, document)
-SELECT gen_random_uuid(), u.id, now() - make_interval(mins => (k * 1440 + u.n)::int), octet_length(d.doc), sha256(convert_to(d.doc, 'UTF8')), d.doc
+-- Each document is one chunk of its own (they share nothing).
+CREATE TEMP TABLE generated AS
+SELECT gen_random_uuid() AS id, u.id AS user_id, now() - make_interval(mins => (k * 1440 + u.n)::int) AS created_at, d.doc
 FROM (SELECT id, row_number() OVER () AS n FROM users) u
 CROSS JOIN generate_series(1, 5) k
 CROSS JOIN LATERAL (
@@ -48,7 +49,12 @@ CROSS JOIN LATERAL (
             'note', CASE WHEN w % 9 = 0 THEN 'felt strong 💪 ' || md5(w::text) ELSE '' END))
     )::text AS doc
     FROM generate_series(1, 36 + (u.n % 16)::int) w
-) d;
+) d;;
+INSERT INTO chunks (user_id, sha256, data)
+SELECT user_id, sha256(convert_to(doc, 'UTF8')), doc FROM generated ON CONFLICT DO NOTHING;
+INSERT INTO backups (id, user_id, created_at, size_bytes, sha256, chunk_ids)
+SELECT g.id, g.user_id, g.created_at, octet_length(g.doc), c.sha256, ARRAY[c.id]
+FROM generated g JOIN chunks c ON c.user_id = g.user_id AND c.sha256 = sha256(convert_to(g.doc, 'UTF8'));
 ANALYZE;
 """
 

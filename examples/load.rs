@@ -6,9 +6,15 @@
 //!     target/release/examples/load --url http://127.0.0.1:8080 --secret "$APP_SIGNING_SECRET" \
 //!         --clients 8 --accounts 1 --seconds 20 --size 65536 --mode upload
 //!
+//! With `--histories DIR` (folders of one user's documents, oldest first, as bench/histories.py
+//! writes them), each client takes its share of the users instead: registers an account for
+//! each and uploads its first `--mature` documents before the clock starts; then uploads the
+//! next ones in turn (upload), or fetches each account's latest (download).
+//!
 //! Prints one JSON object: requests/s, p50/p99/max latency in ms, and counts by status.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +59,12 @@ struct Args {
     /// What each client does.
     #[arg(long, value_enum, default_value = "upload")]
     mode: Mode,
+    /// Users' histories (DIR/<user>/<nn>.json) to upload instead of generated documents.
+    #[arg(long)]
+    histories: Option<PathBuf>,
+    /// With --histories: documents each account uploads before the clock starts.
+    #[arg(long, default_value_t = 30)]
+    mature: usize,
 }
 
 /// One answered request.
@@ -86,6 +98,95 @@ impl Documents {
     fn make(&self, client: usize, n: u64) -> Vec<u8> {
         format!(r#"{{"client":{client},"n":{n:>12},{}"#, self.tail).into_bytes()
     }
+}
+
+/// Each user's documents, oldest first.
+fn read_histories(folder: &std::path::Path) -> anyhow::Result<Vec<Vec<PathBuf>>> {
+    let mut users: Vec<PathBuf> = std::fs::read_dir(folder)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    users.sort();
+    users
+        .iter()
+        .map(|user| {
+            let mut documents: Vec<PathBuf> =
+                std::fs::read_dir(user)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+            documents.sort();
+            Ok(documents)
+        })
+        .collect()
+}
+
+/// A client's accounts made from histories: each token with the documents still to upload.
+async fn history_accounts(
+    api: &ApiClient,
+    users: Vec<Vec<PathBuf>>,
+    mature: usize,
+) -> anyhow::Result<Vec<(String, std::vec::IntoIter<PathBuf>)>> {
+    let mut accounts = Vec::with_capacity(users.len());
+    for documents in users {
+        let token = register(api).await?;
+        let mut documents = documents.into_iter();
+        for path in documents.by_ref().take(mature) {
+            api.send(Method::POST, upload_file(&path, &token)?).await?.error_for_status()?;
+        }
+        accounts.push((token, documents));
+    }
+    Ok(accounts)
+}
+
+fn upload_file<'a>(path: &std::path::Path, token: &'a str) -> anyhow::Result<Call<'a>> {
+    let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Call { path_and_query: "/api/backup", body, token: Some(token), headers: json_headers() })
+}
+
+/// What a request was, and how long it took: its status (0 when it failed to arrive).
+async fn timed(api: &ApiClient, method: Method, call: Call<'_>) -> Sample {
+    let started = Instant::now();
+    let status = match api.send(method, call).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            response.bytes().await.map(|_| status).unwrap_or(0)
+        }
+        Err(_) => 0,
+    };
+    Sample { status, latency: started.elapsed() }
+}
+
+/// A client over its share of the histories.
+async fn history_client(
+    api: ApiClient,
+    mode: Mode,
+    users: Vec<Vec<PathBuf>>,
+    mature: usize,
+    start: Arc<Barrier>,
+    duration: Duration,
+) -> anyhow::Result<Vec<Sample>> {
+    let accounts = history_accounts(&api, users, mature).await;
+    start.wait().await;
+    let mut accounts = accounts?;
+    let until = Instant::now() + duration;
+    let mut samples = Vec::new();
+    'rounds: while Instant::now() < until {
+        let mut any = false;
+        for (token, documents) in &mut accounts {
+            if Instant::now() >= until {
+                break 'rounds;
+            }
+            let call = match mode {
+                Mode::Upload => match documents.next() {
+                    Some(path) => upload_file(&path, token)?,
+                    None => continue,
+                },
+                Mode::Download => Call { path_and_query: "/api/backups/latest", token: Some(token), ..Call::default() },
+            };
+            any = true;
+            let method = if mode == Mode::Upload { Method::POST } else { Method::GET };
+            samples.push(timed(&api, method, call).await);
+        }
+        if !any {
+            break;
+        }
+    }
+    Ok(samples)
 }
 
 async fn register(api: &ApiClient) -> anyhow::Result<String> {
@@ -150,15 +251,7 @@ async fn client(
                 (Method::GET, Call { path_and_query: "/api/backups/latest", token: Some(token), ..Call::default() })
             }
         };
-        let started = Instant::now();
-        let status = match api.send(method, call).await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                response.bytes().await.map(|_| status).unwrap_or(0)
-            }
-            Err(_) => 0,
-        };
-        samples.push(Sample { status, latency: started.elapsed() });
+        samples.push(timed(&api, method, call).await);
     }
     Ok(samples)
 }
@@ -179,9 +272,21 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.seconds);
     let start = Arc::new(Barrier::new(args.clients + 1));
     let mut clients = JoinSet::new();
+    let histories = match &args.histories {
+        Some(folder) => Some(read_histories(folder)?.into_iter().enumerate().collect::<Vec<_>>()),
+        None => None,
+    };
     for id in 0..args.clients {
         let (api, documents, start) = (api.clone(), documents.clone(), start.clone());
-        clients.spawn(client(api, args.mode, id, args.accounts.max(1), documents, start, duration));
+        match &histories {
+            Some(all) => {
+                let mine = all.iter().filter(|(n, _)| n % args.clients == id).map(|(_, d)| d.clone()).collect();
+                clients.spawn(history_client(api, args.mode, mine, args.mature, start, duration));
+            }
+            None => {
+                clients.spawn(client(api, args.mode, id, args.accounts.max(1), documents, start, duration));
+            }
+        }
     }
     start.wait().await;
     let started = Instant::now();

@@ -4,7 +4,7 @@
 //! ```text
 //! -- dailyreps-backup-server dump
 //! -- restore without this tool: zstd -dc FILE | psql -v ON_ERROR_STOP=1 --single-transaction -d "$DATABASE_URL"
-//! -- manifest: {"format_version":2,"created_at":…,"server_version":…,"schema_version":…}
+//! -- manifest: {"format_version":3,"created_at":…,"server_version":…,"schema_version":…}
 //! SET …;
 //! -- begin schema
 //! …the migrations' SQL up to schema_version…
