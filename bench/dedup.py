@@ -85,9 +85,9 @@ class Server:
         env = {**os.environ, "DATABASE_URL": database_url, "APP_SIGNING_SECRET": SECRET, "LOG_FORMAT": "json",
                "RATE_LIMIT_REGISTER_PER_MINUTE": "0", "RATE_LIMIT_USER_PER_MINUTE": "0",
                "RATE_LIMIT_IP_PER_MINUTE": "0"}
+        self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen([binary, "serve", "--bind", f"127.0.0.1:{port}", "--metrics-bind",
-                                         "127.0.0.1:0"], env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                                         "127.0.0.1:0"], env=env, stdout=subprocess.DEVNULL, stderr=self.log)
         while not ready(f"{self.url}/readyz"):
             time.sleep(0.05)
 
@@ -104,7 +104,9 @@ class Server:
         result["cpu_ms_per_request"] = {k: round(v * 1000 / max(done, 1), 3) for k, v in cpu.items()}
         failed = {s: n for s, n in result["statuses"].items() if not s.startswith("2")}
         if failed:
-            sys.exit(f"{mode} against {self.url}: {failed}")
+            self.log.seek(0)
+            errors = [line for line in self.log.read().decode().splitlines() if '"level":"INFO"' not in line]
+            sys.exit(f"{mode} against {self.url}: {failed}\n" + "\n".join(errors[-5:]))
         return result
 
     def stop(self):
@@ -134,7 +136,7 @@ def load_pgbench_tables(database_url, folder, histories, users):
                 writer.writerow([n, user_id, len(data), "\\x" + hashlib.sha256(data).hexdigest(), data.decode()])
     psql(database_url, "DROP TABLE IF EXISTS bench_documents, bench_users; "
                        "CREATE TABLE bench_documents (n int PRIMARY KEY, user_id uuid, size_bytes int, "
-                       "sha256 bytea, document text STORAGE EXTERNAL); "
+                       "sha256 bytea, document text); ALTER TABLE bench_documents ALTER COLUMN document SET STORAGE EXTERNAL; "
                        "CREATE TABLE bench_users AS SELECT row_number() OVER (ORDER BY id)::int AS n, id AS user_id "
                        "FROM users; ALTER TABLE bench_users ADD PRIMARY KEY (n)")
     subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", database_url, "-c",

@@ -51,8 +51,12 @@ def history(seed, final_bytes, backups=30):
     workouts = []
     # Grow the log to its final size, then step back to where it was `backups` days earlier
     # (fresh workouts are drawn for those days below).
-    while len(document(settings, workouts)) < final_bytes:
+    # The document's length kept as it grows (serialising the whole log per workout would
+    # take minutes for a 1 MiB one): the empty log, each workout, and a comma between two.
+    size = len(document(settings, []))
+    while size < final_bytes:
         workouts.append(workout(rng, len(workouts)))
+        size += len(json.dumps(workouts[-1], ensure_ascii=False, separators=(",", ":")).encode()) + (len(workouts) > 1)
     del workouts[max(0, len(workouts) - backups):]
     for _ in range(backups):
         workouts.append(workout(rng, len(workouts)))

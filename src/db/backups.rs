@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -45,6 +45,8 @@ pub enum Upload {
     KeyConflict,
     /// The user no longer exists (deleted while the upload was on its way).
     NoUser,
+    /// A chunk found stored was freed before the store: nothing was written; store again.
+    ChunksFreed,
 }
 
 /// A row of `store_backup`: the backup's columns are null for the `missing` outcome.
@@ -86,71 +88,87 @@ pub struct NewBackup<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-/// Stores a document unless it equals the user's latest backup, deletes the user's backups
-/// beyond the newest `keep` (and the chunks only they named), and remembers the idempotency
-/// key; or answers a repeated key. The document goes in as its chunks, and only the chunks the
-/// user has not stored already travel: one statement asks which are stored, one call of the
-/// `store_backup` function (migrations/*_chunks.sql) stores the rest with the backup, its own
-/// transaction, serialised per user by a lock on the user's row.
-pub async fn store(pool: &PgPool, new: NewBackup<'_>) -> Result<Upload, sqlx::Error> {
+/// A document cut into chunks, with those its user has stored already found: what an
+/// upload sends to the database is only the rest.
+pub struct Prepared<'a> {
+    new: NewBackup<'a>,
+    size: i32,
+    keep: i32,
+    /// The document's chunks in order, each with its SHA-256.
+    chunks: Vec<(&'a str, [u8; 32])>,
+    /// The hashes of those the user has stored.
+    stored: HashSet<[u8; 32]>,
+}
+
+impl Prepared<'_> {
+    /// The bytes of the chunks a store will send: each not yet stored, once.
+    pub fn bytes_to_send(&self) -> usize {
+        self.to_send().map(|(data, _)| data.len()).sum()
+    }
+
+    fn to_send(&self) -> impl Iterator<Item = &(&str, [u8; 32])> {
+        let mut seen = HashSet::new();
+        self.chunks.iter().filter(move |(_, hash)| !self.stored.contains(hash) && seen.insert(hash))
+    }
+}
+
+/// Cuts a document into chunks and asks, in one statement, which of them its user has stored.
+pub async fn prepare<'a>(pool: &PgPool, new: NewBackup<'a>) -> Result<Prepared<'a>, sqlx::Error> {
     let size = i32::try_from(new.document.len()).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let keep = i32::try_from(new.keep).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let chunks: Vec<(&str, [u8; 32])> = chunking::chunks(new.document).map(|c| (c, sha256(c.as_bytes()))).collect();
     let hashes: Vec<&[u8]> = chunks.iter().map(|(_, hash)| hash.as_slice()).collect();
-    let mut conn = pool.acquire().await?;
     let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT sha256 FROM chunks WHERE user_id = $1 AND sha256 = ANY($2)")
         .bind(new.user_id)
         .bind(&hashes)
-        .fetch_all(&mut *conn)
+        .fetch_all(pool)
         .await?;
-    let stored: HashSet<&[u8]> = stored.iter().map(Vec::as_slice).collect();
-    let mut outcome = store_chunks(&mut conn, &new, size, keep, &hashes, &chunks, &stored).await?;
-    if outcome.as_ref().is_some_and(|row| row.outcome == "missing") {
-        // A chunk found stored was freed before the store (its last backup deleted meanwhile).
-        outcome = store_chunks(&mut conn, &new, size, keep, &hashes, &chunks, &HashSet::new()).await?;
-    }
-    super::release_large_buffers(&mut conn, new.document.len());
-    let Some(row) = outcome else { return Ok(Upload::NoUser) };
-    Ok(match row.outcome.as_str() {
-        "stored" => Upload::Stored(row.stored()?),
-        "replayed" => Upload::Replayed(row.stored()?),
-        "conflict" => Upload::KeyConflict,
-        // `missing` again, though every chunk was sent: store_backup is not the one migrated.
-        other => return Err(sqlx::Error::Protocol(format!("store_backup answered {other}"))),
-    })
+    let stored = stored.into_iter().filter_map(|hash| hash.try_into().ok()).collect();
+    Ok(Prepared { new, size, keep, chunks, stored })
 }
 
-/// One call of `store_backup`, sending the data of the chunks not in `stored`.
-async fn store_chunks(
-    conn: &mut PgConnection,
-    new: &NewBackup<'_>,
-    size: i32,
-    keep: i32,
-    hashes: &[&[u8]],
-    chunks: &[(&str, [u8; 32])],
-    stored: &HashSet<&[u8]>,
-) -> Result<Option<Outcome>, sqlx::Error> {
-    let mut seen = HashSet::new();
-    let (new_hashes, new_data): (Vec<&[u8]>, Vec<&str>) = chunks
-        .iter()
-        .filter(|(_, hash)| !stored.contains(hash.as_slice()) && seen.insert(hash))
-        .map(|(data, hash)| (hash.as_slice(), *data))
-        .unzip();
-    sqlx::query_as(
+/// Stores a prepared document unless it equals the user's latest backup, deletes the user's
+/// backups beyond the newest `keep` (and the chunks only they named), and remembers the
+/// idempotency key; or answers a repeated key. One call of the `store_backup` function
+/// (migrations/*_chunks.sql) with the chunks the user has not stored: its own transaction,
+/// serialised per user by a lock on the user's row.
+///
+/// [`Upload::ChunksFreed`] when a chunk found stored was freed meanwhile (its last backup
+/// deleted): nothing was written, and the next call sends every chunk.
+pub async fn store(pool: &PgPool, prepared: &mut Prepared<'_>) -> Result<Upload, sqlx::Error> {
+    let hashes: Vec<&[u8]> = prepared.chunks.iter().map(|(_, hash)| hash.as_slice()).collect();
+    let (new_hashes, new_data): (Vec<&[u8]>, Vec<&str>) =
+        prepared.to_send().map(|(data, hash)| (hash.as_slice(), *data)).unzip();
+    let sent = new_data.iter().map(|data| data.len()).sum();
+    let new = &prepared.new;
+    let mut conn = pool.acquire().await?;
+    let outcome: Option<Outcome> = sqlx::query_as(
         "SELECT outcome, id, created_at, size_bytes, sha256, deduplicated \
          FROM store_backup($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(new.user_id)
     .bind(new.id)
-    .bind(size)
+    .bind(prepared.size)
     .bind(new.sha256.as_slice())
-    .bind(hashes)
+    .bind(&hashes)
     .bind(&new_hashes)
     .bind(&new_data)
-    .bind(keep)
+    .bind(prepared.keep)
     .bind(new.idempotency_key)
     .fetch_optional(&mut *conn)
-    .await
+    .await?;
+    super::release_large_buffers(&mut conn, sent);
+    let Some(row) = outcome else { return Ok(Upload::NoUser) };
+    Ok(match row.outcome.as_str() {
+        "stored" => Upload::Stored(row.stored()?),
+        "replayed" => Upload::Replayed(row.stored()?),
+        "conflict" => Upload::KeyConflict,
+        "missing" if !prepared.stored.is_empty() => {
+            prepared.stored.clear();
+            Upload::ChunksFreed
+        }
+        other => return Err(sqlx::Error::Protocol(format!("store_backup answered {other} with every chunk sent"))),
+    })
 }
 
 /// A position in a user's list: the last backup of the previous page.

@@ -22,8 +22,9 @@ const UNIT: usize = 1024;
 pub const GZIP_OVERHEAD: usize = 64 * 1024;
 /// Every body but a backup document's is empty or a small JSON object.
 pub const SMALL_BODY_LIMIT: usize = 64 * 1024;
-/// An upload, once its body is in, also has the database driver's two copies of the document
-/// in flight (the statement's arguments, then the connection's write buffer).
+/// An upload, once its body is in, also has the database driver's two copies of what it sends
+/// in flight (the statement's arguments, then the connection's write buffer): the chunks its
+/// user has not stored, at most the whole document.
 const DRIVER_COPIES: usize = 2;
 /// A download holds the row in the connection's read buffer and the document decoded from it,
 /// until the buffer is given back; then only the document, until it is sent.

@@ -238,6 +238,35 @@ async fn a_chunk_neither_stored_nor_sent_writes_nothing() {
     assert_eq!(keys, 0, "the key is not remembered for an upload that did not happen");
 }
 
+#[tokio::test]
+async fn a_chunk_freed_between_the_lookup_and_the_store_is_sent_on_the_second_try() {
+    use dailyreps_backup_server::db::backups::{self, NewBackup, Upload};
+    use dailyreps_backup_server::encoding::sha256;
+    let app = TestApp::spawn().await;
+    let user = app.register().await;
+    let old = workout_log(300, &[]);
+    let old_id = app.upload_ok(&user, old.as_bytes()).await;
+    let document = workout_log(301, &[]);
+    let digest = sha256(document.as_bytes());
+    let new = NewBackup {
+        id: Uuid::new_v4(),
+        user_id: user.id,
+        document: &document,
+        sha256: &digest,
+        keep: 30,
+        idempotency_key: None,
+    };
+    let mut prepared = backups::prepare(&app.pool, new).await.unwrap();
+    assert!(prepared.bytes_to_send() * 4 < document.len(), "most chunks are the old backup's");
+    // The old backup goes (and its chunks with it) between the lookup and the store.
+    let response = app.authed(&user, Method::DELETE, &format!("/api/backups/{old_id}"), b"").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(matches!(backups::store(&app.pool, &mut prepared).await.unwrap(), Upload::ChunksFreed));
+    assert_eq!(prepared.bytes_to_send(), document.len(), "every chunk goes the second time");
+    let Upload::Stored(stored) = backups::store(&app.pool, &mut prepared).await.unwrap() else { panic!("not stored") };
+    assert!(download(&app, &user, stored.meta.id).await == document);
+}
+
 /// The documents a database at schema 5 (whole documents) holds, converted by `migrate`.
 #[tokio::test]
 async fn migrate_converts_stored_documents_into_chunks_byte_for_byte() {

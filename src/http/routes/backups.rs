@@ -119,7 +119,6 @@ async fn upload(
         Encoding::Identity => body_sha256,
         Encoding::Gzip => sha256(document.as_bytes()),
     };
-    let _storing = state.budget.hold_for_storing(document.len()).ok_or_else(ApiError::busy)?;
     let new = NewBackup {
         id: Uuid::new_v4(),
         user_id: user.id,
@@ -128,11 +127,19 @@ async fn upload(
         keep: state.settings.limits.max_backups_kept,
         idempotency_key: key,
     };
-    match db::backups::store(&state.pool, new).await? {
-        Upload::Stored(stored) => Ok(upload_response(stored, false)),
-        Upload::Replayed(stored) => Ok(upload_response(stored, true)),
-        Upload::KeyConflict => Err(ApiError::IdempotencyConflict),
-        Upload::NoUser => Err(ApiError::Unauthorized),
+    let mut prepared = db::backups::prepare(&state.pool, new).await?;
+    loop {
+        // Room for the driver's copies of what goes to the database: the chunks the user has
+        // not stored (two of a mature history's hundred), not the whole document.
+        let _storing = state.budget.hold_for_storing(prepared.bytes_to_send()).ok_or_else(ApiError::busy)?;
+        return match db::backups::store(&state.pool, &mut prepared).await? {
+            Upload::Stored(stored) => Ok(upload_response(stored, false)),
+            Upload::Replayed(stored) => Ok(upload_response(stored, true)),
+            Upload::KeyConflict => Err(ApiError::IdempotencyConflict),
+            Upload::NoUser => Err(ApiError::Unauthorized),
+            // The next store sends every chunk; it cannot come back to this.
+            Upload::ChunksFreed => continue,
+        };
     }
 }
 
