@@ -73,10 +73,14 @@ def write_histories(folder, size, users, first_seed=0):
                 out.write(doc)
 
 
+RUNNING = []
+
+
 class Server:
     """`serve` of one binary on one database."""
 
     def __init__(self, binary, database_url):
+        RUNNING.append(self)
         subprocess.run([binary, "migrate"], env={**os.environ, "DATABASE_URL": database_url}, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port = free_port()
@@ -91,7 +95,7 @@ class Server:
         while not ready(f"{self.url}/readyz"):
             time.sleep(0.05)
 
-    def load(self, mode, clients, seconds, histories=None, mature=MATURE, size=65536, accounts=50):
+    def load(self, mode, clients, seconds, histories=None, mature=MATURE, size=65536, accounts=50, shed_ok=False):
         command = [LOAD, "--url", self.url, "--mode", mode, "--clients", str(clients), "--seconds", str(seconds)]
         if histories:
             command += ["--histories", histories, "--mature", str(mature)]
@@ -102,7 +106,8 @@ class Server:
         result = json.loads(output)
         done = round(result["ok_per_second"] * result["seconds"])
         result["cpu_ms_per_request"] = {k: round(v * 1000 / max(done, 1), 3) for k, v in cpu.items()}
-        failed = {s: n for s, n in result["statuses"].items() if not s.startswith("2")}
+        # 503 is the memory budget shedding load: expected when 32 clients send 1 MiB at once.
+        failed = {s: n for s, n in result["statuses"].items() if not s.startswith("2") and not (shed_ok and s == "503")}
         if failed:
             self.log.seek(0)
             errors = [line for line in self.log.read().decode().splitlines() if '"level":"INFO"' not in line]
@@ -219,6 +224,13 @@ def dataset(args, folder, database_url):
         result[layout] = {"database_bytes": database_bytes(url), "dump_bytes": os.path.getsize(dump),
                           "backup_seconds": backup_s, "backup_postgres_cpu_s": backup_pg,
                           "restore_seconds": restore_s, "restore_postgres_cpu_s": restore_pg}
+    # Migration 6 on the previous release's database: its documents converted into chunks.
+    url = database_url.rsplit("/", 1)[0] + "/dataset_today"
+    before = int(scalar(url, "SELECT pg_database_size(current_database())"))
+    seconds, postgres_s, _ = timed([BINARY, "migrate"], {**os.environ, "DATABASE_URL": url})
+    result["migration"] = {"seconds": seconds, "postgres_cpu_s": postgres_s, "database_bytes_before": before,
+                           "database_bytes_after": int(scalar(url, "SELECT pg_database_size(current_database())")),
+                           "chunks_bytes": int(scalar(url, "SELECT pg_total_relation_size('chunks')"))}
     shutil.rmtree(histories)
     return result
 
@@ -258,7 +270,7 @@ def report(results):
     if "rss_32_x_1mib" in results:
         r = results["rss_32_x_1mib"]
         lines.append(f"32 clients uploading 1 MiB histories: {r['upload']['ok_per_second']:.0f}/s, "
-                     f"peak RSS {r['peak_rss_mib']:.1f} MiB")
+                     f"peak RSS {r['peak_rss_mib']:.1f} MiB, answers {r['upload']['statuses']}")
     if "dataset" in results:
         d = results["dataset"]
         t, c = d["today"], d["chunks"]
@@ -273,6 +285,12 @@ def report(results):
                      f"| {ratio(t['backup_seconds'], c['backup_seconds']):.1f}x |")
         lines.append(f"| restore-db | {t['restore_seconds']:.1f} s | {c['restore_seconds']:.1f} s "
                      f"| {ratio(t['restore_seconds'], c['restore_seconds']):.1f}x |")
+        m = d["migration"]
+        lines.append("")
+        lines.append(f"Migration 6 on the previous release's database: {m['seconds']:.1f} s "
+                     f"(PostgreSQL {m['postgres_cpu_s']:.1f} s CPU), {m['database_bytes_before'] / 2**20:.0f} MiB → "
+                     f"{m['database_bytes_after'] / 2**20:.0f} MiB, the chunks written beside the old table "
+                     f"{m['chunks_bytes'] / 2**20:.0f} MiB")
     return "\n".join(lines)
 
 
@@ -283,6 +301,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--dataset-users", type=int, default=1000)
     parser.add_argument("--only", default="sizes,unrelated,rss,dataset")
+    parser.add_argument("--resume", help="a JSON file of results: read first, written after each part")
     args = parser.parse_args()
     for needed in (BINARY, LOAD, args.previous):
         if not os.path.exists(needed):
@@ -292,10 +311,20 @@ def main():
     os.chmod(folder, 0o755)
     dev, database_url = start_dev_database(folder + "/pg")
     results = {"sizes": {}}
+    if args.resume and os.path.exists(args.resume):
+        with open(args.resume) as saved:
+            results = json.load(saved)
+
+    def save():
+        if args.resume:
+            with open(args.resume, "w") as out:
+                json.dump(results, out, indent=1)
+
     try:
         if "sizes" in only:
             for label, size in SIZES.items():
                 results["sizes"][label] = per_size(args, folder, database_url, label, size)
+                save()
                 print(f"{label} done", file=sys.stderr)
         if "unrelated" in only:
             results["unrelated_64k"] = {}
@@ -304,19 +333,25 @@ def main():
                 server = Server(binary, database_url.rsplit("/", 1)[0] + f"/unrelated_{layout}")
                 results["unrelated_64k"][layout] = server.load("upload", 8, args.seconds)
                 server.stop()
+            save()
         if "rss" in only:
             histories = os.path.join(folder, "rss")
             write_histories(histories, SIZES["1 MiB"], 32, first_seed=5_000)
             psql(database_url, "CREATE DATABASE rss")
             server = Server(BINARY, database_url.rsplit("/", 1)[0] + "/rss")
             reset_peak(server.process.pid)
-            upload = server.load("upload", 32, args.seconds * 4, histories, 0)
+            upload = server.load("upload", 32, args.seconds * 4, histories, 0, shed_ok=True)
             results["rss_32_x_1mib"] = {"upload": upload, "peak_rss_mib": rss_kib(server.process.pid, "VmHWM") / 1024}
             server.stop()
             shutil.rmtree(histories)
+            save()
         if "dataset" in only:
             results["dataset"] = dataset(args, folder, database_url)
+            save()
     finally:
+        for server in RUNNING:
+            if server.process.poll() is None:
+                server.process.kill()
         dev.send_signal(signal.SIGTERM)
         dev.wait(timeout=60)
         shutil.rmtree(folder, ignore_errors=True)

@@ -21,17 +21,41 @@ EXCEPTION WHEN feature_not_supported THEN
 END
 $$;
 
--- The documents already stored become pieces of 8,192 characters (the chunker's average),
--- equal pieces of one user kept once: an append-only log shares all its pieces but the last
--- with the backup before it. The next upload of each user is cut by content. No temporary
--- table and no sort: on a nearly full volume the conversion needs room only for the chunks.
+-- The documents already stored become pieces of about 8 KiB (the chunker's average), cut
+-- between UTF-8 characters, equal pieces of one user kept once: an append-only log shares all
+-- its pieces but the last with the backup before it. The next upload of each user is cut by
+-- content. The cutting works on the document's bytes, so each document is read once whatever
+-- its length (substr by characters would scan it from the start for every piece).
+CREATE FUNCTION pg_temp.pieces(document text) RETURNS TABLE (n bigint, data text)
+LANGUAGE plpgsql IMMUTABLE STRICT
+AS $$
+DECLARE
+    bytes bytea := convert_to(document, 'UTF8');
+    total integer := length(bytes);
+    piece_start integer := 0;
+    piece_end integer;
+BEGIN
+    n := 0;
+    WHILE piece_start < total LOOP
+        piece_end := least(piece_start + 8192, total);
+        -- Forward past continuation bytes (10xxxxxx) to the next character's first byte.
+        WHILE piece_end < total LOOP
+            EXIT WHEN get_byte(bytes, piece_end) NOT BETWEEN 128 AND 191;
+            piece_end := piece_end + 1;
+        END LOOP;
+        n := n + 1;
+        data := convert_from(substring(bytes FROM piece_start + 1 FOR piece_end - piece_start), 'UTF8');
+        RETURN NEXT;
+        piece_start := piece_end;
+    END LOOP;
+END
+$$;
+
+-- No temporary table and no sort: on a nearly full volume the conversion needs room only for
+-- the chunks.
 INSERT INTO chunks (user_id, sha256, data)
     SELECT b.user_id, sha256(convert_to(p.data, 'UTF8')), p.data
-    FROM backups b
-    CROSS JOIN LATERAL (
-        SELECT substr(b.document, (n - 1) * 8192 + 1, 8192) AS data
-        FROM generate_series(1, (length(b.document) + 8191) / 8192) AS n
-    ) p
+    FROM backups b CROSS JOIN LATERAL pg_temp.pieces(b.document) p
     ON CONFLICT (user_id, sha256) DO NOTHING;
 
 -- A new table rather than a new column: dropping the old table gives its space back at once,
@@ -49,13 +73,13 @@ CREATE TABLE backups_chunked (
 
 INSERT INTO backups_chunked (id, user_id, created_at, size_bytes, sha256, chunk_ids)
     SELECT b.id, b.user_id, b.created_at, b.size_bytes, b.sha256,
-           ARRAY(SELECT c.id FROM generate_series(1, (length(b.document) + 8191) / 8192) AS n
-                 JOIN chunks c ON c.user_id = b.user_id
-                  AND c.sha256 = sha256(convert_to(substr(b.document, (n - 1) * 8192 + 1, 8192), 'UTF8'))
-                 ORDER BY n)
+           ARRAY(SELECT c.id FROM pg_temp.pieces(b.document) p
+                 JOIN chunks c ON c.user_id = b.user_id AND c.sha256 = sha256(convert_to(p.data, 'UTF8'))
+                 ORDER BY p.n)
     FROM backups b;
 
 DROP TABLE backups;
+DROP FUNCTION pg_temp.pieces(text);
 ALTER TABLE backups_chunked RENAME TO backups;
 ALTER TABLE backups RENAME CONSTRAINT backups_chunked_pkey TO backups_pkey;
 ALTER TABLE backups RENAME CONSTRAINT backups_chunked_user_id_fkey TO backups_user_id_fkey;
