@@ -12,12 +12,12 @@ One PostgreSQL (a `serve --dev` cluster) holds a database per layout and run. Th
 release serves today's layout (its `backups` table and `store_backup` function), this build the
 chunks; both are plain `serve` (rate limits off) driven by examples/load.rs over the real API
 with histories from bench/histories.py (a workout log growing a workout a day, edits now and
-then; 40 documents per user, final sizes about 50 KiB, 400 KiB and 1 MiB).
+then; 80 documents per user, final sizes about 50 KiB, 400 KiB and 1 MiB).
 
-For each size: every user uploads 30 documents, then the database's bytes per user are read
-(exactly 30 backups each, nothing deleted yet), then 8 clients download the latest; on fresh
-accounts, 29 documents each, then 8 clients upload the rest (the next backups of a mature
-history, retention on). pgbench gives PostgreSQL's own rate on today's table in the same run:
+For each size (`--users` of 1 MiB histories, ten times as many of 50 KiB): every user uploads
+30 documents, then the database's bytes per user are read (exactly 30 backups each, nothing
+deleted yet), then 8 clients download the latest; on fresh accounts, 29 documents each, then
+8 clients upload the other 51 (the next backups of a mature history, retention on). pgbench gives PostgreSQL's own rate on today's table in the same run:
 inserting the same whole documents (read from an uncompressed side table: pgbench cannot
 send a 1 MiB parameter) and reading a user's latest. Then bench/load.py's 64 KiB uploads of
 documents that share nothing, on both servers; 32 clients uploading 1 MiB histories (this
@@ -43,7 +43,7 @@ from cold_start import BINARY, SECRET, free_port, ready, start_dev_database  # n
 from histories import SIZES, history  # noqa: E402
 from load import LOAD, pgbench, postgres_cpu, psql, reset_peak, rss_kib, run_measured, settle  # noqa: E402
 
-BACKUPS = 40
+BACKUPS = 80
 MATURE = 30
 
 INSERT_SQL = """\

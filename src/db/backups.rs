@@ -112,11 +112,19 @@ impl Prepared<'_> {
     }
 }
 
-/// Cuts a document into chunks and asks, in one statement, which of them its user has stored.
+/// Documents up to this size go to the database whole, with no question first: a round trip
+/// costs more than sending them (`store_backup` skips the chunks already stored).
+const ASK_ABOVE_BYTES: usize = 64 * 1024;
+
+/// Cuts a document into chunks and asks, in one statement, which of them its user has stored
+/// (for a document over [`ASK_ABOVE_BYTES`]).
 pub async fn prepare<'a>(pool: &PgPool, new: NewBackup<'a>) -> Result<Prepared<'a>, sqlx::Error> {
     let size = i32::try_from(new.document.len()).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let keep = i32::try_from(new.keep).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let chunks: Vec<(&str, [u8; 32])> = chunking::chunks(new.document).map(|c| (c, sha256(c.as_bytes()))).collect();
+    if new.document.len() <= ASK_ABOVE_BYTES {
+        return Ok(Prepared { new, size, keep, chunks, stored: HashSet::new() });
+    }
     let hashes: Vec<&[u8]> = chunks.iter().map(|(_, hash)| hash.as_slice()).collect();
     let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT sha256 FROM chunks WHERE user_id = $1 AND sha256 = ANY($2)")
         .bind(new.user_id)

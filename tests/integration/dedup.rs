@@ -244,9 +244,9 @@ async fn a_chunk_freed_between_the_lookup_and_the_store_is_sent_on_the_second_tr
     use dailyreps_backup_server::encoding::sha256;
     let app = TestApp::spawn().await;
     let user = app.register().await;
-    let old = workout_log(300, &[]);
+    let old = workout_log(1_000, &[]);
     let old_id = app.upload_ok(&user, old.as_bytes()).await;
-    let document = workout_log(301, &[]);
+    let document = workout_log(1_001, &[]);
     let digest = sha256(document.as_bytes());
     let new = NewBackup {
         id: Uuid::new_v4(),
