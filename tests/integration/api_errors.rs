@@ -176,9 +176,20 @@ async fn an_upload_is_charged_for_the_database_drivers_copies_too() {
     let app = TestApp::spawn_with(ApiSettings { limits, ..test_settings() }).await;
     let user = app.register().await;
     let json = [("content-type", "application/json")];
-    let refused = app.upload_with(&user, &document_of(1536 * 1024), &json).await;
+    // Text that repeats nothing, so every chunk is new and goes to the database.
+    let unique = |len: usize| {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let text: String = (0..len - 8)
+            .map(|_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                char::from(b'a' + (state >> 59) as u8 % 26)
+            })
+            .collect();
+        format!(r#"{{"d":"{text}"}}"#).into_bytes()
+    };
+    let refused = app.upload_with(&user, &unique(1536 * 1024), &json).await;
     assert_error(refused, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
-    assert_eq!(app.upload_with(&user, &document_of(1024 * 1024), &json).await.status(), StatusCode::CREATED);
+    assert_eq!(app.upload_with(&user, &unique(1024 * 1024), &json).await.status(), StatusCode::CREATED);
     wait_for_budget_in_use_below(&app, 1).await;
 }
 
