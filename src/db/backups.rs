@@ -297,7 +297,7 @@ pub async fn fetch(
         return Ok(Some(None));
     };
     let meta = BackupMeta { id, created_at, size_bytes, sha256 };
-    if usize::try_from(size_bytes).unwrap_or(usize::MAX) > usize::try_from(room).unwrap_or(0) {
+    if size_bytes > room {
         return Ok(Some(Some(Fetched::TooLarge(meta))));
     }
     let chunks: Vec<String> = rows.into_iter().filter_map(|row| row.data).collect();
