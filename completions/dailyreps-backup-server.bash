@@ -184,7 +184,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__backup__subcmd__db)
+        dailyreps__backup__server__subcmd__backup__subcmd__db)
             opts="-o -h -V --database-url --output --keep --force --to --encrypt-to --no-encryption --no-reread --keep-daily --keep-weekly --keep-monthly --keep-min --ping --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -246,7 +246,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__backup__subcmd__status)
+        dailyreps__backup__server__subcmd__backup__subcmd__status)
             opts="-h -V --max-age --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -268,7 +268,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__completions)
+        dailyreps__backup__server__subcmd__completions)
             opts="-h -V --log-format --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -286,7 +286,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help)
+        dailyreps__backup__server__subcmd__help)
             opts="serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -300,7 +300,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__backup__subcmd__db)
+        dailyreps__backup__server__subcmd__help__subcmd__backup__subcmd__db)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -314,7 +314,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__backup__subcmd__status)
+        dailyreps__backup__server__subcmd__help__subcmd__backup__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -328,7 +328,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__completions)
+        dailyreps__backup__server__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -342,7 +342,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__help)
+        dailyreps__backup__server__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -356,7 +356,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__inspect)
+        dailyreps__backup__server__subcmd__help__subcmd__inspect)
             opts="users user backups stats health"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -370,7 +370,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__inspect__subcmd__backups)
+        dailyreps__backup__server__subcmd__help__subcmd__inspect__subcmd__backups)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -384,7 +384,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__inspect__subcmd__health)
+        dailyreps__backup__server__subcmd__help__subcmd__inspect__subcmd__health)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -398,7 +398,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__inspect__subcmd__stats)
+        dailyreps__backup__server__subcmd__help__subcmd__inspect__subcmd__stats)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -412,7 +412,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__inspect__subcmd__user)
+        dailyreps__backup__server__subcmd__help__subcmd__inspect__subcmd__user)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -426,7 +426,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__inspect__subcmd__users)
+        dailyreps__backup__server__subcmd__help__subcmd__inspect__subcmd__users)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -440,7 +440,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__list__subcmd__backups)
+        dailyreps__backup__server__subcmd__help__subcmd__list__subcmd__backups)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -454,7 +454,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__migrate)
+        dailyreps__backup__server__subcmd__help__subcmd__migrate)
             opts="status"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -468,7 +468,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__migrate__subcmd__status)
+        dailyreps__backup__server__subcmd__help__subcmd__migrate__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -482,7 +482,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__prune)
+        dailyreps__backup__server__subcmd__help__subcmd__prune)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -496,7 +496,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__request)
+        dailyreps__backup__server__subcmd__help__subcmd__request)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -510,7 +510,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__restore__subcmd__db)
+        dailyreps__backup__server__subcmd__help__subcmd__restore__subcmd__db)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -524,7 +524,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__serve)
+        dailyreps__backup__server__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -538,7 +538,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__smoke__subcmd__test)
+        dailyreps__backup__server__subcmd__help__subcmd__smoke__subcmd__test)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -552,7 +552,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__help__subcmd__verify__subcmd__backup)
+        dailyreps__backup__server__subcmd__help__subcmd__verify__subcmd__backup)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -566,7 +566,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect)
+        dailyreps__backup__server__subcmd__inspect)
             opts="-h -V --database-url --json --log-format --help --version users user backups stats health help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -588,7 +588,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__backups)
+        dailyreps__backup__server__subcmd__inspect__subcmd__backups)
             opts="-h -V --user --since --limit --cursor --database-url --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -626,7 +626,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__health)
+        dailyreps__backup__server__subcmd__inspect__subcmd__health)
             opts="-h -V --volume-size --long-transaction --database-url --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -656,7 +656,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__help)
+        dailyreps__backup__server__subcmd__inspect__subcmd__help)
             opts="users user backups stats health help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -670,7 +670,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__help__subcmd__backups)
+        dailyreps__backup__server__subcmd__inspect__subcmd__help__subcmd__backups)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -684,7 +684,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__help__subcmd__health)
+        dailyreps__backup__server__subcmd__inspect__subcmd__help__subcmd__health)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -698,7 +698,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__help__subcmd__help)
+        dailyreps__backup__server__subcmd__inspect__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -712,7 +712,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__help__subcmd__stats)
+        dailyreps__backup__server__subcmd__inspect__subcmd__help__subcmd__stats)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -726,7 +726,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__help__subcmd__user)
+        dailyreps__backup__server__subcmd__inspect__subcmd__help__subcmd__user)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -740,7 +740,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__help__subcmd__users)
+        dailyreps__backup__server__subcmd__inspect__subcmd__help__subcmd__users)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -754,7 +754,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__stats)
+        dailyreps__backup__server__subcmd__inspect__subcmd__stats)
             opts="-h -V --database-url --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -776,7 +776,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__user)
+        dailyreps__backup__server__subcmd__inspect__subcmd__user)
             opts="-h -V --database-url --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -798,7 +798,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__inspect__subcmd__users)
+        dailyreps__backup__server__subcmd__inspect__subcmd__users)
             opts="-h -V --sort --limit --offset --cursor --database-url --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -836,7 +836,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__list__subcmd__backups)
+        dailyreps__backup__server__subcmd__list__subcmd__backups)
             opts="-h -V --keep-daily --keep-weekly --keep-monthly --keep-min --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -870,7 +870,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__migrate)
+        dailyreps__backup__server__subcmd__migrate)
             opts="-h -V --database-url --log-format --help --version status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -892,7 +892,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__migrate__subcmd__help)
+        dailyreps__backup__server__subcmd__migrate__subcmd__help)
             opts="status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -906,7 +906,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__migrate__subcmd__help__subcmd__help)
+        dailyreps__backup__server__subcmd__migrate__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -920,7 +920,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__migrate__subcmd__help__subcmd__status)
+        dailyreps__backup__server__subcmd__migrate__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -934,7 +934,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__migrate__subcmd__status)
+        dailyreps__backup__server__subcmd__migrate__subcmd__status)
             opts="-h -V --json --database-url --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -956,7 +956,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__prune)
+        dailyreps__backup__server__subcmd__prune)
             opts="-y -h -V --database-url --older-than --keep-last --inactive-users --user --dry-run --yes --batch-size --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -998,7 +998,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__request)
+        dailyreps__backup__server__subcmd__request)
             opts="-d -H -i -h -V --data --gzip --header --include --url --token --signing-secret --timeout-seconds --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1048,7 +1048,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__restore__subcmd__db)
+        dailyreps__backup__server__subcmd__restore__subcmd__db)
             opts="-h -V --database-url --identity --force --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1074,7 +1074,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__serve)
+        dailyreps__backup__server__subcmd__serve)
             opts="-h -V --database-url --bind --metrics-bind --volume-size --signing-secret --allowed-origins --max-backup-bytes --max-backups-kept --memory-budget-mb --rate-limit-register-per-minute --rate-limit-user-per-minute --rate-limit-ip-per-minute --body-timeout-seconds --request-timeout-seconds --header-timeout-seconds --max-connections --pool-size --shutdown-grace-seconds --dev --dev-data-dir --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1168,7 +1168,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__smoke__subcmd__test)
+        dailyreps__backup__server__subcmd__smoke__subcmd__test)
             opts="-h -V --url --signing-secret --wait --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1198,7 +1198,7 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        dailyreps__subcmd__backup__subcmd__server__subcmd__verify__subcmd__backup)
+        dailyreps__backup__server__subcmd__verify__subcmd__backup)
             opts="-h -V --identity --json --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -31,3 +31,75 @@ async fn an_unknown_shell_is_a_usage_error() {
     let outcome = binary::run(&["completions", "tcsh"], &[]).await;
     assert_eq!(outcome.code, 2, "{}", outcome.stderr);
 }
+
+/// The committed script's directory.
+fn completions_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions")
+}
+
+/// What bash offers for `line` (the words typed so far, the last one being completed), with
+/// the committed script loaded as bash-completion would load it.
+fn bash_offers(line: &str) -> Vec<String> {
+    let script = completions_dir().join("dailyreps-backup-server.bash");
+    let program = r#"source "$1"
+read -r -a COMP_WORDS <<<"$2"
+[[ "$2" == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+COMP_LINE="$2"; COMP_POINT=${#COMP_LINE}
+_dailyreps__backup__server dailyreps-backup-server "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}""#;
+    shell_offers("bash", &["-c", program, "bash", script.to_str().unwrap(), line])
+}
+
+/// What fish offers for `line`, with the committed script sourced.
+fn fish_offers(line: &str) -> Vec<String> {
+    let script = completions_dir().join("dailyreps-backup-server.fish");
+    let program = format!("source {}; complete -C {}", fish_quote(script.to_str().unwrap()), fish_quote(line));
+    shell_offers("fish", &["--no-config", "-c", &program])
+        .into_iter()
+        .map(|offer| offer.split('\t').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn fish_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn shell_offers(shell: &str, args: &[&str]) -> Vec<String> {
+    let output = std::process::Command::new(shell)
+        .args(args)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap_or_else(|error| panic!("{shell} is needed for this test (apt-get install {shell}): {error}"));
+    assert!(output.status.success(), "{shell}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().lines().map(str::to_owned).collect()
+}
+
+/// Lines to complete and an offer each must include: options after one and two subcommand
+/// names (where clap-rs/clap#6421 broke bash), a value, and a subcommand.
+const EXPECTED: &[(&str, &str)] = &[
+    ("dailyreps-backup-server pru", "prune"),
+    ("dailyreps-backup-server prune --", "--dry-run"),
+    ("dailyreps-backup-server backup-db --", "--keep-daily"),
+    ("dailyreps-backup-server inspect users --", "--sort"),
+    ("dailyreps-backup-server inspect users --sort ", "last-backup"),
+    ("dailyreps-backup-server migrate status --", "--json"),
+];
+
+#[test]
+fn bash_completes_options_after_subcommands() {
+    for (line, offer) in EXPECTED {
+        let offers = bash_offers(line);
+        assert!(offers.iter().any(|o| o == offer), "bash, {line:?}: {offers:?} lacks {offer}");
+    }
+    let offers = bash_offers("dailyreps-backup-server prune --");
+    assert!(!offers.iter().any(|o| o == "--sort"), "prune offers inspect's options: {offers:?}");
+}
+
+#[test]
+fn fish_completes_options_after_subcommands() {
+    for (line, offer) in EXPECTED {
+        let offers = fish_offers(line);
+        assert!(offers.iter().any(|o| o == offer), "fish, {line:?}: {offers:?} lacks {offer}");
+    }
+}
