@@ -17,13 +17,12 @@ pub enum ClientError {
     #[error("header `{0}` is not `Name: value`")]
     BadHeader(String),
     /// The HTTP exchange failed.
-    #[error("request to {url} failed: {source}")]
+    #[error("request to {url} failed: {reason}")]
     Http {
         /// What was requested.
         url: String,
-        /// Why it failed.
-        #[source]
-        source: reqwest::Error,
+        /// Why it failed, once: the innermost cause (reqwest's own chain repeats the URL).
+        reason: String,
     },
 }
 
@@ -67,7 +66,7 @@ impl ApiClient {
             .timeout(timeout)
             .user_agent(concat!("dailyreps-backup-server/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|source| ClientError::Http { url: base.to_owned(), source })?;
+            .map_err(|error| ClientError::http(base, &error))?;
         Ok(Self { http, base: base.to_owned(), secret: secret.to_vec() })
     }
 
@@ -91,7 +90,24 @@ impl ApiClient {
         if let Some(token) = call.token {
             request = request.bearer_auth(token);
         }
-        request.send().await.map_err(|source| ClientError::Http { url, source })
+        request.send().await.map_err(|error| ClientError::http(&url, &error))
+    }
+}
+
+impl ClientError {
+    fn http(url: &str, error: &reqwest::Error) -> Self {
+        let innermost = std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source())
+            .last()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let reason = if error.is_timeout() {
+            "no answer in time".to_owned()
+        } else if error.is_connect() {
+            format!("could not connect: {innermost}")
+        } else {
+            innermost
+        };
+        Self::Http { url: url.to_owned(), reason }
     }
 }
 

@@ -1,7 +1,8 @@
 //! A private PostgreSQL cluster on this machine, for `serve --dev` and the test harness.
 //!
-//! It uses the machine's own `initdb` and `pg_ctl`, listens on a free loopback port with
-//! `trust` authentication, and is stopped by a watchdog when this process ends, however it
+//! It uses the machine's own `initdb` and `pg_ctl`, listens on a loopback port with `trust`
+//! authentication (the one it had last time when still free, so a `DATABASE_URL` exported for
+//! a kept cluster keeps working), and is stopped by a watchdog when this process ends, however it
 //! ends: the watchdog is a shell that waits for EOF on a pipe whose only writer is this
 //! process, so even a SIGKILL stops the cluster. PostgreSQL refuses to run as root, so when
 //! we are root the cluster is owned by and run as the unprivileged `postgres` (or `nobody`)
@@ -128,6 +129,8 @@ pub struct LocalCluster {
     watchdog: Option<(Child, ChildStdin)>,
     /// Whether `initdb` ran in this start (a new, empty cluster).
     pub created: bool,
+    /// The port the cluster had last time, when something else holds it now.
+    pub moved_from: Option<u16>,
 }
 
 /// The user PostgreSQL runs as when we are root.
@@ -141,16 +144,27 @@ struct RunAs {
 pub const SUPERUSER: &str = "postgres";
 
 impl LocalCluster {
-    /// Creates the cluster if needed, starts it on a free loopback port and arms the watchdog.
+    /// Creates the cluster if needed, starts it on a loopback port (its last one when free) and
+    /// arms the watchdog. A cluster some other process is running is an error naming its pid.
     pub fn start(binaries: &PgBinaries, options: &ClusterOptions) -> Result<Self, LocalPgError> {
         let run_as = unprivileged_user_if_root()?;
         let data_dir = prepare_data_dir(&options.data_dir, run_as)?;
         let created = !data_dir.join("PG_VERSION").exists();
         if created {
             init_cluster(binaries, &data_dir, options.durable, run_as)?;
+        } else if let Some(pid) = running_pid(binaries, &data_dir, run_as) {
+            return Err(failed(format!(
+                "the PostgreSQL in {} is already running (pid {pid}), most likely for another \
+                 `serve --dev` using this folder: stop that one first, or give this one its own --dev-data-dir",
+                data_dir.display()
+            )));
         }
-        let port = start_server(binaries, &data_dir, run_as)?;
-        let mut cluster = Self { port, data_dir, binaries: binaries.clone(), run_as, watchdog: None, created };
+        let remembered = remembered_port(&data_dir);
+        let port = start_server(binaries, &data_dir, remembered, run_as)?;
+        remember_port(&data_dir, port);
+        let moved_from = remembered.filter(|&previous| previous != port);
+        let mut cluster =
+            Self { port, data_dir, binaries: binaries.clone(), run_as, watchdog: None, created, moved_from };
         cluster.watchdog = Some(cluster.arm_watchdog(options.remove_on_stop)?);
         Ok(cluster)
     }
@@ -352,12 +366,49 @@ fn init_cluster(binaries: &PgBinaries, dir: &Path, durable: bool, run_as: Option
         .map_err(|e| failed(format!("could not configure the cluster in {}: {e}", dir.display())))
 }
 
-/// Starts the server on a free port; retries when another process takes the port first.
-fn start_server(binaries: &PgBinaries, dir: &Path, run_as: Option<RunAs>) -> Result<u16, LocalPgError> {
+/// The pid of the postmaster running on `dir`, as `pg_ctl status` reports it.
+fn running_pid(binaries: &PgBinaries, dir: &Path, run_as: Option<RunAs>) -> Option<u32> {
+    let mut pg_ctl = tool_command(binaries, "pg_ctl", run_as);
+    let output = pg_ctl.arg("status").arg("-D").arg(dir).stdin(Stdio::null()).output().ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    // "pg_ctl: server is running (PID: 1234)"
+    let text = String::from_utf8_lossy(&output.stdout);
+    let after = text.split("PID:").nth(1)?;
+    after.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// Where the cluster's last port is kept: beside PostgreSQL's files, which ignore it.
+fn port_file(dir: &Path) -> PathBuf {
+    dir.join("dailyreps.port")
+}
+
+fn remembered_port(dir: &Path) -> Option<u16> {
+    fs::read_to_string(port_file(dir)).ok()?.trim().parse().ok().filter(|&port| port != 0)
+}
+
+fn remember_port(dir: &Path, port: u16) {
+    // Losing it only costs a new port next time.
+    let _ = fs::write(port_file(dir), format!("{port}\n"));
+}
+
+/// Starts the server on `preferred` if given, else (or when that is taken) on a free port;
+/// retries when another process takes a free port first.
+fn start_server(
+    binaries: &PgBinaries,
+    dir: &Path,
+    preferred: Option<u16>,
+    run_as: Option<RunAs>,
+) -> Result<u16, LocalPgError> {
     let log = dir.join("server.log");
     let mut last_error = String::new();
-    for _ in 0..3 {
-        let port = free_port()?;
+    let mut preferred = preferred;
+    for _ in 0..4 {
+        let port = match preferred.take() {
+            Some(port) => port,
+            None => free_port()?,
+        };
         match pg_ctl_start(binaries, dir, port, run_as) {
             Ok(()) => return Ok(port),
             Err(e) => last_error = format!("{e}\n{}", tail(&log, 8)),

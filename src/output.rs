@@ -47,6 +47,16 @@ pub fn write_stdout_bytes(bytes: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Writes a body as received; on a terminal a missing final newline is added, so the shell's
+/// prompt does not land on the body's last line (piped, the bytes are exactly as received).
+pub fn write_body(bytes: &[u8]) -> io::Result<()> {
+    write_stdout_bytes(bytes)?;
+    if io::stdout().is_terminal() && !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        write_stdout("\n")?;
+    }
+    Ok(())
+}
+
 /// A status line for the operator, on stderr.
 pub fn status(line: &str) {
     eprintln!("{line}");

@@ -16,7 +16,7 @@ use crate::local_postgres::{self, ClusterOptions, LocalCluster, PgBinaries};
 use crate::output;
 
 /// The database `serve --dev` creates in its cluster.
-const DEV_DATABASE: &str = "dailyreps";
+pub const DEV_DATABASE: &str = "dailyreps";
 
 /// The signing secret of `--dev`: read from the data folder, or made and saved there.
 pub struct DevSecret {
@@ -71,6 +71,13 @@ pub async fn start_database(dir: &Path) -> anyhow::Result<(LocalCluster, Databas
     let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&binaries, &options))
         .await
         .context("the cluster start was interrupted")??;
+    if let Some(previous) = cluster.moved_from {
+        output::status(&format!(
+            "note: port {previous}, the development PostgreSQL's last one, is taken; it listens on {} now \
+             (export DATABASE_URL again)",
+            cluster.port()
+        ));
+    }
     output::status(&format!(
         "{} PostgreSQL in {} on port {}",
         if cluster.created { "created and started" } else { "started" },

@@ -53,7 +53,7 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<()> {
         eprintln!("{head}");
     }
     let bytes = response.bytes().await.context("could not read the answer")?;
-    output::write_stdout_bytes(&bytes).context("could not write the answer")?;
+    output::write_body(&bytes).context("could not write the answer")?;
     if status.is_client_error() || status.is_server_error() {
         bail!("the server answered {status}");
     }

@@ -144,21 +144,29 @@ fn print_dev_banner(
     let local = |addr: SocketAddr| {
         if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() }
     };
+    let api_url = format!("http://{}", local(api));
     let mut text = format!(
-        "\nDailyReps backup server, development mode\n  API:      http://{api}\n  Metrics:  http://{metrics}/metrics\n  Database: {url}\n",
-        api = local(api),
+        "\nDailyReps backup server, development mode\n  API:      {api_url}\n  Metrics:  http://{metrics}/metrics\n  Database: {url}\n",
         metrics = local(metrics),
     );
     if let Some(cluster) = cluster {
         text.push_str(&format!("            (data kept in {})\n", cluster.data_dir().display()));
     }
+    // What `request`, `inspect` and the rest read, ready to paste into another shell. The
+    // database URL only for the private cluster: it has no password, and a given URL may.
+    text.push_str(&format!("  In another shell:\n    export DAILYREPS_URL={api_url}\n"));
+    if let Some(cluster) = cluster {
+        text.push_str(&format!("    export DATABASE_URL={}\n", cluster.url(dev::DEV_DATABASE)));
+    }
     if let Some(secret) = dev_secret {
         text.push_str(&format!(
-            "  Signing secret (kept in {}):\n    export APP_SIGNING_SECRET='{}'\n",
-            secret.path.display(),
-            secret.text
+            "    export APP_SIGNING_SECRET='{}'   # kept in {}\n",
+            secret.text,
+            secret.path.display()
         ));
     }
-    text.push_str(&format!("  Try it:\n    curl -i http://{}/readyz\nPress Ctrl-C to stop.\n\n", local(api)));
+    text.push_str(&format!(
+        "  Try it:\n    curl -i {api_url}/readyz\n    cargo run -q --release -- request POST /api/users\nPress Ctrl-C to stop.\n\n"
+    ));
     output::write_stdout(&text).context("could not write to stdout")
 }

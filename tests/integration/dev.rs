@@ -14,16 +14,27 @@ struct DevRun {
     code: i32,
 }
 
-/// Runs `serve --dev` in `dir`, checks /readyz, then stops it with SIGINT.
-async fn run_dev_server(dir: &Path) -> DevRun {
-    let mut child = binary::command()
+/// A running `serve --dev` and the banner it printed.
+struct DevServer {
+    child: tokio::process::Child,
+    banner: String,
+    api: String,
+}
+
+fn dev_command(dir: &Path) -> tokio::process::Command {
+    let mut command = binary::command();
+    command
         .args(["serve", "--dev", "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0", "--log-format", "json"])
         .arg("--dev-data-dir")
         .arg(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Starts `serve --dev` in `dir` and reads its banner.
+async fn start_dev_server(dir: &Path) -> DevServer {
+    let mut child = dev_command(dir).spawn().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut banner = String::new();
     let api = loop {
@@ -41,18 +52,41 @@ async fn run_dev_server(dir: &Path) -> DevRun {
             break;
         }
     }
-    let ready = crate::common::get(&format!("{api}/readyz")).await;
-    assert_eq!(ready.status(), StatusCode::OK, "{banner}");
+    DevServer { child, banner, api }
+}
 
-    let pid = child.id().unwrap().to_string();
-    assert!(tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
-    let output = child.wait_with_output().await.unwrap();
-    DevRun { stdout: banner, stderr: String::from_utf8(output.stderr).unwrap(), code: output.status.code().unwrap() }
+impl DevServer {
+    /// Stops it with SIGINT, as Ctrl-C would.
+    async fn stop(self) -> DevRun {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
+        let output = self.child.wait_with_output().await.unwrap();
+        DevRun {
+            stdout: self.banner,
+            stderr: String::from_utf8(output.stderr).unwrap(),
+            code: output.status.code().unwrap(),
+        }
+    }
+}
+
+/// Runs `serve --dev` in `dir`, checks /readyz, then stops it with SIGINT.
+async fn run_dev_server(dir: &Path) -> DevRun {
+    let server = start_dev_server(dir).await;
+    let ready = crate::common::get(&format!("{}/readyz", server.api)).await;
+    assert_eq!(ready.status(), StatusCode::OK, "{}", server.banner);
+    server.stop().await
+}
+
+/// The value of `export NAME=…` in the banner, without quotes.
+fn exported(banner: &str, name: &str) -> String {
+    let prefix = format!("export {name}=");
+    let line = banner.lines().find_map(|line| line.trim().strip_prefix(&prefix).map(str::to_owned));
+    let value = line.unwrap_or_else(|| panic!("the banner exports {name}: {banner}"));
+    value.split_whitespace().next().unwrap().trim_matches('\'').to_owned()
 }
 
 fn exported_secret(banner: &str) -> String {
-    let line = banner.lines().find(|line| line.contains("export APP_SIGNING_SECRET=")).expect("the secret is printed");
-    line.split('\'').nth(1).unwrap().to_owned()
+    exported(banner, "APP_SIGNING_SECRET")
 }
 
 #[tokio::test]
@@ -67,10 +101,45 @@ async fn dev_mode_runs_its_own_database_and_keeps_it_between_runs() {
     assert!(dir.join("postgres/PG_VERSION").exists());
     assert!(!dir.join("postgres/postmaster.pid").exists(), "PostgreSQL is still running");
 
+    let database_url = exported(&first.stdout, "DATABASE_URL");
+    assert!(database_url.starts_with("postgres://postgres@127.0.0.1:"), "{database_url}");
+
     let second = run_dev_server(&dir).await;
     assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(exported(&second.stdout, "DATABASE_URL"), database_url, "the database keeps its port between runs");
     assert!(second.stderr.contains("started PostgreSQL") && !second.stderr.contains("created"), "{}", second.stderr);
     assert_eq!(exported_secret(&second.stdout), secret, "the secret is kept between runs");
     assert!(!dir.join("postgres/postmaster.pid").exists(), "PostgreSQL is still running");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_banner_exports_what_request_and_inspect_read() {
+    let dir = scratch_dir("dev-banner");
+    let server = start_dev_server(&dir).await;
+    let url = exported(&server.banner, "DAILYREPS_URL");
+    assert_eq!(url, server.api, "{}", server.banner);
+    let env = [
+        ("DAILYREPS_URL", url.as_str()),
+        ("APP_SIGNING_SECRET", &exported_secret(&server.banner)),
+        ("DATABASE_URL", &exported(&server.banner, "DATABASE_URL")),
+    ];
+    // The README's first request, on a port that is not 8080, with nothing but the exports.
+    let registered = binary::run(&["request", "POST", "/api/users"], &env).await;
+    assert_eq!(registered.code, 0, "{}", registered.stderr);
+    let answer: serde_json::Value = serde_json::from_str(&registered.stdout).unwrap();
+    let user_id = answer["user_id"].as_str().unwrap().to_owned();
+    let inspected = binary::run(&["inspect", "user", &user_id], &env).await;
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    assert!(inspected.stdout.contains(&user_id), "{}", inspected.stdout);
+
+    let second = dev_command(&dir).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already running (pid "), "{stderr}");
+    assert_eq!(stderr.matches("already running").count(), 1, "said once: {stderr}");
+
+    let first = server.stop().await;
+    assert_eq!(first.code, 0, "the first server is unharmed: {}", first.stderr);
     std::fs::remove_dir_all(&dir).unwrap();
 }

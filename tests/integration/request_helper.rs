@@ -64,3 +64,16 @@ async fn request_needs_a_secret_and_a_sane_url() {
     assert!(outcome.stderr.contains("is not an http(s) URL"), "{}", outcome.stderr);
     assert!(!outcome.stderr.contains(TEST_SECRET));
 }
+
+#[tokio::test]
+async fn a_server_that_is_not_there_is_said_once() {
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let outcome =
+        binary::run(&["request", "GET", "/healthz", "--url", &url], &[("APP_SIGNING_SECRET", TEST_SECRET)]).await;
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("could not connect: Connection refused"), "{}", outcome.stderr);
+    assert_eq!(outcome.stderr.matches(&url).count(), 1, "the URL once: {}", outcome.stderr);
+    assert_eq!(outcome.stderr.lines().count(), 1, "{}", outcome.stderr);
+}
