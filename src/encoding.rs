@@ -17,6 +17,11 @@ pub fn hex(bytes: &[u8]) -> String {
     text
 }
 
+/// Serializes bytes as [`hex`] (for `#[serde(serialize_with)]`).
+pub fn serialize_hex<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&hex(bytes))
+}
+
 /// The bytes of exactly `len` bytes' worth of lowercase hex; `None` for anything else.
 pub fn parse_hex(text: &str, len: usize) -> Option<Vec<u8>> {
     let digit = |c: u8| DIGITS.iter().position(|&d| d == c).and_then(|n| u8::try_from(n).ok());

@@ -5,7 +5,7 @@ use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
 use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
-use comfy_table::{ContentArrangement, Table};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -19,6 +19,86 @@ pub fn table<I: IntoIterator<Item = &'static str>>(headers: I) -> Table {
         table.force_no_tty();
     }
     table
+}
+
+/// How a column of a [`fitted_table`] gives way when the terminal is narrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Never wrapped nor hidden: ids, which must stay whole to be copied.
+    Whole,
+    /// May wrap.
+    Wrap,
+    /// Hidden when the table is too wide, lowest rank first (a column of little use in a
+    /// narrow terminal; `--json` still has it).
+    Hide(u8),
+}
+
+/// A table fitted to the terminal, and the columns hidden to fit it.
+pub struct Fitted {
+    table: Table,
+    hidden: Vec<&'static str>,
+    width: Option<u16>,
+}
+
+impl std::fmt::Display for Fitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.table)?;
+        if let (false, Some(width)) = (self.hidden.is_empty(), self.width) {
+            write!(f, "\n(hidden to fit {width} columns: {}; --json has every field)", self.hidden.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The width tables must fit: `COLUMNS` when set (as shells and `fly ssh console` do), else
+/// the terminal's; none when stdout is not a terminal (scripts get whole rows).
+pub fn width() -> Option<u16> {
+    let columns = std::env::var("COLUMNS").ok().and_then(|text| text.trim().parse::<u16>().ok());
+    columns.filter(|&c| c >= 20).or_else(|| io::stdout().is_terminal().then(|| Table::new().width()).flatten())
+}
+
+/// A table of `rows` under `columns` that fits [`width`]: ids are never wrapped; columns that
+/// may be hidden go, lowest rank first, until the rest fit; then the wrapping columns wrap.
+pub fn fitted_table(columns: &[(&'static str, Fit)], rows: Vec<Vec<String>>) -> Fitted {
+    let width = width();
+    // Each cell is padded by one space on either side and followed by a border.
+    let natural = |index: usize| {
+        let cells = rows.iter().map(|row| row[index].chars().count());
+        cells.chain([columns[index].0.chars().count()]).max().unwrap_or(0) + 3
+    };
+    let mut shown: Vec<usize> = (0..columns.len()).collect();
+    let mut hidden = Vec::new();
+    if let Some(width) = width {
+        let mut ranked: Vec<(u8, usize)> = (0..columns.len())
+            .filter_map(|i| match columns[i].1 {
+                Fit::Hide(rank) => Some((rank, i)),
+                _ => None,
+            })
+            .collect();
+        ranked.sort();
+        for (_, index) in ranked {
+            if shown.iter().map(|&i| natural(i)).sum::<usize>() < usize::from(width) {
+                break;
+            }
+            shown.retain(|&i| i != index);
+            hidden.push(columns[index].0);
+        }
+    }
+    let mut table = table(shown.iter().map(|&i| columns[i].0));
+    for row in &rows {
+        table.add_row(shown.iter().map(|&i| row[i].clone()));
+    }
+    if let Some(width) = width {
+        table.set_width(width);
+        for (position, &index) in shown.iter().enumerate() {
+            if columns[index].1 == Fit::Whole
+                && let Some(column) = table.column_mut(position)
+            {
+                column.set_constraint(ColumnConstraint::ContentWidth);
+            }
+        }
+    }
+    Fitted { table, hidden, width }
 }
 
 /// Prints a table to stdout.

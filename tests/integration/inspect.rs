@@ -242,3 +242,65 @@ async fn inspect_users_over_a_slow_link_costs_a_few_round_trips_not_one_per_user
         "inspect users took {elapsed:?} against {connect_and_one_query:?} for connect + one query ({extra_round_trips:.1} extra round trips)"
     );
 }
+
+/// `inspect` for people, at `columns` wide (as `fly ssh console`'s terminal is).
+async fn inspect_text(url: &str, args: &[&str], columns: &str) -> String {
+    let mut all = vec!["inspect"];
+    all.extend_from_slice(args);
+    let outcome = binary::run(&all, &[("DATABASE_URL", url), ("COLUMNS", columns)]).await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    outcome.stdout
+}
+
+#[tokio::test]
+async fn tables_say_how_much_there_is_and_fit_80_columns() {
+    let db = TestDb::migrated().await;
+    let url = &db.url;
+    assert_eq!(inspect_text(url, &["users"], "80").await.lines().last(), Some("No users."));
+    assert_eq!(inspect_text(url, &["backups"], "80").await.lines().last(), Some("No backups."));
+
+    let pool = db.pool().await;
+    let mut users = Vec::new();
+    for n in 0..5 {
+        users.push(seed_user(&pool, 10 + n, &[0, 1, 2], 2000).await);
+    }
+    let page = inspect_text(url, &["users", "--limit", "2"], "80").await;
+    assert_eq!(page.lines().last(), Some("Showing 2 of 5 users; next page: --cursor 2"), "{page}");
+    let last = inspect_text(url, &["users", "--cursor", "4"], "80").await;
+    assert_eq!(last.lines().last(), Some("Showing 5-5 of 5 users"), "{last}");
+    let past = inspect_text(url, &["users", "--cursor", "9"], "80").await;
+    assert_eq!(past.lines().last(), Some("No users on this page (5 in all)."), "{past}");
+
+    let backups = inspect_text(url, &["backups", "--limit", "4"], "80").await;
+    let footer = backups.lines().last().unwrap();
+    let json = inspect(url, &["backups", "--limit", "4"]).await;
+    assert_eq!(json["total"], 15);
+    let cursor = json["next_cursor"].as_str().unwrap();
+    assert_eq!(footer, format!("Showing 4 of 15 backups; next page: --cursor {cursor}"));
+
+    // Each table at 80 columns: no line wider, every id whole on one line, and what was
+    // hidden to get there named.
+    for (args, ids) in [
+        (vec!["users"], users.clone()),
+        (vec!["backups", "--limit", "4"], vec![]),
+        (vec!["user", &users[0].to_string()], vec![users[0]]),
+    ] {
+        let text = inspect_text(url, &args, "80").await;
+        // (The footer's cursor is one token to copy, as long as it is.)
+        for line in text.lines().filter(|line| !line.contains("--cursor")) {
+            assert!(line.chars().count() <= 80, "{args:?}: {} columns: {line}\n{text}", line.chars().count());
+        }
+        for id in ids {
+            assert!(text.contains(&id.to_string()), "{args:?}: {id} is not whole on one line:\n{text}");
+        }
+        let shown: Vec<&str> =
+            json["backups"].as_array().unwrap().iter().map(|b| b["backup_id"].as_str().unwrap()).collect();
+        if args[0] == "backups" {
+            assert!(shown.iter().all(|id| text.contains(id)), "{text}");
+            assert!(text.contains("(hidden to fit 80 columns: SHA-256"), "{text}");
+        }
+    }
+    // Piped without COLUMNS, nothing is hidden.
+    let outcome = binary::run(&["inspect", "backups"], &[("DATABASE_URL", url)]).await;
+    assert!(outcome.stdout.contains("SHA-256") && !outcome.stdout.contains("hidden"), "{}", outcome.stdout);
+}

@@ -5,7 +5,6 @@ mod health;
 use anyhow::Context;
 use serde::Serialize;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::cli::{InspectArgs, InspectView, UserSort};
 use crate::commands::connect_cli;
@@ -13,7 +12,7 @@ use crate::cursor;
 use crate::db::backups::After;
 use crate::db::inspect::{self, BackupRow, Stats, UserOrder, UserRow};
 use crate::encoding::hex;
-use crate::output;
+use crate::output::{self, Fit};
 
 /// Runs `inspect <view>`.
 pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
@@ -35,25 +34,29 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
                 UserSort::Size => UserOrder::Size,
                 UserSort::Count => UserOrder::Count,
             };
-            let mut rows = inspect::users(&pool, order, limit + 1, offset).await.context("could not list users")?;
-            let next_cursor = (rows.len() as i64 > limit).then(|| (offset + limit).to_string());
-            rows.truncate(limit as usize);
-            let users: Vec<UserJson> = rows.into_iter().map(UserJson::from).collect();
-            show(args.json, &UsersJson { users: &users, next_cursor }, || users_table(&users, now))
+            let (mut users, total) =
+                inspect::users(&pool, order, limit + 1, offset).await.context("could not list users")?;
+            let next_cursor = (users.len() as i64 > limit).then(|| (offset + limit).to_string());
+            users.truncate(limit as usize);
+            let page = Page { shown: users.len(), skipped: offset, total, next_cursor: next_cursor.as_deref() };
+            show(args.json, &UsersJson { users: &users, total, next_cursor: page.next_cursor }, || {
+                format!("{}\n{}", users_table(&users, now), page.footer("user", "users"))
+            })
         }
         InspectView::User { id } => {
             let user = inspect::user(&pool, id)
                 .await
                 .context("could not read the user")?
                 .with_context(|| format!("no user {id}"))?;
-            let rows =
+            let (backups, _) =
                 inspect::backups(&pool, Some(id), None, None, 100_000).await.context("could not list the backups")?;
-            let user = UserJson::from(user);
-            let backups: Vec<BackupJson> = rows.into_iter().map(BackupJson::from).collect();
             show(args.json, &UserDetailJson { user: &user, backups: &backups }, || {
-                let mut text = format!("{}\n", users_table(std::slice::from_ref(&user), now));
-                text.push_str(&backups_table(&backups, now, false).to_string());
-                text
+                let list = if backups.is_empty() {
+                    "No backups.".to_owned()
+                } else {
+                    backups_table(&backups, now, false).to_string()
+                };
+                format!("{}\n{list}", users_table(std::slice::from_ref(&user), now))
             })
         }
         InspectView::Backups { user, since, limit, cursor } => {
@@ -62,23 +65,24 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
                 .transpose()?
                 .map(|after| (after.created_at, after.id));
             let since = super::cutoff(since, now, "--since")?;
-            let mut rows =
+            let (mut backups, total) =
                 inspect::backups(&pool, user, since, before, limit + 1).await.context("could not list backups")?;
-            let next_cursor = (rows.len() as i64 > limit)
+            let next_cursor = (backups.len() as i64 > limit)
                 .then(|| {
-                    rows.get(limit as usize - 1)
+                    backups
+                        .get(limit as usize - 1)
                         .map(|last| cursor::encode(After { created_at: last.created_at, id: last.backup_id }))
                 })
                 .flatten();
-            rows.truncate(limit as usize);
-            let backups: Vec<BackupJson> = rows.into_iter().map(BackupJson::from).collect();
-            show(args.json, &BackupsJson { backups: &backups, next_cursor }, || {
-                backups_table(&backups, now, true).to_string()
+            backups.truncate(limit as usize);
+            let page = Page { shown: backups.len(), skipped: 0, total, next_cursor: next_cursor.as_deref() };
+            show(args.json, &BackupsJson { backups: &backups, total, next_cursor: page.next_cursor }, || {
+                format!("{}\n{}", backups_table(&backups, now, true), page.footer("backup", "backups"))
             })
         }
         InspectView::Stats => {
             let stats = inspect::stats(&pool, 10).await.context("could not read the statistics")?;
-            show(args.json, &StatsJson::from(&stats), || stats_text(&stats))
+            show(args.json, &stats, || stats_text(&stats))
         }
         InspectView::Health { volume_size, long_transaction } => {
             health::run(&pool, args.json, volume_size, long_transaction).await
@@ -92,187 +96,106 @@ fn show(json: bool, value: &impl Serialize, text: impl FnOnce() -> String) -> an
         .context("could not write the output")
 }
 
-#[derive(Serialize)]
-struct UserJson {
-    user_id: Uuid,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    last_backup_at: Option<OffsetDateTime>,
-    backup_count: i64,
-    total_bytes: i64,
-    stored_bytes: i64,
+/// Where a page of a list stands, for the line under its table.
+struct Page<'a> {
+    shown: usize,
+    skipped: i64,
+    total: i64,
+    next_cursor: Option<&'a str>,
 }
 
-impl From<UserRow> for UserJson {
-    fn from(row: UserRow) -> Self {
-        let utc = |at: OffsetDateTime| at.to_offset(time::UtcOffset::UTC);
-        Self {
-            user_id: row.user_id,
-            created_at: utc(row.created_at),
-            last_backup_at: row.last_backup_at.map(utc),
-            backup_count: row.backup_count,
-            total_bytes: row.total_bytes,
-            stored_bytes: row.stored_bytes,
+impl Page<'_> {
+    /// "Showing 50 of 312 users; next page: --cursor 50", or what an empty page means.
+    fn footer(&self, one: &str, many: &str) -> String {
+        let noun = |n: i64| if n == 1 { one } else { many };
+        if self.total == 0 {
+            return format!("No {many}.");
         }
+        if self.shown == 0 {
+            return format!("No {many} on this page ({} in all).", self.total);
+        }
+        let first = self.skipped + 1;
+        let last = self.skipped + self.shown as i64;
+        let range = if first == 1 { last.to_string() } else { format!("{first}-{last}") };
+        let mut line = format!("Showing {range} of {} {}", self.total, noun(self.total));
+        if let Some(cursor) = self.next_cursor {
+            line.push_str(&format!("; next page: --cursor {cursor}"));
+        }
+        line
     }
 }
 
 #[derive(Serialize)]
 struct UsersJson<'a> {
-    users: &'a [UserJson],
-    next_cursor: Option<String>,
-}
-
-#[derive(Serialize)]
-struct BackupJson {
-    backup_id: Uuid,
-    user_id: Uuid,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    size_bytes: i64,
-    sha256: String,
-}
-
-impl From<BackupRow> for BackupJson {
-    fn from(row: BackupRow) -> Self {
-        Self {
-            backup_id: row.backup_id,
-            user_id: row.user_id,
-            created_at: row.created_at.to_offset(time::UtcOffset::UTC),
-            size_bytes: row.size_bytes.into(),
-            sha256: hex(&row.sha256),
-        }
-    }
+    users: &'a [UserRow],
+    total: i64,
+    next_cursor: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct BackupsJson<'a> {
-    backups: &'a [BackupJson],
-    next_cursor: Option<String>,
+    backups: &'a [BackupRow],
+    total: i64,
+    next_cursor: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct UserDetailJson<'a> {
-    user: &'a UserJson,
-    backups: &'a [BackupJson],
-}
-
-#[derive(Serialize)]
-struct StatsJson<'a> {
-    users: i64,
-    backups: i64,
-    total_bytes: i64,
-    stored_bytes: i64,
-    database_bytes: i64,
-    tables: Vec<TableJson<'a>>,
-    largest_users: Vec<LargeUserJson>,
-    backups_per_day: Vec<DayJson<'a>>,
-    last_database_backup: Option<LastBackupJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct LastBackupJson<'a> {
-    #[serde(with = "time::serde::rfc3339")]
-    finished_at: OffsetDateTime,
-    location: &'a str,
-    bytes: i64,
-    age_seconds: i64,
+    user: &'a UserRow,
+    backups: &'a [BackupRow],
 }
 
 /// Past this, the last database backup is old enough to warn about (a daily schedule's
 /// run plus two hours of slack).
 const BACKUP_WARNING_AGE: time::Duration = time::Duration::hours(26);
 
-#[derive(Serialize)]
-struct TableJson<'a> {
-    name: &'a str,
-    rows: i64,
-    bytes: i64,
+fn users_table(users: &[UserRow], now: OffsetDateTime) -> output::Fitted {
+    let columns = [
+        ("User", Fit::Whole),
+        ("Created", Fit::Hide(2)),
+        ("Last backup", Fit::Wrap),
+        ("Backups", Fit::Wrap),
+        ("Size", Fit::Hide(1)),
+        ("Stored", Fit::Wrap),
+    ];
+    let rows = users
+        .iter()
+        .map(|user| {
+            vec![
+                user.user_id.to_string(),
+                output::ago(user.created_at, now),
+                user.last_backup_at.map_or_else(|| "never".to_owned(), |at| output::ago(at, now)),
+                user.backup_count.to_string(),
+                output::bytes(user.total_bytes),
+                output::bytes(user.stored_bytes),
+            ]
+        })
+        .collect();
+    output::fitted_table(&columns, rows)
 }
 
-#[derive(Serialize)]
-struct LargeUserJson {
-    user_id: Uuid,
-    total_bytes: i64,
-    stored_bytes: i64,
-    backup_count: i64,
-}
-
-#[derive(Serialize)]
-struct DayJson<'a> {
-    date: &'a str,
-    backups: i64,
-}
-
-impl<'a> From<&'a Stats> for StatsJson<'a> {
-    fn from(stats: &'a Stats) -> Self {
-        Self {
-            users: stats.users,
-            backups: stats.backups,
-            total_bytes: stats.total_bytes,
-            stored_bytes: stats.stored_bytes,
-            database_bytes: stats.database_bytes,
-            tables: stats.tables.iter().map(|t| TableJson { name: &t.name, rows: t.rows, bytes: t.bytes }).collect(),
-            largest_users: stats
-                .largest_users
-                .iter()
-                .map(|u| LargeUserJson {
-                    user_id: u.user_id,
-                    total_bytes: u.total_bytes,
-                    stored_bytes: u.stored_bytes,
-                    backup_count: u.backup_count,
-                })
-                .collect(),
-            backups_per_day: stats
-                .backups_per_day
-                .iter()
-                .map(|d| DayJson { date: &d.date, backups: d.backups })
-                .collect(),
-            last_database_backup: stats.last_database_backup.as_ref().map(|last| LastBackupJson {
-                finished_at: last.finished_at,
-                location: &last.location,
-                bytes: last.bytes,
-                age_seconds: (OffsetDateTime::now_utc() - last.finished_at).whole_seconds(),
-            }),
-        }
-    }
-}
-
-fn users_table(users: &[UserJson], now: OffsetDateTime) -> String {
-    let mut table = output::table(["User", "Created", "Last backup", "Backups", "Size", "Stored"]);
-    for user in users {
-        table.add_row([
-            user.user_id.to_string(),
-            output::ago(user.created_at, now),
-            user.last_backup_at.map_or_else(|| "never".to_owned(), |at| output::ago(at, now)),
-            user.backup_count.to_string(),
-            output::bytes(user.total_bytes),
-            output::bytes(user.stored_bytes),
-        ]);
-    }
-    table.to_string()
-}
-
-fn backups_table(backups: &[BackupJson], now: OffsetDateTime, with_owner: bool) -> comfy_table::Table {
-    let mut headers = vec!["Backup", "Created", "Size", "SHA-256"];
+fn backups_table(backups: &[BackupRow], now: OffsetDateTime, with_owner: bool) -> output::Fitted {
+    let mut columns =
+        vec![("Backup", Fit::Whole), ("Created", Fit::Wrap), ("Size", Fit::Wrap), ("SHA-256", Fit::Hide(1))];
     if with_owner {
-        headers.insert(1, "User");
+        columns.insert(1, ("User", Fit::Hide(2)));
     }
-    let mut table = output::table(headers);
-    for backup in backups {
-        let mut row = vec![
-            backup.backup_id.to_string(),
-            output::ago(backup.created_at, now),
-            output::bytes(backup.size_bytes),
-            backup.sha256[..12].to_owned(),
-        ];
-        if with_owner {
-            row.insert(1, backup.user_id.to_string());
-        }
-        table.add_row(row);
-    }
-    table
+    let rows = backups
+        .iter()
+        .map(|backup| {
+            let mut row = vec![
+                backup.backup_id.to_string(),
+                output::ago(backup.created_at, now),
+                output::bytes(backup.size_bytes.into()),
+                hex(backup.sha256.get(..6).unwrap_or_default()),
+            ];
+            if with_owner {
+                row.insert(1, backup.user_id.to_string());
+            }
+            row
+        })
+        .collect();
+    output::fitted_table(&columns, rows)
 }
 
 fn stats_text(stats: &Stats) -> String {
