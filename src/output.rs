@@ -147,14 +147,31 @@ pub fn interactive() -> bool {
     io::stderr().is_terminal()
 }
 
-/// A progress bar on stderr, drawn only on a terminal.
-pub fn progress(total: u64, unit: &str) -> ProgressBar {
+/// A progress bar on stderr counting `unit` (rows, say) towards `total`, drawn only on a
+/// terminal. A total that is an estimate (`about`) is shown with a `~` and grows if passed.
+pub fn progress(total: u64, unit: &str, about: bool) -> ProgressBar {
+    let template =
+        format!("{{bar:40}} {{pos}}/{}{{len}} {unit} ({{rate}}, {{eta}} left) {{msg}}", if about { "~" } else { "" });
+    bar(total, &template)
+}
+
+/// A progress bar on stderr counting bytes towards `total`, drawn only on a terminal.
+pub fn progress_bytes(total: u64) -> ProgressBar {
+    bar(total, "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}")
+}
+
+fn bar(total: u64, template: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     if !interactive() {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let template = format!("{{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} left) {{msg}}");
-    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let style = ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        // A whole count a second (`1,283/s`): indicatif's own {per_sec} prints four decimals.
+        .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{}/s", indicatif::HumanCount(state.per_sec() as u64));
+        });
+    bar.set_style(style);
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::client::{ApiClient, Call, ClientError};
+use crate::config::HumanDuration;
 use crate::encoding::{hex, sha256};
 
 /// How one step went.
@@ -344,11 +345,17 @@ fn gzip_of_size(size: u64) -> std::io::Result<Vec<u8>> {
 
 /// Polls `/healthz` with backoff until it answers 200 or `wait` has passed.
 async fn wait_for_health(client: &ApiClient, wait: Duration) -> StepResult<()> {
-    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    let deadline = started + wait;
     let mut pause = Duration::from_millis(250);
+    let mut tries = 0;
     loop {
-        let last = match client.send(Method::GET, Call { path_and_query: "/healthz", ..Call::default() }).await {
-            Ok(response) => {
+        tries += 1;
+        // No try outlives the wait (a request alone may take 30 s); a last try still gets a moment.
+        let room = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        let call = Call { path_and_query: "/healthz", ..Call::default() };
+        let last = match tokio::time::timeout(room, client.send(Method::GET, call)).await {
+            Ok(Ok(response)) => {
                 let answer = Answer::read(response).await?;
                 match answer.expect(StatusCode::OK) {
                     Ok(answer) if answer.json()?["status"] == "ok" => return answer.ok(()),
@@ -356,15 +363,22 @@ async fn wait_for_health(client: &ApiClient, wait: Duration) -> StepResult<()> {
                     Err(failure) => failure,
                 }
             }
-            Err(error) => error.into(),
+            Ok(Err(error)) => error.into(),
+            Err(_) => Failure { status: None, message: "no answer in time".to_owned() },
         };
-        if Instant::now() + pause > deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let waited = started.elapsed().as_secs_f64();
             return Err(Failure {
                 status: last.status,
-                message: format!("no healthy answer within {wait:?}: {}", last.message),
+                message: format!(
+                    "no healthy answer in {waited:.1} s ({tries} tries, --wait {}): {}",
+                    HumanDuration(wait),
+                    last.message
+                ),
             });
         }
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(Duration::from_secs(5));
     }
 }

@@ -54,6 +54,15 @@ impl Located {
         }
     }
 
+    /// How many bytes are stored (what a progress bar counts towards); `None` if a file's
+    /// size cannot be read (opening it will say why).
+    pub fn stored_bytes(&self) -> Option<u64> {
+        match self {
+            Self::File(path) => std::fs::metadata(path).ok().map(|m| m.len()),
+            Self::Bucket(_, manifest) => Some(manifest.bytes),
+        }
+    }
+
     /// The stored bytes, from the start, and what has been read of them.
     pub async fn raw(&self) -> anyhow::Result<(Raw, ReadDigest)> {
         let raw: Raw = match self {

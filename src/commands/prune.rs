@@ -101,7 +101,7 @@ async fn delete(
     batch_size: usize,
     stop: &AtomicBool,
 ) -> anyhow::Result<(Deleted, bool)> {
-    let bar = output::progress((plan.users.len() + plan.backups.len()) as u64, "rows");
+    let bar = output::progress((plan.users.len() + plan.backups.len()) as u64, "rows", false);
     let mut total = Deleted::default();
     let batches = plan
         .users

@@ -107,8 +107,11 @@ async fn restore(
     };
     let rolled_back = |error: anyhow::Error| error.context(format!("the restore was rolled back; {url} is as it was"));
     dump_db::create_schema(&mut tx, header.schema_version).await.map_err(|e| rolled_back(e.into()))?;
-    let bar = output::progress(0, "rows");
+    // The stored bytes are what is known in advance (the rows are counted in the manifest at
+    // the dump's end), so the bar counts them as they are read; the message names the table.
+    let bar = output::progress_bytes(located.stored_bytes().unwrap_or(0));
     let (raw, digest) = located.raw().await?;
+    let raw: Raw = Box::new(bar.wrap_read(raw));
     let (trailer, loaded) = load(&mut tx, raw, identities, &located.label(), &bar).await.map_err(rolled_back)?;
     located.check_stored(&digest).map_err(rolled_back)?;
     bar.finish_and_clear();
@@ -167,13 +170,10 @@ async fn load(
 ) -> anyhow::Result<(Trailer, LoadedRows)> {
     let (sender, mut events) = mpsc::channel::<(Event, OwnedSemaphorePermit)>(32);
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_KIB as usize));
-    let progress = bar.clone();
     let runtime = tokio::runtime::Handle::current();
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Trailer>> {
         let mut reader = dump::open(dump_source::compressed(raw, identities.as_ref())?)?;
         while let Some(event) = reader.next_event()? {
-            // The reader counts rows as it checks them; no need to count them again.
-            progress.set_position(reader.rows_read());
             let kib = match &event {
                 Event::Data(chunk) => u32::try_from(chunk.len() / 1024).unwrap_or(u32::MAX).clamp(1, IN_FLIGHT_KIB),
                 _ => 1,

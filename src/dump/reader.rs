@@ -100,11 +100,6 @@ impl<R: BufRead> DumpReader<R> {
         &self.header
     }
 
-    /// Rows of table data read so far, across tables (for progress).
-    pub fn rows_read(&self) -> u64 {
-        self.tables.iter().map(|(_, rows, _)| rows).sum::<u64>() + self.table.as_ref().map_or(0, |(_, rows, _)| *rows)
-    }
-
     /// The trailer, once [`Self::next_event`] has returned `None`.
     pub fn trailer(&self) -> Option<&Trailer> {
         self.trailer.as_ref()

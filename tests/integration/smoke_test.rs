@@ -125,6 +125,16 @@ async fn nothing_listening_fails_at_health_after_the_wait() {
     assert_eq!(outcome.code, 1);
     assert!(outcome.stderr.contains("step `health` failed (no answer)"), "{}", outcome.stderr);
     assert!(outcome.stdout.contains("health"), "the table is printed: {}", outcome.stdout);
+    // It tried for the whole wait, and says how long it did, by its own clock.
+    let waited: f64 = outcome
+        .stderr
+        .split("no healthy answer in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or_else(|| panic!("says how long it waited: {}", outcome.stderr));
+    assert!(waited >= 1.0, "gave up after {waited} s of a 1 s wait: {}", outcome.stderr);
+    assert!(outcome.stderr.contains("--wait 1 second)"), "{}", outcome.stderr);
 }
 
 #[tokio::test]

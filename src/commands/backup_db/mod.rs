@@ -135,7 +135,7 @@ async fn take<T: Send + 'static>(
     };
     let estimated = snapshot.estimated_rows().await?;
     let (sender, receiver) = mpsc::channel(PIECES_IN_FLIGHT);
-    let bar = output::progress(u64::try_from(estimated).unwrap_or(0).max(1), "rows");
+    let bar = output::progress(u64::try_from(estimated).unwrap_or(0).max(1), "rows", true);
     let (writer_header, writer_bar) = (header.clone(), bar.clone());
     // A blocking thread, awaited rather than joined: the task waiting for it may also be the
     // one draining what it writes (a bucket's parts).
@@ -168,7 +168,7 @@ async fn stream(
             continue; // Not in this (older) schema.
         }
         sender.send(Piece::Begin((*table).to_owned(), columns.clone())).await.map_err(|_| closed())?;
-        bar.set_message(format!("{table}, {}", output::bytes(i64::try_from(bytes).unwrap_or(i64::MAX))));
+        bar.set_message(format!("{table}, {} read", indicatif::HumanBytes(bytes)));
         let mut data = snapshot.copy_out(table, &columns).await.with_context(|| format!("could not read {table}"))?;
         let (mut batch, mut batch_bytes) = (Vec::new(), 0);
         while let Some(chunk) = data.next().await {
@@ -178,6 +178,7 @@ async fn stream(
             batch.push(chunk);
             if batch_bytes >= BATCH_BYTES {
                 batch_bytes = 0;
+                bar.set_message(format!("{table}, {} read", indicatif::HumanBytes(bytes)));
                 sender.send(Piece::Data(std::mem::take(&mut batch))).await.map_err(|_| closed())?;
             }
         }
@@ -210,6 +211,10 @@ fn write_pieces<W: Write>(
             Piece::Data(chunks) => {
                 for chunk in chunks {
                     bar.inc(writer.table_data(&chunk)?);
+                }
+                // The total is the planner's estimate: past it, the bar grows rather than lie.
+                if bar.length().is_some_and(|length| bar.position() > length) {
+                    bar.set_length(bar.position());
                 }
             }
             Piece::End => drop(writer.end_table()?),
