@@ -50,7 +50,7 @@ pub async fn connect_cli(database: &DatabaseArgs) -> anyhow::Result<PgPool> {
 /// [`connect_cli`] for a URL already parsed (a command that names its target first).
 pub async fn connect_to(url: &DatabaseUrl) -> anyhow::Result<PgPool> {
     let settings = db::PoolSettings { max_connections: 2, acquire_timeout: Duration::from_secs(15) };
-    Ok(db::connect(url, settings).await?)
+    Ok(db::connect_now(url, settings).await?)
 }
 
 /// Ctrl-C stopped a command, which left things as the message says; the process exits 130.
@@ -79,6 +79,25 @@ pub fn cutoff(
 pub fn describe_time(at: time::OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", at.year(), u8::from(at.month()), at.day(), at.hour(), at.minute())
+}
+
+/// A command's error for the operator: each cause once, as `{:#}` would print them, except
+/// that a database error ends the chain with PostgreSQL's own message (sqlx prints it twice,
+/// with a line number of PostgreSQL's source), and a missing table says to run `migrate`.
+pub fn describe_error(error: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in error.chain() {
+        if let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() {
+            let mut message = db.message().to_owned();
+            if db.code().as_deref() == Some("42P01") {
+                message.push_str(": this database lacks this version's tables; run `migrate` first");
+            }
+            parts.push(message);
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ")
 }
 
 /// The exit status for a command's error: 130 after Ctrl-C, 2 for usage, else 1.

@@ -39,6 +39,7 @@ pub struct ConnectError {
 const PROXY_HINT: &str = "; if this is Fly Postgres, is `fly proxy 15432:5432 -a dailyreps-backup-server-db` running?";
 
 /// Opens a pool and makes one connection, so a wrong URL or a dead server is reported now.
+/// A refused connection is retried until `acquire_timeout` (a server that is starting).
 pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<PgPool, ConnectError> {
     let options = url.connect_options().application_name("dailyreps-backup-server");
     PgPoolOptions::new()
@@ -49,15 +50,51 @@ pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<PgPool
         .test_before_acquire(false)
         .connect_with(options)
         .await
-        .map_err(|error| ConnectError {
-            endpoint: url.endpoint(),
-            reason: describe(&error),
-            hint: if url.is_local() { PROXY_HINT } else { "" },
-        })
+        .map_err(|error| ConnectError::new(url, &error))
+}
+
+/// [`connect`] for an operator at a terminal: a refused connection (a forgotten `fly proxy`)
+/// is reported at once rather than retried for `acquire_timeout`. One TCP handshake first,
+/// which to a local proxy costs nothing.
+pub async fn connect_now(url: &DatabaseUrl, settings: PoolSettings) -> Result<PgPool, ConnectError> {
+    let options = url.connect_options();
+    let host = options.get_host();
+    if !host.starts_with('/') {
+        let address = (host.to_owned(), options.get_port());
+        let reason = match tokio::time::timeout(settings.acquire_timeout, tokio::net::TcpStream::connect(address)).await
+        {
+            Ok(Ok(_)) => None,
+            Ok(Err(io)) => Some(sqlx::Error::Io(io)),
+            Err(_) => Some(sqlx::Error::PoolTimedOut),
+        };
+        if let Some(error) = reason {
+            return Err(ConnectError::new(url, &error));
+        }
+    }
+    connect(url, settings).await
+}
+
+impl ConnectError {
+    fn new(url: &DatabaseUrl, error: &sqlx::Error) -> Self {
+        // The proxy hint only when nothing answered: an answer from PostgreSQL (no such
+        // database, role or password) means the way there works.
+        let hint = match error {
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                Some("3D000") => "; check the database name in the URL",
+                Some("28000") => "; check the user name in the URL",
+                Some("28P01") => "; check the user name and password in the URL",
+                _ => "",
+            },
+            _ if url.is_local() => PROXY_HINT,
+            _ => "",
+        };
+        Self { endpoint: url.endpoint(), reason: describe(error), hint }
+    }
 }
 
 fn describe(error: &sqlx::Error) -> String {
     match error {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
         sqlx::Error::Io(io) => io.to_string(),
         sqlx::Error::PoolTimedOut => "no answer in time".into(),
         sqlx::Error::Database(db) => db.message().to_owned(),

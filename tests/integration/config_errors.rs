@@ -41,13 +41,54 @@ async fn unreachable_database_names_host_and_port_and_suggests_the_proxy() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("postgres://app:s3cret-pa55word@127.0.0.1:{port}/dailyreps");
     let outcome = binary::run(&["migrate", "status"], &[("DATABASE_URL", &url)]).await;
-    assert_clean_failure(&outcome, &[&format!("127.0.0.1:{port}"), "fly proxy"], &["s3cret-pa55word"]);
+    // Refused is said as refused (at once), not as a timeout after retrying.
+    assert_clean_failure(
+        &outcome,
+        &[&format!("127.0.0.1:{port}: connection refused"), "fly proxy"],
+        &["s3cret-pa55word"],
+    );
     let outcome = binary::run(&["serve"], &[("DATABASE_URL", &url), ("APP_SIGNING_SECRET", TEST_SECRET)]).await;
     assert_clean_failure(
         &outcome,
         &[&format!("could not connect to PostgreSQL at 127.0.0.1:{port}")],
         &["s3cret-pa55word"],
     );
+}
+
+#[tokio::test]
+async fn an_answer_from_postgres_is_its_own_line_without_the_proxy_hint() {
+    let db = TestDb::migrated().await;
+    let missing_database = crate::common::with_database(&db.url, "no_such_database");
+    let outcome = binary::run(&["migrate", "status"], &[("DATABASE_URL", &missing_database)]).await;
+    assert_clean_failure(&outcome, &["database \"no_such_database\" does not exist", "check the database name"], &[]);
+    assert!(!outcome.stderr.contains("fly proxy"), "PostgreSQL answered: {}", outcome.stderr);
+
+    let missing_role = db.url.replacen("postgres://postgres@", "postgres://no_such_role@", 1);
+    assert_ne!(missing_role, db.url);
+    let outcome = binary::run(&["migrate", "status"], &[("DATABASE_URL", &missing_role)]).await;
+    assert_clean_failure(&outcome, &["role \"no_such_role\" does not exist", "check the user name"], &[]);
+    assert!(!outcome.stderr.contains("fly proxy"), "PostgreSQL answered: {}", outcome.stderr);
+}
+
+#[tokio::test]
+async fn an_unmigrated_database_says_to_run_migrate() {
+    let db = TestDb::empty().await;
+    let dir = crate::common::scratch_dir("unmigrated");
+    let dump = dir.join("x.sql.zst");
+    let dump = dump.to_str().unwrap();
+    for args in [
+        &["inspect", "users"][..],
+        &["inspect", "stats"],
+        &["prune", "--keep-last", "1", "--dry-run"],
+        &["backup-db", "-o", dump],
+    ] {
+        let outcome = binary::run(args, &[("DATABASE_URL", &db.url)]).await;
+        assert_clean_failure(&outcome, &["does not exist", "run `migrate` first"], &[]);
+        assert_eq!(outcome.stderr.matches("does not exist").count(), 1, "{args:?}, said once: {}", outcome.stderr);
+        assert!(!outcome.stderr.contains("at line"), "{}", outcome.stderr);
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "backup-db left nothing behind");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]

@@ -123,8 +123,7 @@ async fn take<T: Send + 'static>(
     write: impl FnOnce(Header, mpsc::Receiver<Piece>, ProgressBar) -> anyhow::Result<(Trailer, T)> + Send + 'static,
 ) -> anyhow::Result<Taken<T>> {
     let mut snapshot = Snapshot::begin(pool).await.context("could not start the snapshot")?;
-    let schema_version =
-        snapshot.schema_version().await.context("could not read the schema version (is the database migrated?)")?;
+    let schema_version = snapshot.schema_version().await.context("could not read the schema version")?;
     let schema = Snapshot::schema_sql(schema_version)?;
     let header = Header {
         format_version: FORMAT_VERSION,
