@@ -364,9 +364,14 @@ pub struct PruneArgs {
 /// Settings of `smoke-test`.
 #[derive(Debug, Args)]
 pub struct SmokeTestArgs {
-    /// The deployment, e.g. https://dailyreps-backup-server.fly.dev.
+    /// The deployment, e.g. https://dailyreps-backup-server.fly.dev (or DAILYREPS_URL, as
+    /// `request` reads it).
     #[arg(long, env = "SMOKE_TEST_URL")]
-    pub url: String,
+    pub url: Option<String>,
+
+    /// `--url` from the variable `request` reads too.
+    #[arg(long = "dailyreps-url", env = "DAILYREPS_URL", hide = true)]
+    pub dailyreps_url: Option<String>,
 
     /// The app signing secret (the first, if several).
     #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
@@ -418,9 +423,9 @@ pub struct RequestArgs {
     #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
     pub signing_secret: Option<SecretString>,
 
-    /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 60)]
-    pub timeout_seconds: u64,
+    /// How long to wait for the answer, e.g. 60s.
+    #[arg(long, default_value = "60s")]
+    pub timeout: HumanDuration,
 }
 
 /// Where the database is.
@@ -431,8 +436,9 @@ pub struct DatabaseArgs {
     pub database_url: Option<SecretString>,
 }
 
-/// Settings of `serve`.
-#[derive(Debug, Args)]
+/// Settings of `serve`. Also a parser of its own, so tests start from its defaults.
+#[derive(Debug, Parser)]
+#[command(name = "serve")]
 pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -488,19 +494,30 @@ pub struct ServeArgs {
     #[arg(long, env = "RATE_LIMIT_IP_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_ip_per_minute: u32,
 
-    /// Seconds a client may take to send a request body (then 408; a slow client cannot hold
-    /// the memory budget).
-    #[arg(long, env = "BODY_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub body_timeout_seconds: u64,
+    /// How long a client may take to send a request body, e.g. 60s (then 408; a slow client
+    /// cannot hold the memory budget). [env: BODY_TIMEOUT_SECONDS, in seconds]
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub body_timeout: HumanDuration,
+    /// `--body-timeout` in seconds, as the environment gives it.
+    #[arg(long, env = "BODY_TIMEOUT_SECONDS", hide = true, conflicts_with = "body_timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_seconds: Option<u64>,
 
-    /// Seconds the server may take over a request once its body is in (then 503 with Retry-After).
-    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-    pub request_timeout_seconds: u64,
+    /// How long the server may take over a request once its body is in, e.g. 30s (then 503
+    /// with Retry-After). [env: REQUEST_TIMEOUT_SECONDS, in seconds]
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub request_timeout: HumanDuration,
+    /// `--request-timeout` in seconds, as the environment gives it.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", hide = true, conflicts_with = "request_timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_seconds: Option<u64>,
 
-    /// Seconds a client may take to send a request's headers, and may stay idle between
-    /// requests on a kept-alive connection (then the connection is closed).
-    #[arg(long, env = "HEADER_TIMEOUT_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
-    pub header_timeout_seconds: u64,
+    /// How long a client may take to send a request's headers, and may stay idle between
+    /// requests on a kept-alive connection, e.g. 15s (then the connection is closed).
+    /// [env: HEADER_TIMEOUT_SECONDS, in seconds]
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    pub header_timeout: HumanDuration,
+    /// `--header-timeout` in seconds, as the environment gives it.
+    #[arg(long, env = "HEADER_TIMEOUT_SECONDS", hide = true, conflicts_with = "header_timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_seconds: Option<u64>,
 
     /// Most client connections open at once; beyond it new ones wait to be accepted.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -510,9 +527,13 @@ pub struct ServeArgs {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,
 
-    /// Seconds to let in-flight requests finish after SIGINT or SIGTERM before exiting anyway.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
-    pub shutdown_grace_seconds: u64,
+    /// How long in-flight requests may take after SIGINT or SIGTERM before the process exits
+    /// anyway, e.g. 25s (below fly.toml's kill_timeout). [env: SHUTDOWN_GRACE_SECONDS, in seconds]
+    #[arg(long, value_name = "DURATION", default_value = "25s")]
+    pub shutdown_grace: HumanDuration,
+    /// `--shutdown-grace` in seconds, as the environment gives it.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", hide = true, conflicts_with = "shutdown_grace")]
+    pub shutdown_grace_seconds: Option<u64>,
 
     /// Development mode: without DATABASE_URL, start a private local PostgreSQL; apply
     /// migrations; generate a signing secret when none is set.

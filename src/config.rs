@@ -15,8 +15,9 @@ const MIB: usize = 1024 * 1024;
 /// The shortest signing secret the server accepts, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
 
-/// An address to listen on: `HOST:PORT`, or a bare port meaning every IPv4 interface
-/// (so Fly's conventional `PORT=8080` works as is).
+/// An address to listen on: `HOST:PORT` (a name such as `localhost` is resolved, its first
+/// address taken), or a bare port meaning every IPv4 interface (so Fly's conventional
+/// `PORT=8080` works as is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BindAddr(pub SocketAddr);
 
@@ -27,9 +28,20 @@ impl FromStr for BindAddr {
         if let Ok(port) = s.parse::<u16>() {
             return Ok(Self(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))));
         }
-        s.parse::<SocketAddr>()
-            .map(Self)
-            .map_err(|_| format!("`{s}` is neither a port nor HOST:PORT (e.g. 8080 or 0.0.0.0:8080)"))
+        let bad = || format!("`{s}` is neither a port nor HOST:PORT (e.g. 8080, 0.0.0.0:8080 or localhost:8080)");
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Self(addr));
+        }
+        // A name needs a port, or `to_socket_addrs` would fail anyway.
+        if !s.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
+            return Err(bad());
+        }
+        let resolved = std::net::ToSocketAddrs::to_socket_addrs(s).map_err(|e| format!("{}: {e}", bad()))?;
+        // IPv4 first where a name has both, as `localhost` usually does: what people expect
+        // `curl http://localhost:8080` to reach.
+        let mut addrs: Vec<SocketAddr> = resolved.collect();
+        addrs.sort_by_key(|addr| !addr.is_ipv4());
+        addrs.first().copied().map(Self).ok_or_else(bad)
     }
 }
 
@@ -176,6 +188,12 @@ pub enum ConfigError {
     /// An allowed origin is not an origin.
     #[error("ALLOWED_ORIGINS is invalid: {0}")]
     InvalidAllowedOrigins(String),
+    /// A timeout of zero would refuse every request.
+    #[error("--{flag} must be longer than 0s")]
+    ZeroTimeout {
+        /// The flag, e.g. `body-timeout`.
+        flag: &'static str,
+    },
     /// The memory budget cannot hold the largest request.
     #[error(
         "MEMORY_BUDGET_MB ({budget_mb} MiB) cannot hold one upload of MAX_BACKUP_BYTES ({max_backup_bytes} \
@@ -374,6 +392,8 @@ mod tests {
         assert_eq!("8080".parse::<BindAddr>().unwrap().0, "0.0.0.0:8080".parse().unwrap());
         assert_eq!("127.0.0.1:9".parse::<BindAddr>().unwrap().0, "127.0.0.1:9".parse().unwrap());
         assert!("localhost".parse::<BindAddr>().unwrap_err().contains("neither a port"));
+        let local = "localhost:8080".parse::<BindAddr>().unwrap().0;
+        assert!(local.ip().is_loopback() && local.port() == 8080, "{local}");
     }
 
     #[test]

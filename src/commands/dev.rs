@@ -20,9 +20,7 @@ pub const DEV_DATABASE: &str = "dailyreps";
 
 /// The signing secret of `--dev`: read from the data folder, or made and saved there.
 pub struct DevSecret {
-    /// The secret.
-    pub secrets: SigningSecrets,
-    /// Its text, to print for the developer.
+    /// Its text, to print for the developer (and to serve with).
     pub text: String,
     /// Where it is kept.
     pub path: PathBuf,
@@ -43,8 +41,7 @@ pub fn load_or_create_secret(dir: &Path) -> anyhow::Result<DevSecret> {
             text
         }
     };
-    let secrets = SigningSecrets::parse(&text).map_err(anyhow::Error::msg)?;
-    Ok(DevSecret { secrets, text, path })
+    Ok(DevSecret { text, path })
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

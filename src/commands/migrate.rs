@@ -1,8 +1,6 @@
 //! `migrate` and `migrate status`.
 
 use anyhow::Context;
-use serde::Serialize;
-use time::OffsetDateTime;
 
 use crate::cli::{MigrateAction, MigrateArgs};
 use crate::commands::connect_cli;
@@ -17,22 +15,32 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         Some(MigrateAction::Status { json }) => {
             let mut conn = pool.acquire().await.context("could not get a database connection")?;
             let status = migrations::status(&mut conn).await.context("could not read the migration table")?;
-            if json {
-                output::print_json(&StatusJson::from(&status))
-            } else {
-                output::print_table(&status_table(&status))
-            }
-            .context("could not write the output")
+            if json { output::print_json(&status) } else { output::print_table(&status_table(&status)) }
+                .context("could not write the output")
         }
     }
 }
 
 async fn apply(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await.context("could not get a database connection")?;
+    let before = migrations::status(&mut conn).await.context("could not read the migration table")?;
+    drop(conn);
     migrations::apply(pool).await.context("migration failed")?;
     let mut conn = pool.acquire().await.context("could not get a database connection")?;
-    let status = migrations::status(&mut conn).await.context("could not read the migration table")?;
-    let version = status.applied.iter().map(|a| a.version).max().unwrap_or(0);
-    output::status(&format!("database schema is at version {version} ({} migrations applied)", status.applied.len()));
+    let after = migrations::status(&mut conn).await.context("could not read the migration table")?;
+    let version = after.applied.iter().map(|a| a.version).max().unwrap_or(0);
+    // Another machine may have applied some of them meanwhile: count what is new since.
+    let new: Vec<String> = after
+        .applied
+        .iter()
+        .filter(|done| !before.applied.iter().any(|was| was.version == done.version))
+        .map(|done| format!("{} {}", done.version, done.description))
+        .collect();
+    output::status(&match new.len() {
+        0 => format!("already up to date: schema version {version}"),
+        1 => format!("applied 1 migration ({}); schema version {version}", new[0]),
+        n => format!("applied {n} migrations ({}); schema version {version}", new.join(", ")),
+    });
     Ok(())
 }
 
@@ -50,45 +58,4 @@ fn status_table(status: &migrations::Status) -> comfy_table::Table {
         table.add_row([pending.version.to_string(), pending.description.clone(), "pending".into(), String::new()]);
     }
     table
-}
-
-#[derive(Serialize)]
-struct StatusJson {
-    applied: Vec<AppliedJson>,
-    pending: Vec<PendingJson>,
-}
-
-#[derive(Serialize)]
-struct AppliedJson {
-    version: i64,
-    description: String,
-    #[serde(with = "time::serde::rfc3339")]
-    applied_at: OffsetDateTime,
-}
-
-#[derive(Serialize)]
-struct PendingJson {
-    version: i64,
-    description: String,
-}
-
-impl From<&migrations::Status> for StatusJson {
-    fn from(status: &migrations::Status) -> Self {
-        Self {
-            applied: status
-                .applied
-                .iter()
-                .map(|a| AppliedJson {
-                    version: a.version,
-                    description: a.description.clone(),
-                    applied_at: a.applied_at.to_offset(time::UtcOffset::UTC),
-                })
-                .collect(),
-            pending: status
-                .pending
-                .iter()
-                .map(|p| PendingJson { version: p.version, description: p.description.clone() })
-                .collect(),
-        }
-    }
 }

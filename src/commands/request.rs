@@ -1,7 +1,6 @@
 //! `request`: one signed request, for people trying the API by hand.
 
 use std::io::{Read, Write};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use reqwest::Method;
@@ -20,7 +19,7 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<()> {
     if !args.path.starts_with('/') {
         bail!("the path must start with / (e.g. /api/users/me)");
     }
-    let client = ApiClient::new(&args.url, secrets.signing(), Duration::from_secs(args.timeout_seconds))?;
+    let client = ApiClient::new(&args.url, secrets.signing(), args.timeout.0)?;
 
     let mut headers = HeaderMap::new();
     for text in &args.headers {

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::cli::ServeArgs;
 use crate::commands::dev;
-use crate::config::{AllowedOrigins, ConfigError, DatabaseUrl, Limits, SigningSecrets};
+use crate::config::{AllowedOrigins, ConfigError, DatabaseUrl, HumanDuration, Limits, SigningSecrets};
 use crate::db::{self, migrations};
 use crate::http::connections::ConnectionLimits;
 use crate::http::{self, state::ApiSettings, state::AppState};
@@ -18,24 +18,15 @@ use crate::local_postgres::LocalCluster;
 use crate::output;
 
 /// Runs the server.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     let dev_secret = match (&args.signing_secret, args.dev) {
         (None, true) => Some(dev::load_or_create_secret(&args.dev_data_dir)?),
         _ => None,
     };
-    let signing_secrets = match &dev_secret {
-        Some(dev_secret) => dev_secret.secrets.clone(),
-        None => SigningSecrets::from_setting(args.signing_secret.as_ref())?,
-    };
-    let settings = ApiSettings {
-        signing_secrets,
-        limits: limits(&args)?,
-        allowed_origins: AllowedOrigins::parse(&args.allowed_origins)?,
-        connections: ConnectionLimits {
-            header_timeout: Duration::from_secs(args.header_timeout_seconds),
-            max_connections: args.max_connections as usize,
-        },
-    };
+    if let Some(secret) = &dev_secret {
+        args.signing_secret = secret.text.parse().ok();
+    }
+    let settings = ApiSettings::try_from(&args)?;
     let (cluster, url) = match (&args.database.database_url, args.dev) {
         (None, true) => {
             let (cluster, url) = dev::start_database(&args.dev_data_dir).await?;
@@ -54,19 +45,43 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
-fn limits(args: &ServeArgs) -> Result<Limits, ConfigError> {
-    let bytes = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
-    Limits {
-        max_backup_bytes: bytes(args.max_backup_bytes),
-        max_backups_kept: args.max_backups_kept,
-        memory_budget_bytes: bytes(args.memory_budget_mb.saturating_mul(1024 * 1024)),
-        register_per_minute: args.rate_limit_register_per_minute,
-        user_per_minute: args.rate_limit_user_per_minute,
-        ip_per_minute: args.rate_limit_ip_per_minute,
-        body_timeout: Duration::from_secs(args.body_timeout_seconds),
-        request_timeout: Duration::from_secs(args.request_timeout_seconds),
+/// The API's settings from `serve`'s arguments, validated: what the binary runs with, and
+/// what the tests start from (`ServeArgs::try_parse_from(["serve"])`), so defaults live once.
+impl TryFrom<&ServeArgs> for ApiSettings {
+    type Error = ConfigError;
+
+    fn try_from(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let bytes = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+        let limits = Limits {
+            max_backup_bytes: bytes(args.max_backup_bytes),
+            max_backups_kept: args.max_backups_kept,
+            memory_budget_bytes: bytes(args.memory_budget_mb.saturating_mul(1024 * 1024)),
+            register_per_minute: args.rate_limit_register_per_minute,
+            user_per_minute: args.rate_limit_user_per_minute,
+            ip_per_minute: args.rate_limit_ip_per_minute,
+            body_timeout: timeout("body-timeout", args.body_timeout, args.body_timeout_seconds)?,
+            request_timeout: timeout("request-timeout", args.request_timeout, args.request_timeout_seconds)?,
+        };
+        Ok(Self {
+            signing_secrets: SigningSecrets::from_setting(args.signing_secret.as_ref())?,
+            limits: limits.validate()?,
+            allowed_origins: AllowedOrigins::parse(&args.allowed_origins)?,
+            connections: ConnectionLimits {
+                header_timeout: timeout("header-timeout", args.header_timeout, args.header_timeout_seconds)?,
+                max_connections: args.max_connections as usize,
+            },
+        })
     }
-    .validate()
+}
+
+/// A timeout: the environment variable's seconds (as its name says) when set, else the flag,
+/// a duration with its unit, or its default (clap refuses both at once). Zero is refused.
+fn timeout(flag: &'static str, given: HumanDuration, seconds: Option<u64>) -> Result<Duration, ConfigError> {
+    let timeout = seconds.map_or(given.0, Duration::from_secs);
+    if timeout.is_zero() {
+        return Err(ConfigError::ZeroTimeout { flag });
+    }
+    Ok(timeout)
 }
 
 async fn serve(
@@ -101,7 +116,7 @@ async fn serve(
         state.metrics.set_volume_bytes(volume.0);
     }
     let server = http::serve(api, metrics, state, wait_for(on_signal.clone()));
-    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let grace = args.shutdown_grace_seconds.map_or(args.shutdown_grace.0, Duration::from_secs);
     tokio::select! {
         result = server => result.context("the server failed")?,
         () = async { wait_for(on_signal).await; tokio::time::sleep(grace).await } => {

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::cli::SmokeTestArgs;
 use crate::client::ApiClient;
+use crate::commands::UsageError;
 use crate::config::SigningSecrets;
 use crate::output;
 use crate::smoke::{Journey, StepReport};
@@ -23,10 +24,13 @@ struct Report<'a> {
 
 /// Runs the smoke test; fails (exit 1) if any step failed.
 pub async fn run(args: SmokeTestArgs) -> anyhow::Result<()> {
+    let url = args.url.or(args.dailyreps_url).ok_or_else(|| {
+        UsageError("no deployment to test: pass --url, or set SMOKE_TEST_URL or DAILYREPS_URL".to_owned())
+    })?;
     let secrets = SigningSecrets::from_setting(args.signing_secret.as_ref())?;
-    let client = ApiClient::new(&args.url, secrets.signing(), REQUEST_TIMEOUT)?;
+    let client = ApiClient::new(&url, secrets.signing(), REQUEST_TIMEOUT)?;
     // Signs like the app but with a secret the server cannot have.
-    let wrong = ApiClient::new(&args.url, b"smoke-test: certainly not the deployment's secret", REQUEST_TIMEOUT)?;
+    let wrong = ApiClient::new(&url, b"smoke-test: certainly not the deployment's secret", REQUEST_TIMEOUT)?;
     let mut journey = Journey::new(client, wrong, args.wait.0);
 
     let interrupted = tokio::select! {
@@ -36,7 +40,7 @@ pub async fn run(args: SmokeTestArgs) -> anyhow::Result<()> {
     journey.clean_up().await;
 
     let ok = journey.ok() && !interrupted;
-    let report = Report { ok, url: &args.url, steps: journey.steps() };
+    let report = Report { ok, url: &url, steps: journey.steps() };
     if args.json {
         output::print_json(&report).context("could not write the report")?;
     } else {
@@ -49,7 +53,7 @@ pub async fn run(args: SmokeTestArgs) -> anyhow::Result<()> {
         let status = failed.status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());
         bail!("step `{}` failed ({status}): {}", failed.name, failed.error.as_deref().unwrap_or("unknown"));
     }
-    output::status(&format!("smoke test passed: {} steps against {}", journey.steps().len(), args.url));
+    output::status(&format!("smoke test passed: {} steps against {url}", journey.steps().len()));
     Ok(())
 }
 

@@ -13,11 +13,16 @@ use crate::crypt::{self, Identities};
 use crate::dump;
 use crate::output;
 
-/// The result of checking a dump.
+/// The result of checking a dump: what the text says, for scripts.
 #[derive(Serialize)]
-struct Checked {
+struct Checked<'a> {
     ok: bool,
     path: String,
+    /// `dump` (every checksum of the dump inside), `stored_bytes` (an encrypted backup's bytes
+    /// against its manifest, without an identity to open it), or none when the check failed.
+    checked: Option<&'static str>,
+    /// The dump's manifest header: when, by which version, at which schema version.
+    header: Option<&'a dump::Header>,
     tables: Vec<TableRows>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -40,16 +45,35 @@ pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<()> {
     let checked = tokio::task::spawn_blocking(move || check(raw, identities)).await?;
     let result = checked.and_then(|outcome| located.check_stored(&digest).map(|()| outcome));
     let report = match &result {
-        Ok(Outcome::Dump(_, trailer)) => {
-            Checked { ok: true, path: path.clone(), tables: TableRows::of(trailer), error: None }
-        }
-        Ok(Outcome::StoredBytes) => Checked { ok: true, path: path.clone(), tables: Vec::new(), error: None },
-        Err(error) => Checked { ok: false, path: path.clone(), tables: Vec::new(), error: Some(format!("{error:#}")) },
+        Ok(Outcome::Dump(header, trailer)) => Checked {
+            ok: true,
+            path: path.clone(),
+            checked: Some("dump"),
+            header: Some(header),
+            tables: TableRows::of(trailer),
+            error: None,
+        },
+        Ok(Outcome::StoredBytes) => Checked {
+            ok: true,
+            path: path.clone(),
+            checked: Some("stored_bytes"),
+            header: None,
+            tables: Vec::new(),
+            error: None,
+        },
+        Err(error) => Checked {
+            ok: false,
+            path: path.clone(),
+            checked: None,
+            header: None,
+            tables: Vec::new(),
+            error: Some(format!("{error:#}")),
+        },
     };
     if args.json {
         output::print_json(&report).context("could not write the result")?;
     }
-    match result {
+    match &result {
         Ok(Outcome::Dump(header, _)) => {
             if !args.json {
                 output::print_table(&TableRows::table(&report.tables)).context("could not write the result")?;

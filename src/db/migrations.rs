@@ -1,5 +1,6 @@
 //! The embedded migrations: applying them, and what a database has applied.
 
+use serde::Serialize;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -13,18 +14,19 @@ pub fn latest_known_version() -> i64 {
 }
 
 /// A migration the database has applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Applied {
     /// Version number (the file name's prefix).
     pub version: i64,
     /// What it does.
     pub description: String,
     /// When it was applied.
+    #[serde(with = "time::serde::rfc3339")]
     pub applied_at: OffsetDateTime,
 }
 
 /// A migration this binary has that the database lacks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pending {
     /// Version number.
     pub version: i64,
@@ -32,8 +34,8 @@ pub struct Pending {
     pub description: String,
 }
 
-/// Applied and pending migrations of one database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Applied and pending migrations of one database (as `migrate status --json` prints it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
     /// Applied, oldest first; may include versions newer than this binary's.
     pub applied: Vec<Applied>,

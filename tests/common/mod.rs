@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Once;
 use std::time::Duration;
 
-use dailyreps_backup_server::config::{AllowedOrigins, DatabaseUrl, Limits, SigningSecrets};
+use dailyreps_backup_server::cli::ServeArgs;
+use dailyreps_backup_server::config::DatabaseUrl;
 use dailyreps_backup_server::db::{self, admin, migrations};
-use dailyreps_backup_server::http::connections::ConnectionLimits;
 use dailyreps_backup_server::http::{self, state::ApiSettings, state::AppState};
 use dailyreps_backup_server::local_postgres::{ClusterOptions, LocalCluster, PgBinaries};
 use dailyreps_backup_server::signature;
@@ -205,23 +205,19 @@ impl TestDb {
     }
 }
 
-/// Settings for a test server: the SPEC's defaults, without rate limits.
+/// Settings for a test server: `serve`'s own defaults, without rate limits.
 pub fn test_settings() -> ApiSettings {
-    ApiSettings {
-        signing_secrets: SigningSecrets::parse(TEST_SECRET).unwrap(),
-        limits: Limits {
-            max_backup_bytes: 10 * 1024 * 1024,
-            max_backups_kept: 30,
-            memory_budget_bytes: 96 * 1024 * 1024,
-            register_per_minute: 0,
-            user_per_minute: 0,
-            ip_per_minute: 0,
-            body_timeout: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(30),
-        },
-        allowed_origins: AllowedOrigins::default(),
-        connections: ConnectionLimits { header_timeout: Duration::from_secs(15), max_connections: 512 },
-    }
+    use clap::Parser;
+    let args = ServeArgs::try_parse_from([
+        "serve",
+        "--signing-secret",
+        TEST_SECRET,
+        "--rate-limit-register-per-minute=0",
+        "--rate-limit-user-per-minute=0",
+        "--rate-limit-ip-per-minute=0",
+    ])
+    .unwrap();
+    ApiSettings::try_from(&args).unwrap()
 }
 
 /// The real server, running in this test's runtime on free ports.

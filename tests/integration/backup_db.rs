@@ -323,6 +323,12 @@ async fn corruption_truncation_and_foreign_files_fail_verification() {
     let report: Value = serde_json::from_str(&good.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(report["tables"].as_array().unwrap().len(), dailyreps_backup_server::db::dump::TABLES.len());
+    // What the text says, for scripts: what was checked and the manifest's header.
+    assert_eq!(report["checked"], "dump");
+    let latest = dailyreps_backup_server::db::migrations::latest_known_version();
+    assert_eq!(report["header"]["schema_version"], latest);
+    assert_eq!(report["header"]["server_version"], env!("CARGO_PKG_VERSION"));
+    assert!(report["header"]["created_at"].as_str().is_some_and(|at| at.ends_with('Z')), "{report}");
 
     let bytes = std::fs::read(&path).unwrap();
     let mut flipped = bytes.clone();

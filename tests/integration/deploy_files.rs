@@ -2,6 +2,7 @@
 
 use clap::CommandFactory;
 use dailyreps_backup_server::cli::Cli;
+use dailyreps_backup_server::config::HumanDuration;
 use reqwest::StatusCode;
 
 use crate::common::{TestApp, binary};
@@ -43,7 +44,7 @@ fn ports_match_the_servers_defaults() {
 fn the_kill_signal_is_handled_within_the_kill_timeout() {
     let fly = fly_toml();
     assert!(matches!(fly["kill_signal"].as_str(), Some("SIGINT" | "SIGTERM")), "the server handles SIGINT and SIGTERM");
-    let grace: i64 = serve_default("shutdown-grace-seconds").parse().unwrap();
+    let grace = serve_default("shutdown-grace").parse::<HumanDuration>().unwrap().0.as_secs() as i64;
     let kill_timeout = fly["kill_timeout"].as_integer().unwrap();
     assert!(grace < kill_timeout, "the grace period ({grace} s) must end before Fly kills ({kill_timeout} s)");
 }
@@ -86,4 +87,31 @@ fn the_dockerfile_runs_the_server_as_a_non_root_user() {
     let user = dockerfile.lines().rfind(|line| line.starts_with("USER ")).expect("a USER line");
     assert!(!user.contains("root") && user != "USER 0", "{user}");
     assert!(dockerfile.contains("EXPOSE 8080 9091"));
+}
+
+#[test]
+fn the_readme_configuration_table_says_serves_own_defaults_and_variables() {
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").unwrap();
+    let mut checked = 0;
+    for line in readme.lines().filter(|line| line.starts_with("| `--")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (flag, env, default) = (cells[1].trim_matches('`'), cells[2].trim_matches('`'), cells[3]);
+        let Some(arg) = serve.get_arguments().find(|arg| arg.get_long() == flag.strip_prefix("--")) else {
+            continue; // Another command's flag, or a global one.
+        };
+        // A timeout's variable sits on its hidden seconds twin.
+        let twin = format!("{}-seconds", arg.get_id());
+        let variable = arg.get_env().or_else(|| {
+            serve.get_arguments().find(|other| other.get_id().as_str().replace('_', "-") == twin.replace('_', "-"))?.get_env()
+        });
+        assert_eq!(variable.and_then(|v| v.to_str()), Some(env), "README's variable for {flag}");
+        if let Some(default) = default.strip_prefix('`').and_then(|d| d.strip_suffix('`')) {
+            let actual = arg.get_default_values().first().and_then(|v| v.to_str()).unwrap_or_default().to_owned();
+            assert_eq!(default, actual, "README's default for {flag}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} rows of serve's flags were found");
 }

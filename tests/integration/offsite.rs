@@ -89,6 +89,9 @@ async fn an_encrypted_backup_round_trips_through_the_bucket_and_only_its_identit
     let stored_only = run_with(&["verify-backup", &latest], &bucket, &[]).await;
     assert_eq!(stored_only.code, 0, "{}", stored_only.stderr);
     assert!(stored_only.stderr.contains("pass --identity"), "{}", stored_only.stderr);
+    let stored_only = run_with(&["verify-backup", &latest, "--json"], &bucket, &[]).await;
+    let report: Value = serde_json::from_str(&stored_only.stdout).unwrap();
+    assert_eq!((report["ok"].as_bool(), report["checked"].as_str()), (Some(true), Some("stored_bytes")), "{report}");
     let id = identity.to_str().unwrap();
     let whole = run_with(&["verify-backup", &latest, "--identity", id, "--json"], &bucket, &[]).await;
     assert_eq!(whole.code, 0, "{}", whole.stderr);

@@ -115,6 +115,22 @@ async fn a_database_outage_fails_at_readiness() {
 }
 
 #[tokio::test]
+async fn the_deployment_comes_from_smoke_test_url_or_dailyreps_url() {
+    let app = TestApp::spawn().await;
+    let outcome = binary::run(
+        &["smoke-test", "--json", "--wait", "5s"],
+        &[("DAILYREPS_URL", app.address.as_str()), ("APP_SIGNING_SECRET", TEST_SECRET)],
+    )
+    .await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let report: Value = serde_json::from_str(&outcome.stdout).unwrap();
+    assert_eq!(report["url"], app.address.as_str());
+    let outcome = binary::run(&["smoke-test"], &[("APP_SIGNING_SECRET", TEST_SECRET)]).await;
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("SMOKE_TEST_URL or DAILYREPS_URL"), "{}", outcome.stderr);
+}
+
+#[tokio::test]
 async fn nothing_listening_fails_at_health_after_the_wait() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let outcome = binary::run(
