@@ -14,6 +14,9 @@ RUN mkdir src \
 COPY build.rs ./
 COPY src ./src
 COPY migrations ./migrations
+# `--version` names the commit; the image has no .git, so the deploy passes it
+# (`fly deploy --build-arg DAILYREPS_COMMIT=…`).
+ARG DAILYREPS_COMMIT=unknown
 # The migrations are embedded by sqlx::migrate!, so the image needs no migration files.
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 

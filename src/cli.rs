@@ -7,9 +7,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{BindAddr, ByteSize, HumanDuration, SecretString};
 
+/// What `--version` says: the release and the commit it was built from (build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("DAILYREPS_BUILD_COMMIT"), ")");
+
 /// The DailyReps backup server and its operator's toolkit.
 #[derive(Debug, Parser)]
-#[command(name = "dailyreps-backup-server", version, about, propagate_version = true)]
+#[command(name = "dailyreps-backup-server", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal).
     #[arg(long, env = "LOG_FORMAT", global = true, value_enum)]

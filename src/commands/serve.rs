@@ -99,7 +99,7 @@ async fn serve(
     let api = bind(args.bind.0, "PORT / --bind").await?;
     let metrics = bind(args.metrics_bind, "METRICS_BIND / --metrics-bind").await?;
     let (api_addr, metrics_addr) = (api.local_addr()?, metrics.local_addr()?);
-    tracing::info!(%api_addr, %metrics_addr, database = %url, version = env!("CARGO_PKG_VERSION"), "listening");
+    tracing::info!(%api_addr, %metrics_addr, database = %url, version = env!("CARGO_PKG_VERSION"), commit = env!("DAILYREPS_BUILD_COMMIT"), "listening");
     if args.dev {
         print_dev_banner(api_addr, metrics_addr, url, dev_secret, cluster)?;
     }

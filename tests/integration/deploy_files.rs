@@ -115,3 +115,25 @@ fn the_readme_configuration_table_says_serves_own_defaults_and_variables() {
     }
     assert!(checked >= 15, "only {checked} rows of serve's flags were found");
 }
+
+#[tokio::test]
+async fn version_names_the_commit_it_was_built_from() {
+    let outcome = binary::run(&["--version"], &[]).await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8(output.stdout).unwrap().trim().to_owned());
+    // From a checkout, the commit is HEAD's (build.rs reruns when HEAD moves); elsewhere the
+    // build says it does not know.
+    let commit = match (std::env::var("DAILYREPS_COMMIT"), head) {
+        (Ok(given), _) if !given.trim().is_empty() => given.trim().chars().take(12).collect(),
+        (_, Some(head)) => head[..12].to_owned(),
+        _ => "unknown".to_owned(),
+    };
+    let expected = format!("dailyreps-backup-server {} (commit {commit})\n", env!("CARGO_PKG_VERSION"));
+    assert_eq!(outcome.stdout, expected);
+}

@@ -24,6 +24,7 @@ mod deploy_files;
 mod dev;
 mod health;
 mod inspect;
+mod man_pages;
 mod metrics;
 mod migrate;
 mod offsite;
