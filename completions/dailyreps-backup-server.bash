@@ -167,7 +167,7 @@ _dailyreps__backup__server() {
 
     case "${cmd}" in
         dailyreps__backup__server)
-            opts="-h -V --log-format --help --version serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune request smoke-test completions help"
+            opts="-q -h -V --log-format --quiet --help --version serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -185,7 +185,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__backup__subcmd__db)
-            opts="-o -h -V --database-url --output --keep --force --to --encrypt-to --no-encryption --no-reread --keep-daily --keep-weekly --keep-monthly --keep-min --ping --json --log-format --help --version"
+            opts="-o -q -h -V --database-url --output --keep --force --to --encrypt-to --no-encryption --no-reread --keep-daily --keep-weekly --keep-monthly --keep-min --ping --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -247,7 +247,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__backup__subcmd__status)
-            opts="-h -V --max-age --json --log-format --help --version"
+            opts="-q -h -V --max-age --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -269,7 +269,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__completions)
-            opts="-h -V --log-format --help --version bash elvish fish powershell zsh"
+            opts="-q -h -V --log-format --quiet --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -567,7 +567,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__inspect)
-            opts="-h -V --database-url --json --log-format --help --version users user backups stats health help"
+            opts="-q -h -V --database-url --json --log-format --quiet --help --version users user backups stats health help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -589,7 +589,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__inspect__subcmd__backups)
-            opts="-h -V --user --since --limit --cursor --database-url --json --log-format --help --version"
+            opts="-q -h -V --user --since --limit --cursor --database-url --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -627,7 +627,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__inspect__subcmd__health)
-            opts="-h -V --volume-size --long-transaction --database-url --json --log-format --help --version"
+            opts="-q -h -V --volume-size --long-transaction --database-url --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -755,7 +755,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__inspect__subcmd__stats)
-            opts="-h -V --database-url --json --log-format --help --version"
+            opts="-q -h -V --database-url --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -777,7 +777,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__inspect__subcmd__user)
-            opts="-h -V --database-url --json --log-format --help --version"
+            opts="-q -h -V --database-url --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -799,7 +799,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__inspect__subcmd__users)
-            opts="-h -V --sort --limit --offset --cursor --database-url --json --log-format --help --version"
+            opts="-q -h -V --sort --limit --offset --cursor --database-url --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -837,7 +837,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__list__subcmd__backups)
-            opts="-h -V --keep-daily --keep-weekly --keep-monthly --keep-min --json --log-format --help --version"
+            opts="-q -h -V --keep-daily --keep-weekly --keep-monthly --keep-min --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -871,7 +871,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__migrate)
-            opts="-h -V --database-url --log-format --help --version status help"
+            opts="-q -h -V --database-url --log-format --quiet --help --version status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -935,7 +935,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__migrate__subcmd__status)
-            opts="-h -V --json --database-url --log-format --help --version"
+            opts="-q -h -V --json --database-url --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -957,7 +957,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__prune)
-            opts="-y -h -V --database-url --older-than --keep-last --inactive-users --user --dry-run --yes --batch-size --json --log-format --help --version"
+            opts="-y -q -h -V --database-url --older-than --keep-last --inactive-users --user --dry-run --yes --batch-size --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -999,7 +999,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__request)
-            opts="-d -H -i -h -V --data --gzip --header --include --url --token --signing-secret --timeout-seconds --log-format --help --version"
+            opts="-d -H -i -q -h -V --data --gzip --header --include --url --token --signing-secret --timeout --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1033,7 +1033,7 @@ _dailyreps__backup__server() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --timeout-seconds)
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1049,7 +1049,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__restore__subcmd__db)
-            opts="-h -V --database-url --identity --force --json --log-format --help --version"
+            opts="-q -h -V --database-url --identity --force --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1075,7 +1075,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__serve)
-            opts="-h -V --database-url --bind --metrics-bind --volume-size --signing-secret --allowed-origins --max-backup-bytes --max-backups-kept --memory-budget-mb --rate-limit-register-per-minute --rate-limit-user-per-minute --rate-limit-ip-per-minute --body-timeout-seconds --request-timeout-seconds --header-timeout-seconds --max-connections --pool-size --shutdown-grace-seconds --dev --dev-data-dir --log-format --help --version"
+            opts="-q -h -V --database-url --bind --metrics-bind --volume-size --signing-secret --allowed-origins --max-backup-bytes --max-backups-kept --memory-budget-mb --rate-limit-register-per-minute --rate-limit-user-per-minute --rate-limit-ip-per-minute --body-timeout --body-timeout-seconds --request-timeout --request-timeout-seconds --header-timeout --header-timeout-seconds --max-connections --pool-size --shutdown-grace --shutdown-grace-seconds --dev --dev-data-dir --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1129,11 +1129,23 @@ _dailyreps__backup__server() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --body-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --body-timeout-seconds)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --request-timeout-seconds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --header-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1146,6 +1158,10 @@ _dailyreps__backup__server() {
                     return 0
                     ;;
                 --pool-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1169,13 +1185,17 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__smoke__subcmd__test)
-            opts="-h -V --url --signing-secret --wait --json --log-format --help --version"
+            opts="-q -h -V --url --dailyreps-url --signing-secret --wait --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dailyreps-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1199,7 +1219,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__verify__subcmd__backup)
-            opts="-h -V --identity --json --log-format --help --version"
+            opts="-q -h -V --identity --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

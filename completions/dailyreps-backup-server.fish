@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_dailyreps_backup_server_global_optspecs
-    string join \n log-format= h/help V/version
+    string join \n log-format= q/quiet h/help V/version
 end
 
 function __fish_dailyreps_backup_server_needs_command
@@ -26,6 +26,7 @@ end
 
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_needs_command" -f -a "serve" -d 'Run the HTTP API'
@@ -53,21 +54,27 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l rate-limit-register-per-minute -d 'Account registrations per minute from one client IP (0: no limit)' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l rate-limit-user-per-minute -d 'API requests per minute from one user (0: no limit)' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l rate-limit-ip-per-minute -d 'API requests per minute from one client IP (0: no limit)' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l body-timeout-seconds -d 'Seconds a client may take to send a request body (then 408; a slow client cannot hold the memory budget)' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l request-timeout-seconds -d 'Seconds the server may take over a request once its body is in (then 503 with Retry-After)' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l header-timeout-seconds -d 'Seconds a client may take to send a request\'s headers, and may stay idle between requests on a kept-alive connection (then the connection is closed)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l body-timeout -d 'How long a client may take to send a request body, e.g. 60s (then 408; a slow client cannot hold the memory budget). [env: BODY_TIMEOUT_SECONDS, in seconds]' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l body-timeout-seconds -d '`--body-timeout` in seconds, as the environment gives it' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l request-timeout -d 'How long the server may take over a request once its body is in, e.g. 30s (then 503 with Retry-After). [env: REQUEST_TIMEOUT_SECONDS, in seconds]' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l request-timeout-seconds -d '`--request-timeout` in seconds, as the environment gives it' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l header-timeout -d 'How long a client may take to send a request\'s headers, and may stay idle between requests on a kept-alive connection, e.g. 15s (then the connection is closed). [env: HEADER_TIMEOUT_SECONDS, in seconds]' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l header-timeout-seconds -d '`--header-timeout` in seconds, as the environment gives it' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l max-connections -d 'Most client connections open at once; beyond it new ones wait to be accepted' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l pool-size -d 'Most database connections the server holds open' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l shutdown-grace-seconds -d 'Seconds to let in-flight requests finish after SIGINT or SIGTERM before exiting anyway' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l shutdown-grace -d 'How long in-flight requests may take after SIGINT or SIGTERM before the process exits anyway, e.g. 25s (below fly.toml\'s kill_timeout). [env: SHUTDOWN_GRACE_SECONDS, in seconds]' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l shutdown-grace-seconds -d '`--shutdown-grace` in seconds, as the environment gives it' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l dev-data-dir -d 'Folder for `--dev`\'s PostgreSQL cluster and signing secret, kept between runs' -r -F
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l dev -d 'Development mode: without DATABASE_URL, start a private local PostgreSQL; apply migrations; generate a signing secret when none is set'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and not __fish_seen_subcommand_from status help" -f -a "status" -d 'List applied and pending migrations'
@@ -76,6 +83,7 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from help" -f -a "status" -d 'List applied and pending migrations'
@@ -96,6 +104,7 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l no-encryption -d 'Upload without encryption (refused otherwise)'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l no-reread -d 'Do not read the uploaded object back to check its SHA-256 (its size is still checked)'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
@@ -104,12 +113,14 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l force -d 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand verify-backup" -l identity -d 'The age identity file that decrypts an encrypted backup. Without it an encrypted backup\'s stored bytes are checked against its manifest, not the dump inside' -r -F
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand verify-backup" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand verify-backup" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand verify-backup" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand verify-backup" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand verify-backup" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l keep-daily -d 'Keep the newest backup of each of the last N days that have one' -r
@@ -119,18 +130,21 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-status" -l max-age -d 'The oldest the newest backup may be, e.g. 26h for a daily schedule' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-status" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-status" -l json -d 'Print JSON instead of a line'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-status" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-status" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and not __fish_seen_subcommand_from users user backups stats health help" -f -a "users" -d 'Users with their backup count, bytes and last backup'
@@ -150,12 +164,14 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from users" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from user" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from user" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from user" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from user" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from user" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from user" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -l user -d 'Only this account\'s' -r
@@ -166,12 +182,14 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from backups" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -l database-url -d 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from stats" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -l volume-size -d 'The volume PostgreSQL\'s data lives on, e.g. 1GB (Fly\'s sizes are GB: 10^9 bytes)' -r
@@ -180,6 +198,7 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from health" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand inspect; and __fish_seen_subcommand_from help" -f -a "users" -d 'Users with their backup count, bytes and last backup'
@@ -199,6 +218,7 @@ json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l dry-run -d 'Show what would be deleted, and stop'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -s y -l yes -d 'Do not ask (required when not on a terminal)'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand prune" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s d -l data -d 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise' -r
@@ -206,23 +226,27 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l url -d 'The server' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l token -d 'Bearer token of the account (from POST /api/users)' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l signing-secret -d 'The app signing secret to sign with (the first, if several)' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l timeout-seconds -d 'Seconds to wait for the answer' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l timeout -d 'How long to wait for the answer, e.g. 60s' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -l gzip -d 'Gzip the body (sent with Content-Encoding: gzip)'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s i -l include -d 'Print the status line and headers to stderr'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand request" -s V -l version -d 'Print version'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l url -d 'The deployment, e.g. https://dailyreps-backup-server.fly.dev' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l url -d 'The deployment, e.g. https://dailyreps-backup-server.fly.dev (or DAILYREPS_URL, as `request` reads it)' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l dailyreps-url -d '`--url` from the variable `request` reads too' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l signing-secret -d 'The app signing secret (the first, if several)' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l wait -d 'How long to wait for the deployment to answer /healthz (machines that start on demand)' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand smoke-test" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand help; and not __fish_seen_subcommand_from serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune request smoke-test completions help" -f -a "serve" -d 'Run the HTTP API'

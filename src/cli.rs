@@ -18,6 +18,11 @@ pub struct Cli {
     #[arg(long, env = "LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,
 
+    /// No status lines or progress bars on stderr, for scripts: data (stdout), warnings and
+    /// errors still appear, and the exit status says how it went.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     telemetry::init(cli.log_format, default_filter);
+    dailyreps_backup_server::output::set_quiet(cli.quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -2,23 +2,53 @@
 
 use std::io::{self, IsTerminal, Write};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
-use comfy_table::{ColumnConstraint, ContentArrangement, Table};
+use comfy_table::{Cell, Color, ColumnConstraint, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use time::OffsetDateTime;
+
+/// Whether `--quiet` was given: no status lines, no progress; data and errors still.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Silences status lines and progress bars for the rest of the process (`--quiet`).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Whether tables may be coloured: never with `NO_COLOR` set (no-color.org), always with
+/// `CLICOLOR_FORCE` set (not `0`), else when stdout is a terminal.
+pub fn colour() -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty() && value != "0");
+    if std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty()) {
+        return false;
+    }
+    set("CLICOLOR_FORCE") || io::stdout().is_terminal()
+}
 
 /// A table with our style: box drawing on a terminal, plain ASCII elsewhere.
 pub fn table<I: IntoIterator<Item = &'static str>>(headers: I) -> Table {
     let mut table = Table::new();
     let preset = if io::stdout().is_terminal() { UTF8_FULL_CONDENSED } else { ASCII_MARKDOWN };
     table.load_style(preset).set_content_arrangement(ContentArrangement::Dynamic).set_header(headers);
-    if std::env::var_os("NO_COLOR").is_some() {
+    if colour() {
+        table.enforce_styling();
+    } else {
         table.force_no_tty();
     }
     table
+}
+
+/// A status cell: `good` in green, `bad` in red, where colour is allowed ([`colour`]).
+pub fn verdict(ok: bool, good: &str, bad: &str) -> Cell {
+    if ok { Cell::new(good).fg(Color::Green) } else { Cell::new(bad).fg(Color::Red) }
 }
 
 /// How a column of a [`fitted_table`] gives way when the terminal is narrow.
@@ -137,9 +167,11 @@ pub fn write_body(bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// A status line for the operator, on stderr.
+/// A status line for the operator, on stderr (none with `--quiet`).
 pub fn status(line: &str) {
-    eprintln!("{line}");
+    if !quiet() {
+        eprintln!("{line}");
+    }
 }
 
 /// Whether a person is at the terminal (stderr is where prompts and progress go).
@@ -162,7 +194,7 @@ pub fn progress_bytes(total: u64) -> ProgressBar {
 
 fn bar(total: u64, template: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if !interactive() {
+    if !interactive() || quiet() {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     let style = ProgressStyle::with_template(template)

@@ -61,11 +61,11 @@ fn table(steps: &[StepReport]) -> comfy_table::Table {
     let mut table = output::table(["Step", "OK", "Status", "Time", "Error"]);
     for step in steps {
         table.add_row([
-            step.name.to_owned(),
-            if step.ok { "yes" } else { "NO" }.to_owned(),
-            step.status.map(|s| s.to_string()).unwrap_or_default(),
-            format!("{} ms", step.ms),
-            step.error.clone().unwrap_or_default(),
+            comfy_table::Cell::new(step.name),
+            output::verdict(step.ok, "yes", "NO"),
+            comfy_table::Cell::new(step.status.map(|s| s.to_string()).unwrap_or_default()),
+            comfy_table::Cell::new(format!("{} ms", step.ms)),
+            comfy_table::Cell::new(step.error.clone().unwrap_or_default()),
         ]);
     }
     table

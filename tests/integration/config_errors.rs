@@ -158,3 +158,29 @@ async fn a_budget_that_cannot_hold_one_maximal_gzip_upload_is_refused_with_the_m
     let too_large = binary::run(&["serve", "--max-backup-bytes", "16777217"], &env).await;
     assert_eq!(too_large.code, 2, "documents over 16 MiB could not be dumped: {}", too_large.stderr);
 }
+
+#[tokio::test]
+async fn quiet_keeps_stderr_for_errors_and_colour_honours_no_color() {
+    let db = TestDb::empty().await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let loud = binary::run(&["migrate"], &env).await;
+    assert!(loud.stderr.contains("applied"), "{}", loud.stderr);
+    let quiet = binary::run(&["migrate", "--quiet"], &env).await;
+    assert_eq!((quiet.code, quiet.stderr.as_str()), (0, ""), "nothing but errors on stderr");
+    let failed = binary::run(&["-q", "inspect", "user", &uuid::Uuid::new_v4().to_string()], &env).await;
+    assert_eq!(failed.code, 1);
+    assert!(failed.stderr.starts_with("error: no user"), "errors still show: {}", failed.stderr);
+
+    // Status cells are coloured when forced (as on a terminal), never with NO_COLOR.
+    let health = |extra: &'static [(&'static str, &'static str)]| {
+        let mut env = vec![("DATABASE_URL", db.url.as_str())];
+        env.extend_from_slice(extra);
+        async move { binary::run(&["inspect", "health"], &env).await.stdout }
+    };
+    let piped = health(&[]).await;
+    assert!(piped.contains("| version") && !piped.contains('\u{1b}'), "{piped}");
+    let forced = health(&[("CLICOLOR_FORCE", "1")]).await;
+    assert!(forced.contains('\u{1b}'), "coloured: {forced:?}");
+    let no_color = health(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]).await;
+    assert!(!no_color.contains('\u{1b}'), "{no_color:?}");
+}

@@ -104,7 +104,10 @@ fn the_readme_configuration_table_says_serves_own_defaults_and_variables() {
         // A timeout's variable sits on its hidden seconds twin.
         let twin = format!("{}-seconds", arg.get_id());
         let variable = arg.get_env().or_else(|| {
-            serve.get_arguments().find(|other| other.get_id().as_str().replace('_', "-") == twin.replace('_', "-"))?.get_env()
+            serve
+                .get_arguments()
+                .find(|other| other.get_id().as_str().replace('_', "-") == twin.replace('_', "-"))?
+                .get_env()
         });
         assert_eq!(variable.and_then(|v| v.to_str()), Some(env), "README's variable for {flag}");
         if let Some(default) = default.strip_prefix('`').and_then(|d| d.strip_suffix('`')) {

@@ -67,7 +67,11 @@ fn text(report: &Report, tables: &[TableHealth], now: OffsetDateTime) -> String 
     }
     let mut checks = output::table(["Check", "Status", "Detail"]);
     for check in &report.checks {
-        checks.add_row([check.name, if check.ok { "ok" } else { "WARN" }, &check.detail]);
+        checks.add_row([
+            comfy_table::Cell::new(check.name),
+            output::verdict(check.ok, "ok", "WARN"),
+            comfy_table::Cell::new(&check.detail),
+        ]);
     }
     let mut largest = output::table(["Largest tables", "Size", "Rows", "Dead rows", "Last vacuum", "Last analyze"]);
     let when = |at: Option<OffsetDateTime>| at.map_or_else(|| "never".to_owned(), |at| output::ago(at, now));
