@@ -23,6 +23,7 @@ pub struct Cli {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -94,6 +95,7 @@ pub enum Command {
 /// Settings of `backup-db`.
 #[derive(Debug, Args)]
 pub struct BackupDbArgs {
+    /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -130,6 +132,7 @@ pub struct BackupDbArgs {
     #[arg(long, requires = "to")]
     pub no_reread: bool,
 
+    /// What to keep in the bucket after an upload.
     #[command(flatten)]
     pub retention: RetentionArgs,
 
@@ -146,6 +149,7 @@ pub struct BackupDbArgs {
 /// Settings of `restore-db`.
 #[derive(Debug, Args)]
 pub struct RestoreDbArgs {
+    /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -246,6 +250,7 @@ pub struct BackupStatusArgs {
 /// `inspect` and its views.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -253,6 +258,7 @@ pub struct InspectArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Which view.
     #[command(subcommand)]
     pub view: InspectView,
 }
@@ -333,6 +339,7 @@ pub enum UserSort {
 #[command(group(clap::ArgGroup::new("policy").required(true).multiple(true)
     .args(["older_than", "keep_last", "inactive_users", "user"])))]
 pub struct PruneArgs {
+    /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -448,6 +455,7 @@ pub struct DatabaseArgs {
 #[derive(Debug, Parser)]
 #[command(name = "serve")]
 pub struct ServeArgs {
+    /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -556,9 +564,11 @@ pub struct ServeArgs {
 /// `migrate` and its subcommands.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
+    /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
 
+    /// What to do instead of applying.
     #[command(subcommand)]
     pub action: Option<MigrateAction>,
 }

@@ -44,7 +44,7 @@ pub struct Growth {
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
-    /// Its name.
+    /// The check's name, as `--json` and the table show it (`disk`, `vacuum`, …).
     pub name: &'static str,
     /// Whether all is well.
     pub ok: bool,
@@ -458,7 +458,7 @@ mod tests {
         );
         assert!(detail("sessions").contains("pg_terminate_backend(42)"));
         assert!(detail("replication_slots").contains("SELECT pg_drop_replication_slot('gone')"));
-        assert!(detail("replication_slots").contains("64.0 MiB"));
+        assert!(detail("replication_slots").contains("64.00 MiB"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! dailyreps-backup-server: the backup API of the DailyReps app and its operator's toolkit.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod chunking;
 pub mod cli;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dailyreps_backup_server::cli::{Cli, Command};
+use dailyreps_backup_server::cli::{Cli, Command, LogFormat};
 use dailyreps_backup_server::{commands, telemetry};
 
 fn main() -> ExitCode {
@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Command::Serve(_) => "info,sqlx=warn",
         _ => "warn",
     };
-    telemetry::init(cli.log_format, default_filter);
+    telemetry::init(cli.log_format.map(|format| format == LogFormat::Json), default_filter);
     dailyreps_backup_server::output::set_quiet(cli.quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

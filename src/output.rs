@@ -217,19 +217,11 @@ pub fn confirm(question: &str) -> io::Result<bool> {
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
-/// Bytes for people: `512 B`, `12.4 MiB`.
+/// Bytes for people: `512 B`, `12.40 MiB` (indicatif's binary units), with a sign when negative
+/// (a shrinking database's growth).
 pub fn bytes(n: i64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n.abs() < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value.abs() >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    let size = indicatif::HumanBytes(n.unsigned_abs());
+    if n < 0 { format!("-{size}") } else { size.to_string() }
 }
 
 /// A past time for people: `just now`, `5 minutes ago`, `3 days ago`.
@@ -259,9 +251,10 @@ mod tests {
     fn bytes_read_like_people_write_them() {
         assert_eq!(bytes(0), "0 B");
         assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(1024), "1.0 KiB");
-        assert_eq!(bytes(13_002_342), "12.4 MiB");
-        assert_eq!(bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(bytes(1024), "1.00 KiB");
+        assert_eq!(bytes(13_002_342), "12.40 MiB");
+        assert_eq!(bytes(5 * 1024 * 1024 * 1024), "5.00 GiB");
+        assert_eq!(bytes(-2048), "-2.00 KiB");
     }
 
     #[test]

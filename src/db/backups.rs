@@ -14,7 +14,7 @@ use crate::encoding::sha256;
 /// What is known of a backup besides its document.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct BackupMeta {
-    /// Its id.
+    /// The backup id, as the API returns it (`backup_id`).
     pub id: Uuid,
     /// When it was stored.
     pub created_at: OffsetDateTime,
@@ -182,7 +182,7 @@ pub async fn store(pool: &PgPool, prepared: &mut Prepared<'_>) -> Result<Upload,
 /// A position in a user's list: the last backup of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct After {
-    /// Its time.
+    /// When that backup was stored.
     pub created_at: OffsetDateTime,
     /// Its id (breaks ties).
     pub id: Uuid,
@@ -223,7 +223,7 @@ pub enum Which {
 /// A backup with its document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backup {
-    /// Its metadata.
+    /// Id, owner, time, size and hash.
     pub meta: BackupMeta,
     /// The document's chunks in order: together, the document as stored. The caller checks
     /// them against [`BackupMeta::sha256`] before trusting them.

@@ -49,7 +49,7 @@ pub struct SizeSample {
 /// A table's size and how clean it is.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct TableHealth {
-    /// Its name.
+    /// The table's name.
     pub name: String,
     /// Bytes with indexes and TOAST.
     pub bytes: i64,
@@ -70,7 +70,7 @@ pub struct TableHealth {
 pub struct Session {
     /// Its backend's process id.
     pub pid: i64,
-    /// Its role.
+    /// The role it is logged in as.
     pub user_name: Option<String>,
     /// `active`, `idle in transaction`, …
     pub state: String,
@@ -83,7 +83,7 @@ pub struct Session {
 /// A replication slot.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Slot {
-    /// Its name.
+    /// The slot's name (what `pg_drop_replication_slot` takes).
     pub name: String,
     /// `physical` or `logical`.
     pub kind: String,

@@ -90,7 +90,7 @@ pub async fn user(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>, 
 pub struct BackupRow {
     /// The backup's id.
     pub backup_id: Uuid,
-    /// Its owner.
+    /// The account it belongs to.
     pub user_id: Uuid,
     /// When it was stored.
     #[serde(with = "time::serde::rfc3339")]
@@ -171,7 +171,7 @@ pub struct DatabaseBackup {
     pub finished_at: time::OffsetDateTime,
     /// Where it went (a path or an s3:// URL).
     pub location: String,
-    /// Its size.
+    /// The dump's size, as stored.
     pub bytes: i64,
     /// How long ago it finished, by the database's clock.
     pub age_seconds: i64,

@@ -7,7 +7,7 @@ use uuid::Uuid;
 /// An account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct User {
-    /// Its id.
+    /// The account id, as the API returns it (`user_id`).
     pub id: Uuid,
     /// When it was created.
     pub created_at: OffsetDateTime,

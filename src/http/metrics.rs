@@ -1,5 +1,6 @@
 //! Prometheus metrics, served on their own listener (never routed publicly).
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -16,7 +17,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::state::AppState;
+use sqlx::PgPool;
+
+use super::budget::MemoryBudget;
 use crate::db;
 
 /// How often figures that need a database query are refreshed: in the background, never per
@@ -148,7 +151,7 @@ impl Metrics {
 
     /// Refreshes the figures read from the database, now and every minute, until `stop`; and
     /// once a day (UTC), records the database's size for `inspect health`'s growth figures.
-    pub async fn refresh(state: AppState, stop: impl std::future::Future<Output = ()>) {
+    pub async fn refresh(&self, pool: &PgPool, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut every = tokio::time::interval(REFRESH_EVERY);
         let mut sampled_on = None;
@@ -157,27 +160,27 @@ impl Metrics {
                 _ = every.tick() => {}
                 () = &mut stop => return,
             }
-            match db::database_backups::last_success(&state.pool).await {
+            match db::database_backups::last_success(pool).await {
                 Ok(Some(at)) => {
                     let seconds = at.unix_timestamp_nanos() as f64 / 1e9;
-                    state.metrics.backup_last_success.set(seconds);
+                    self.backup_last_success.set(seconds);
                 }
                 Ok(None) => {}
                 Err(error) => tracing::debug!(error = %error, "could not read the last database backup"),
             }
-            let gauges = match db::health::gauges(&state.pool).await {
+            let gauges = match db::health::gauges(pool).await {
                 Ok(gauges) => gauges,
                 Err(error) => {
                     tracing::debug!(error = %error, "could not read the database's size");
                     continue;
                 }
             };
-            state.metrics.database_size.set(gauges.database_bytes);
-            state.metrics.database_connections.set(gauges.connections);
-            state.metrics.database_max_connections.set(gauges.max_connections);
+            self.database_size.set(gauges.database_bytes);
+            self.database_connections.set(gauges.connections);
+            self.database_max_connections.set(gauges.max_connections);
             let today = time::OffsetDateTime::now_utc().date();
             if sampled_on != Some(today) {
-                match db::health::record_size(&state.pool, gauges.database_bytes).await {
+                match db::health::record_size(pool, gauges.database_bytes).await {
                     Ok(()) => sampled_on = Some(today),
                     Err(error) => tracing::warn!(error = %error, "could not record the database's size"),
                 }
@@ -185,24 +188,36 @@ impl Metrics {
         }
     }
 
-    fn render(&self, state: &AppState) -> String {
-        let (size, idle) = (state.pool.size(), state.pool.num_idle());
+    fn render(&self, pool: &PgPool, budget: &MemoryBudget) -> String {
+        let (size, idle) = (pool.size(), pool.num_idle());
         let in_use = i64::from(size) - i64::try_from(idle).unwrap_or(i64::MAX);
         self.pool_connections.get_or_create(&PoolLabels { state: "in_use" }).set(in_use.max(0));
         self.pool_connections.get_or_create(&PoolLabels { state: "idle" }).set(i64::try_from(idle).unwrap_or(i64::MAX));
-        self.budget_in_use.set(i64::try_from(state.budget.in_use_bytes()).unwrap_or(i64::MAX));
+        self.budget_in_use.set(i64::try_from(budget.in_use_bytes()).unwrap_or(i64::MAX));
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
     }
 }
 
-/// The metrics listener's router: `GET /metrics`.
-pub fn router(state: AppState) -> Router {
-    Router::new().route("/metrics", get(render)).with_state(state)
+/// What the metrics listener reads: the registry, and the pool and budget whose use it reports
+/// when scraped.
+#[derive(Debug, Clone)]
+pub struct Scraped {
+    /// The registry.
+    pub metrics: Arc<Metrics>,
+    /// The API's database pool.
+    pub pool: PgPool,
+    /// The API's memory budget.
+    pub budget: MemoryBudget,
 }
 
-async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state.metrics.render(&state);
+/// The metrics listener's router: `GET /metrics`.
+pub fn router(scraped: Scraped) -> Router {
+    Router::new().route("/metrics", get(render)).with_state(scraped)
+}
+
+async fn render(State(scraped): State<Scraped>) -> impl IntoResponse {
+    let text = scraped.metrics.render(&scraped.pool, &scraped.budget);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }

@@ -18,6 +18,7 @@ pub mod state;
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
@@ -101,10 +102,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let (stop, stopped) = watch::channel(());
-    let metrics_server = axum::serve(metrics, self::metrics::router(state.clone()))
+    let scraped = self::metrics::Scraped {
+        metrics: Arc::clone(&state.metrics),
+        pool: state.pool.clone(),
+        budget: state.budget.clone(),
+    };
+    let metrics_server = axum::serve(metrics, self::metrics::router(scraped))
         .with_graceful_shutdown(wait(stopped.clone()))
         .into_future();
-    let refresh = self::metrics::Metrics::refresh(state.clone(), wait(stopped.clone()));
+    let (registry, pool, refresh_stop) = (Arc::clone(&state.metrics), state.pool.clone(), wait(stopped.clone()));
+    let refresh = async move { registry.refresh(&pool, refresh_stop).await };
     let limits = state.settings.connections;
     let api_server = connections::serve(api, router(state), limits, wait(stopped));
     let relay = async move {
