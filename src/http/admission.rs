@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::client_ip::client_ip;
 use super::error::ApiError;
-use super::extract::client_ip;
 use super::state::AppState;
 use crate::db::users::User;
 use crate::token;

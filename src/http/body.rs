@@ -18,9 +18,9 @@ use futures_util::StreamExt;
 
 use super::admission::Caller;
 use super::budget::BodyLimit;
+use super::client_ip::client_ip;
 use super::deadline;
 use super::error::ApiError;
-use super::extract::client_ip;
 use super::state::AppState;
 use crate::db;
 

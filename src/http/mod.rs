@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod body;
 pub mod budget;
+pub mod client_ip;
 pub mod connections;
 pub mod deadline;
 pub mod error;

@@ -27,6 +27,7 @@ mod inspect;
 mod man_pages;
 mod metrics;
 mod migrate;
+mod module_picture;
 mod offsite;
 mod postgres_majors;
 mod prune;
