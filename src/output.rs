@@ -37,7 +37,13 @@ pub fn colour() -> bool {
 pub fn table<I: IntoIterator<Item = &'static str>>(headers: I) -> Table {
     let mut table = Table::new();
     let preset = if io::stdout().is_terminal() { UTF8_FULL_CONDENSED } else { ASCII_MARKDOWN };
-    table.load_style(preset).set_content_arrangement(ContentArrangement::Dynamic).set_header(headers);
+    table.load_style(preset).set_header(headers);
+    // Wrapped to the width there is; whole rows where there is none known (a pipe, or a
+    // terminal that reports no size, where comfy-table would squeeze every column to a letter).
+    match width() {
+        Some(width) => table.set_content_arrangement(ContentArrangement::Dynamic).set_width(width),
+        None => table.set_content_arrangement(ContentArrangement::Disabled),
+    };
     if colour() {
         table.enforce_styling();
     } else {
@@ -84,7 +90,8 @@ impl std::fmt::Display for Fitted {
 /// the terminal's; none when stdout is not a terminal (scripts get whole rows).
 pub fn width() -> Option<u16> {
     let columns = std::env::var("COLUMNS").ok().and_then(|text| text.trim().parse::<u16>().ok());
-    columns.filter(|&c| c >= 20).or_else(|| io::stdout().is_terminal().then(|| Table::new().width()).flatten())
+    let terminal = || io::stdout().is_terminal().then(|| Table::new().width()).flatten();
+    columns.or_else(terminal).filter(|&c| c >= 20)
 }
 
 /// A table of `rows` under `columns` that fits [`width`]: ids are never wrapped; columns that
@@ -118,8 +125,7 @@ pub fn fitted_table(columns: &[(&'static str, Fit)], rows: Vec<Vec<String>>) -> 
     for row in &rows {
         table.add_row(shown.iter().map(|&i| row[i].clone()));
     }
-    if let Some(width) = width {
-        table.set_width(width);
+    if width.is_some() {
         for (position, &index) in shown.iter().enumerate() {
             if columns[index].1 == Fit::Whole
                 && let Some(column) = table.column_mut(position)
@@ -183,13 +189,13 @@ pub fn interactive() -> bool {
 /// terminal. A total that is an estimate (`about`) is shown with a `~` and grows if passed.
 pub fn progress(total: u64, unit: &str, about: bool) -> ProgressBar {
     let template =
-        format!("{{bar:40}} {{pos}}/{}{{len}} {unit} ({{rate}}, {{eta}} left) {{msg}}", if about { "~" } else { "" });
+        format!("{{bar:30}} {{pos}}/{}{{len}} {unit} ({{rate}}, {{eta}} left) {{msg}}", if about { "~" } else { "" });
     bar(total, &template)
 }
 
 /// A progress bar on stderr counting bytes towards `total`, drawn only on a terminal.
 pub fn progress_bytes(total: u64) -> ProgressBar {
-    bar(total, "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}")
+    bar(total, "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}")
 }
 
 fn bar(total: u64, template: &str) -> ProgressBar {

@@ -40,7 +40,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
             users.truncate(limit as usize);
             let page = Page { shown: users.len(), skipped: offset, total, next_cursor: next_cursor.as_deref() };
             show(args.json, &UsersJson { users: &users, total, next_cursor: page.next_cursor }, || {
-                format!("{}\n{}", users_table(&users, now), page.footer("user", "users"))
+                page.under(users_table(&users, now), "user", "users")
             })
         }
         InspectView::User { id } => {
@@ -77,7 +77,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
             backups.truncate(limit as usize);
             let page = Page { shown: backups.len(), skipped: 0, total, next_cursor: next_cursor.as_deref() };
             show(args.json, &BackupsJson { backups: &backups, total, next_cursor: page.next_cursor }, || {
-                format!("{}\n{}", backups_table(&backups, now, true), page.footer("backup", "backups"))
+                page.under(backups_table(&backups, now, true), "backup", "backups")
             })
         }
         InspectView::Stats => {
@@ -105,6 +105,11 @@ struct Page<'a> {
 }
 
 impl Page<'_> {
+    /// The page's table with its footer under it; only the footer when the page is empty.
+    fn under(&self, table: output::Fitted, one: &str, many: &str) -> String {
+        if self.shown == 0 { self.footer(one, many) } else { format!("{table}\n{}", self.footer(one, many)) }
+    }
+
     /// "Showing 50 of 312 users; next page: --cursor 50", or what an empty page means.
     fn footer(&self, one: &str, many: &str) -> String {
         let noun = |n: i64| if n == 1 { one } else { many };
