@@ -80,7 +80,7 @@ impl std::fmt::Display for Fitted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.table)?;
         if let (false, Some(width)) = (self.hidden.is_empty(), self.width) {
-            write!(f, "\n(hidden to fit {width} columns: {}; --json has every field)", self.hidden.join(", "))?;
+            write!(f, "\n(hidden at {width} columns: {}; --json has all)", self.hidden.join(", "))?;
         }
         Ok(())
     }

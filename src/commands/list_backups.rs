@@ -5,7 +5,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::cli::ListBackupsArgs;
-use crate::output;
+use crate::output::{self, Fit};
 use crate::remote::Bucket;
 use crate::remote::prune::plan;
 
@@ -48,19 +48,32 @@ pub async fn run(args: &ListBackupsArgs) -> anyhow::Result<()> {
         output::status(&format!("{} holds no complete backup", args.url));
         return Ok(());
     }
-    let mut table = output::table(["Taken (UTC)", "Age", "Size", "Schema", "Encrypted", "Kept by", "Key"]);
-    for entry in &backups {
-        table.add_row([
-            output::rfc3339(entry.created_at),
-            output::ago(entry.created_at, now),
-            output::bytes(i64::try_from(entry.bytes).unwrap_or(i64::MAX)),
-            entry.schema_version.to_string(),
-            if entry.encrypted { "yes" } else { "no" }.to_owned(),
-            if entry.kept_by.is_empty() { "(would go)".to_owned() } else { entry.kept_by.join(", ") },
-            entry.key.clone(),
-        ]);
-    }
-    output::print_table(&table).context("could not write the list")?;
+    // The key names a backup to restore: never wrapped; the columns it repeats go first.
+    let columns = [
+        ("Taken (UTC)", Fit::Hide(3)),
+        ("Age", Fit::Wrap),
+        ("Size", Fit::Wrap),
+        ("Schema", Fit::Hide(1)),
+        ("Encrypted", Fit::Hide(2)),
+        ("Kept by", Fit::Hide(4)),
+        ("Key", Fit::Whole),
+    ];
+    let rows = backups
+        .iter()
+        .map(|entry| {
+            vec![
+                output::rfc3339(entry.created_at),
+                output::ago(entry.created_at, now),
+                output::bytes(i64::try_from(entry.bytes).unwrap_or(i64::MAX)),
+                entry.schema_version.to_string(),
+                if entry.encrypted { "yes" } else { "no" }.to_owned(),
+                if entry.kept_by.is_empty() { "(would go)".to_owned() } else { entry.kept_by.join(", ") },
+                entry.key.clone(),
+            ]
+        })
+        .collect();
+    let table = output::fitted_table(&columns, rows);
+    output::write_stdout(&format!("{table}\n")).context("could not write the list")?;
     output::status(&format!("{} complete backups in {}", backups.len(), args.url));
     Ok(())
 }

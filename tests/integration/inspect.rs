@@ -297,7 +297,7 @@ async fn tables_say_how_much_there_is_and_fit_80_columns() {
             json["backups"].as_array().unwrap().iter().map(|b| b["backup_id"].as_str().unwrap()).collect();
         if args[0] == "backups" {
             assert!(shown.iter().all(|id| text.contains(id)), "{text}");
-            assert!(text.contains("(hidden to fit 80 columns: SHA-256"), "{text}");
+            assert!(text.contains("(hidden at 80 columns: SHA-256"), "{text}");
         }
     }
     // Piped without COLUMNS, nothing is hidden.

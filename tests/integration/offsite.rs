@@ -84,6 +84,10 @@ async fn an_encrypted_backup_round_trips_through_the_bucket_and_only_its_identit
     assert_eq!(listed["backups"][0]["key"], data_key.as_str());
     assert_eq!(listed["backups"][0]["encrypted"], true);
     assert_eq!(listed["backups"][0]["bytes"], stored.len());
+    // For people at 80 columns: the key whole on one line, nothing wider.
+    let text = run_with(&["list-backups", &url], &bucket, &[("COLUMNS", "80")]).await;
+    assert!(text.stdout.lines().any(|line| line.contains(data_key.as_str())), "{}", text.stdout);
+    assert!(text.stdout.lines().all(|line| line.chars().count() <= 80), "{}", text.stdout);
 
     let latest = format!("{url}/latest");
     let stored_only = run_with(&["verify-backup", &latest], &bucket, &[]).await;
