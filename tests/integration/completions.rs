@@ -61,6 +61,22 @@ fn fish_offers(line: &str) -> Vec<String> {
         .collect()
 }
 
+/// What zsh offers for `line`: an interactive zsh on a pseudo-terminal, with the committed
+/// script on its fpath, types the line and a Tab (`zsh_complete.zsh`).
+fn zsh_offers(line: &str) -> Vec<String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/zsh_complete.zsh");
+    let dir = completions_dir();
+    // `timeout`: a zsh that never finishes the completion fails the test instead of hanging it.
+    let args = ["60", "zsh", "-f", script.to_str().unwrap(), dir.to_str().unwrap(), line];
+    let output = shell_offers("timeout", &args).join("\n");
+    output
+        .split("<<")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(">>").map(|(offer, _)| offer.to_owned()))
+        .filter(|offer| offer != "END" && !offer.contains('"'))
+        .collect()
+}
+
 fn fish_quote(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
@@ -94,6 +110,14 @@ fn bash_completes_options_after_subcommands() {
     }
     let offers = bash_offers("dailyreps-backup-server prune --");
     assert!(!offers.iter().any(|o| o == "--sort"), "prune offers inspect's options: {offers:?}");
+}
+
+#[test]
+fn zsh_completes_options_after_subcommands() {
+    for (line, offer) in EXPECTED {
+        let offers = zsh_offers(line);
+        assert!(offers.iter().any(|o| o == offer), "zsh, {line:?}: {offers:?} lacks {offer}");
+    }
 }
 
 #[test]
