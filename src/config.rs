@@ -230,7 +230,7 @@ impl AllowedOrigins {
         Ok(Self(origins))
     }
 
-    /// The origins.
+    /// Each allowed origin, as given.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)
     }

@@ -22,7 +22,7 @@ pub enum CryptError {
     /// The identity file cannot be read or holds no usable identity.
     #[error("the identity file {path} cannot be used: {reason}")]
     BadIdentity {
-        /// The file.
+        /// The identity file's path.
         path: String,
         /// Why (never its contents).
         reason: String,

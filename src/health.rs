@@ -16,7 +16,7 @@ pub struct Limits {
     pub session_seconds: f64,
 }
 
-/// The verdict.
+/// Every check's verdict, and how many warn (what `inspect health` prints and exits by).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Every check is ok.

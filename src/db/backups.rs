@@ -214,7 +214,7 @@ pub async fn list(
 /// Which backup to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
-    /// The newest.
+    /// The user's newest backup.
     Latest,
     /// This one.
     Id(Uuid),

@@ -69,7 +69,7 @@ pub enum ConvertError {
     Field {
         /// The column's position, from 1.
         column: usize,
-        /// Its type.
+        /// What the column holds, which decides the field's binary form.
         kind: Column,
         /// The start of the field's text.
         text: String,

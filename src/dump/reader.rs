@@ -22,7 +22,7 @@ pub enum Event {
     Section {
         /// Which block.
         kind: String,
-        /// The statements.
+        /// The block's SQL, which the reader checks but never runs.
         sql: String,
     },
     /// A table's data begins; `copy` is its `COPY … FROM stdin` statement.

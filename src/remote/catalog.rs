@@ -74,9 +74,9 @@ pub struct UploadRecord {
 /// The names of one backup's objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
-    /// The data.
+    /// The data object's name (the dump, perhaps encrypted).
     pub data: String,
-    /// The manifest.
+    /// The manifest object's name (written last: its presence makes the backup complete).
     pub manifest: String,
     /// The record of its upload.
     pub upload: String,

@@ -10,7 +10,7 @@ use crate::dump::naming;
 pub struct BucketUrl {
     /// The bucket's name.
     pub bucket: String,
-    /// The prefix.
+    /// The folder-like prefix the objects go under (`db`), without slashes at its ends.
     pub prefix: String,
 }
 
