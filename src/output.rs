@@ -98,11 +98,14 @@ pub fn width() -> Option<u16> {
 /// may be hidden go, lowest rank first, until the rest fit; then the wrapping columns wrap.
 pub fn fitted_table(columns: &[(&'static str, Fit)], rows: Vec<Vec<String>>) -> Fitted {
     let width = width();
-    // Each cell is padded by one space on either side and followed by a border.
-    let natural = |index: usize| {
-        let cells = rows.iter().map(|row| row[index].chars().count());
-        cells.chain([columns[index].0.chars().count()]).max().unwrap_or(0) + 3
-    };
+    // Each column's natural width: its widest cell, padded by a space on either side and
+    // followed by a border.
+    let natural: Vec<usize> = (0..columns.len())
+        .map(|index| {
+            let cells = rows.iter().map(|row| row[index].chars().count());
+            cells.chain([columns[index].0.chars().count()]).max().unwrap_or(0) + 3
+        })
+        .collect();
     let mut shown: Vec<usize> = (0..columns.len()).collect();
     let mut hidden = Vec::new();
     if let Some(width) = width {
@@ -114,7 +117,7 @@ pub fn fitted_table(columns: &[(&'static str, Fit)], rows: Vec<Vec<String>>) -> 
             .collect();
         ranked.sort();
         for (_, index) in ranked {
-            if shown.iter().map(|&i| natural(i)).sum::<usize>() < usize::from(width) {
+            if shown.iter().map(|&i| natural[i]).sum::<usize>() < usize::from(width) {
                 break;
             }
             shown.retain(|&i| i != index);

@@ -74,10 +74,15 @@ impl TryFrom<&ServeArgs> for ApiSettings {
     }
 }
 
-/// A timeout: the environment variable's seconds (as its name says) when set, else the flag,
-/// a duration with its unit, or its default (clap refuses both at once). Zero is refused.
+/// A duration setting: the environment variable's seconds (as its name says) when set, else
+/// the flag, a duration with its unit, or its default (clap refuses both at once).
+fn duration(given: HumanDuration, seconds: Option<u64>) -> Duration {
+    seconds.map_or(given.0, Duration::from_secs)
+}
+
+/// A [`duration`] that must not be zero (it would refuse every request).
 fn timeout(flag: &'static str, given: HumanDuration, seconds: Option<u64>) -> Result<Duration, ConfigError> {
-    let timeout = seconds.map_or(given.0, Duration::from_secs);
+    let timeout = duration(given, seconds);
     if timeout.is_zero() {
         return Err(ConfigError::ZeroTimeout { flag });
     }
@@ -116,7 +121,7 @@ async fn serve(
         state.metrics.set_volume_bytes(volume.0);
     }
     let server = http::serve(api, metrics, state, wait_for(on_signal.clone()));
-    let grace = args.shutdown_grace_seconds.map_or(args.shutdown_grace.0, Duration::from_secs);
+    let grace = duration(args.shutdown_grace, args.shutdown_grace_seconds);
     tokio::select! {
         result = server => result.context("the server failed")?,
         () = async { wait_for(on_signal).await; tokio::time::sleep(grace).await } => {

@@ -44,32 +44,13 @@ pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<()> {
     let (raw, digest) = located.raw().await?;
     let checked = tokio::task::spawn_blocking(move || check(raw, identities)).await?;
     let result = checked.and_then(|outcome| located.check_stored(&digest).map(|()| outcome));
-    let report = match &result {
-        Ok(Outcome::Dump(header, trailer)) => Checked {
-            ok: true,
-            path: path.clone(),
-            checked: Some("dump"),
-            header: Some(header),
-            tables: TableRows::of(trailer),
-            error: None,
-        },
-        Ok(Outcome::StoredBytes) => Checked {
-            ok: true,
-            path: path.clone(),
-            checked: Some("stored_bytes"),
-            header: None,
-            tables: Vec::new(),
-            error: None,
-        },
-        Err(error) => Checked {
-            ok: false,
-            path: path.clone(),
-            checked: None,
-            header: None,
-            tables: Vec::new(),
-            error: Some(format!("{error:#}")),
-        },
+    let (checked, header, tables) = match &result {
+        Ok(Outcome::Dump(header, trailer)) => (Some("dump"), Some(header), TableRows::of(trailer)),
+        Ok(Outcome::StoredBytes) => (Some("stored_bytes"), None, Vec::new()),
+        Err(_) => (None, None, Vec::new()),
     };
+    let error = result.as_ref().err().map(|error| format!("{error:#}"));
+    let report = Checked { ok: result.is_ok(), path: path.clone(), checked, header, tables, error };
     if args.json {
         output::print_json(&report).context("could not write the result")?;
     }
