@@ -134,10 +134,16 @@ pub async fn delete_backups(pool: &PgPool, ids: &[Uuid]) -> Result<Deleted, sqlx
 
 /// Deletes these accounts with their data, unless one has become active since `cutoff`.
 pub async fn delete_inactive_users(
-    db: impl PgExecutor<'_>,
+    pool: &PgPool,
     ids: &[Uuid],
     cutoff: OffsetDateTime,
 ) -> Result<Deleted, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The accounts first, in their own statement and in id order (as an upload locks its
+    // user): an upload in flight holds its account's row, so this waits for it to commit. A
+    // statement re-checks only the rows it locks, never a NOT EXISTS beside them, so the
+    // activity check must come in a later statement, whose snapshot sees that upload's backup.
+    sqlx::query("SELECT FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE").bind(ids).execute(&mut *tx).await?;
     // The statement's snapshot still shows the backups and chunks the cascade removes, so
     // they are counted.
     let (users, backups, logical_bytes, stored_bytes): (i64, i64, i64, i64) = sqlx::query_as(
@@ -152,7 +158,8 @@ pub async fn delete_inactive_users(
     )
     .bind(ids)
     .bind(cutoff)
-    .fetch_one(db)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Deleted { users, backups, logical_bytes, stored_bytes })
 }

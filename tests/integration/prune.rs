@@ -131,6 +131,34 @@ async fn inactive_users_go_with_their_data_and_new_or_active_ones_stay() {
     );
 }
 
+/// An upload in flight holds its account's row; prune waits for it and must then see the
+/// backup it committed, not delete the account it was acknowledged to.
+#[tokio::test]
+async fn an_upload_that_prune_waited_on_keeps_its_account() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let user = seed_user(&pool, 400, &[], 0).await;
+    // What an upload does in its transaction: lock the account, then insert its backup.
+    let mut upload = pool.begin().await.unwrap();
+    sqlx::query("SELECT FROM users WHERE id = $1 FOR UPDATE").bind(user).execute(&mut *upload).await.unwrap();
+    sqlx::query(
+        "INSERT INTO backups (id, user_id, size_bytes, sha256, chunk_ids) \
+         VALUES (gen_random_uuid(), $1, 2, sha256('{}'), test_chunks($1, '{}'))",
+    )
+    .bind(user)
+    .execute(&mut *upload)
+    .await
+    .unwrap();
+    let url = db.url.clone();
+    let pruning = tokio::spawn(async move { summary(&url, &["--inactive-users", "365d", "--yes"]).await });
+    crate::common::wait_until_blocked_on_lock(&pool, "").await;
+    upload.commit().await.unwrap();
+    let report = pruning.await.unwrap();
+    assert_eq!(report["users_deleted"], 0, "{report}");
+    assert_eq!(counts(&pool).await.0, 1, "the account stays");
+    assert_eq!(counts(&pool).await.1, 1, "with its acknowledged backup");
+}
+
 #[tokio::test]
 async fn a_dry_run_reports_what_a_real_run_then_deletes_and_deletes_nothing() {
     let db = TestDb::migrated().await;
