@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::{ObjectStoreExt, PutPayload};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Bucket, RemoteError};
 
@@ -34,16 +34,34 @@ pub struct Upload {
 pub struct PartWriter {
     part: Vec<u8>,
     parts: mpsc::Sender<Bytes>,
+    finished: oneshot::Sender<()>,
     sent: usize,
 }
 
+/// The parts a [`PartWriter`] cuts, for [`Bucket::send_parts`].
+pub struct Parts {
+    parts: mpsc::Receiver<Bytes>,
+    /// Sent by [`PartWriter::finish`] after the last part. A writer dropped without it (the
+    /// dump failed or was interrupted) leaves the upload unfinished, never completed short.
+    finished: oneshot::Receiver<()>,
+}
+
+/// What became of an upload's parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The writer finished: every part is up and the object is complete.
+    Completed,
+    /// The writer stopped before its end: the object was not completed (the caller aborts it).
+    Abandoned,
+}
+
 impl PartWriter {
-    /// Ends the data: sends what is left as the last part.
+    /// Ends the data: sends what is left as the last part. Only this completes the upload.
     pub fn finish(mut self) -> io::Result<()> {
         if !self.part.is_empty() || self.sent == 0 {
             self.send()?;
         }
-        Ok(())
+        self.finished.send(()).map_err(|()| io::Error::other("the upload stopped"))
     }
 
     fn send(&mut self) -> io::Result<()> {
@@ -79,15 +97,20 @@ impl Bucket {
     }
 
     /// A writer whose parts [`Self::send_parts`] uploads.
-    pub fn part_writer() -> (PartWriter, mpsc::Receiver<Bytes>) {
+    pub fn part_writer() -> (PartWriter, Parts) {
         let (parts, receiver) = mpsc::channel(PARTS_QUEUED);
-        (PartWriter { part: Vec::with_capacity(PART_BYTES), parts, sent: 0 }, receiver)
+        let (finished, finished_receiver) = oneshot::channel();
+        let writer = PartWriter { part: Vec::with_capacity(PART_BYTES), parts, finished, sent: 0 };
+        (writer, Parts { parts: receiver, finished: finished_receiver })
     }
 
-    /// Sends every part as it arrives, [`PARTS_IN_FLIGHT`] at a time, then completes the upload.
-    pub async fn send_parts(&self, upload: &Upload, mut parts: mpsc::Receiver<Bytes>) -> Result<(), RemoteError> {
+    /// Sends every part as it arrives, [`PARTS_IN_FLIGHT`] at a time, then completes the upload
+    /// if, and only if, the writer finished: a dump cut short by an error or Ctrl-C must not
+    /// become an object under its final name.
+    pub async fn send_parts(&self, upload: &Upload, parts: Parts) -> Result<Sent, RemoteError> {
+        let Parts { parts: mut received, mut finished } = parts;
         let path = self.path(&upload.name);
-        let done: Vec<PartId> = futures_util::stream::poll_fn(|cx| parts.poll_recv(cx))
+        let done: Vec<PartId> = futures_util::stream::poll_fn(|cx| received.poll_recv(cx))
             .enumerate()
             .map(|(index, part)| {
                 let path = &path;
@@ -100,10 +123,14 @@ impl Bucket {
             .buffered(PARTS_IN_FLIGHT)
             .try_collect()
             .await?;
+        // The writer signals before it drops its side of the queue, so this is settled now.
+        if finished.try_recv().is_err() {
+            return Ok(Sent::Abandoned);
+        }
         self.store
             .complete_multipart(&path, &upload.id, done)
             .await
-            .map(drop)
+            .map(|_| Sent::Completed)
             .map_err(|e| self.failed(format!("completing the upload of {}", upload.name), e))
     }
 

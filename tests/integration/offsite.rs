@@ -171,24 +171,29 @@ async fn an_unencrypted_upload_needs_saying_so_and_data_without_a_manifest_is_no
     assert!(nothing.stderr.contains("holds no complete backup"), "{}", nothing.stderr);
 }
 
-#[tokio::test]
-async fn a_backup_killed_mid_upload_leaves_no_backup_and_the_next_run_aborts_its_upload() {
-    let (app, _) = populated_app().await;
-    let bucket = TestBucket::new().await;
-    let url = bucket.url("db");
-    let db = app_url(&app);
+/// A `backup-db --to` held in the middle of its dump (at `idempotency_keys`, which a
+/// transaction holds locked) once one of its parts is up, with stderr piped.
+struct HeldBackup {
+    child: tokio::process::Child,
+    blocker: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// The multipart upload's id.
+    upload: String,
+}
 
+/// Takes one good backup (returned as its JSON summary), then starts a second and holds it.
+async fn hold_a_backup_mid_upload(app: &crate::common::TestApp, bucket: &TestBucket, url: &str) -> (Value, HeldBackup) {
+    let db = app_url(app);
     // Enough data that parts go up before the dump reaches `idempotency_keys`, where it waits.
     add_incompressible_backups(&app.pool, 120).await;
     let first =
-        run_with(&["backup-db", "--to", &url, "--no-encryption", "--json"], &bucket, &[("DATABASE_URL", &db)]).await;
+        run_with(&["backup-db", "--to", url, "--no-encryption", "--json"], bucket, &[("DATABASE_URL", &db)]).await;
     assert_eq!(first.code, 0, "{}", first.stderr);
     let first: Value = serde_json::from_str(&first.stdout).unwrap();
     assert!(first["bytes"].as_u64().unwrap() > 2 * 8 * 1024 * 1024, "several parts: {first}");
     let mut blocker = app.pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
     let mut child = binary::command()
-        .args(["backup-db", "--to", &url, "--no-encryption"])
+        .args(["backup-db", "--to", url, "--no-encryption"])
         .envs(bucket.env())
         .env("DATABASE_URL", &db)
         .env("RUST_LOG", "warn")
@@ -213,9 +218,19 @@ async fn a_backup_killed_mid_upload_leaves_no_backup_and_the_next_run_aborts_its
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
-    blocker.rollback().await.unwrap();
+    (first, HeldBackup { child, blocker, upload })
+}
+
+#[tokio::test]
+async fn a_backup_killed_mid_upload_leaves_no_backup_and_the_next_run_aborts_its_upload() {
+    let (app, _) = populated_app().await;
+    let bucket = TestBucket::new().await;
+    let url = bucket.url("db");
+    let db = app_url(&app);
+    let (first, mut held) = hold_a_backup_mid_upload(&app, &bucket, &url).await;
+    held.child.start_kill().unwrap();
+    held.child.wait().await.unwrap();
+    held.blocker.rollback().await.unwrap();
 
     let listed = run_with(&["list-backups", &url, "--json"], &bucket, &[]).await;
     let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
@@ -228,9 +243,44 @@ async fn a_backup_killed_mid_upload_leaves_no_backup_and_the_next_run_aborts_its
     let next = run_with(&["backup-db", "--to", &url, "--no-encryption"], &bucket, &[("DATABASE_URL", &db)]).await;
     assert_eq!(next.code, 0, "{}", next.stderr);
     assert!(next.stderr.contains("aborted the unfinished upload"), "{}", next.stderr);
-    assert!(!bucket.uploads_in_progress().await.contains(&upload), "the orphaned upload is aborted");
+    assert!(!bucket.uploads_in_progress().await.contains(&held.upload), "the orphaned upload is aborted");
     assert!(bucket.uploads_in_progress().await.is_empty());
     assert!(!bucket.keys().await.iter().any(|k| k.ends_with(".upload.json")));
+}
+
+/// Ctrl-C, or the dump's session ended under it (a database restart, a dropped `fly proxy`):
+/// the upload is aborted, not completed short, and the bucket holds exactly what it held.
+#[tokio::test]
+async fn an_interrupted_or_failed_backup_completes_no_object() {
+    let (app, _) = populated_app().await;
+    let bucket = TestBucket::new().await;
+    let url = bucket.url("db");
+    for ending in ["ctrl-c", "session ended"] {
+        let (_, mut held) = hold_a_backup_mid_upload(&app, &bucket, &url).await;
+        let before: Vec<String> = bucket.keys().await.into_iter().filter(|k| !k.ends_with(".upload.json")).collect();
+        match ending {
+            "ctrl-c" => {
+                let pid = held.child.id().expect("running").to_string();
+                assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+            }
+            _ => {
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE starts_with(query, 'COPY public.idempotency_keys')",
+                )
+                .execute(&app.pool)
+                .await
+                .unwrap();
+            }
+        }
+        let output = held.child.wait_with_output().await.unwrap();
+        held.blocker.rollback().await.unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let expected_code = if ending == "ctrl-c" { 130 } else { 1 };
+        assert_eq!(output.status.code(), Some(expected_code), "{ending}: {stderr}");
+        assert_eq!(bucket.keys().await, before, "{ending}: no object was added: {stderr}");
+        assert!(bucket.uploads_in_progress().await.is_empty(), "{ending}: the upload was aborted: {stderr}");
+    }
 }
 
 #[tokio::test]

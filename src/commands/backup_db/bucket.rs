@@ -12,7 +12,7 @@ use crate::crypt::Recipients;
 use crate::encoding::{HashingReader, HashingWriter, hex};
 use crate::output;
 use crate::remote::catalog::{MANIFEST_FORMAT, Manifest, Names, TableCount, UploadRecord};
-use crate::remote::upload::Upload;
+use crate::remote::upload::{Sent, Upload};
 use crate::remote::{Bucket, BucketUrl};
 
 /// Dumps into the bucket.
@@ -139,10 +139,12 @@ async fn send(
     let taken = dump.await;
     let sent = sending.await.map_err(|e| anyhow::anyhow!("the upload task crashed: {e}"))?;
     let taken = match (taken, sent) {
-        (Ok(taken), Ok(())) => taken,
+        (Ok(taken), Ok(Sent::Completed)) => taken,
+        (Ok(_), Ok(Sent::Abandoned)) => bail!("the dump ended, but its upload was left unfinished"),
         (Err(error), _) if error.is::<crate::commands::Interrupted>() => return Err(error),
         (_, Err(error)) => return Err(error.into()),
-        (Err(error), Ok(())) => return Err(error),
+        // The dump failed first; its upload was not completed.
+        (Err(error), Ok(_)) => return Err(error),
     };
     let (bytes, sha256) = taken.written;
     Ok((super::Taken { header: taken.header, trailer: taken.trailer, written: () }, bytes, sha256))
