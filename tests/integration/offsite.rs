@@ -256,7 +256,7 @@ async fn an_interrupted_or_failed_backup_completes_no_object() {
     let bucket = TestBucket::new().await;
     let url = bucket.url("db");
     for ending in ["ctrl-c", "session ended"] {
-        let (_, mut held) = hold_a_backup_mid_upload(&app, &bucket, &url).await;
+        let (_, held) = hold_a_backup_mid_upload(&app, &bucket, &url).await;
         let before: Vec<String> = bucket.keys().await.into_iter().filter(|k| !k.ends_with(".upload.json")).collect();
         match ending {
             "ctrl-c" => {
