@@ -47,8 +47,8 @@ pub enum Command {
     /// Dump the database to a file: one consistent snapshot, streamed and compressed.
     ///
     /// The file is a zstd-compressed SQL script with a manifest; `verify-backup` checks it and
-    /// `restore-db` loads it. Without this tool: zstd -dc FILE | psql -v ON_ERROR_STOP=1
-    /// --single-transaction -d "$DATABASE_URL".
+    /// `restore-db` loads it. Without this tool: set -o pipefail; zstd -dc FILE | psql -v
+    /// ON_ERROR_STOP=1 -d "$DATABASE_URL" (the file commits only on its last statement).
     BackupDb(BackupDbArgs),
     /// Load a dump into an empty database, all or nothing, then apply newer migrations.
     ///

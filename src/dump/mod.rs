@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! -- dailyreps-backup-server dump
-//! -- restore without this tool: zstd -dc FILE | psql -v ON_ERROR_STOP=1 --single-transaction -d "$DATABASE_URL"
-//! -- manifest: {"format_version":3,"created_at":…,"server_version":…,"schema_version":…}
+//! -- restore without this tool: set -o pipefail; zstd -dc FILE | psql -v ON_ERROR_STOP=1 -d "$DATABASE_URL"
+//! -- manifest: {"format_version":4,"created_at":…,"server_version":…,"schema_version":…}
 //! SET …;
+//! BEGIN;
 //! -- begin schema
 //! …the migrations' SQL up to schema_version…
 //! -- end schema
@@ -17,6 +18,7 @@
 //! -- begin sequences
 //! …setval calls…
 //! -- end sequences
+//! COMMIT;
 //! -- end: {"tables":[{"name","rows","checksum"}],"body_checksum":…}
 //! ```
 //!
@@ -80,16 +82,23 @@ pub fn verify<R: std::io::BufRead>(mut reader: DumpReader<R>) -> Result<(Header,
     Ok((reader.header().clone(), trailer))
 }
 
-/// The version of this layout: 3 since documents are stored as chunks (the `chunks` table
-/// before `backups`, whose rows name their chunks), 2 since the checksums are XXH3-128 (1 had
-/// SHA-256). This tool reads all three: older dumps restore at their own schema version, and
-/// the migrations after it convert their documents.
-pub const FORMAT_VERSION: u32 = 3;
+/// The version of this layout: 4 since the script opens its own transaction and commits it on
+/// its last statement (so psql commits nothing of a truncated file), 3 since documents are
+/// stored as chunks (the `chunks` table before `backups`, whose rows name their chunks), 2
+/// since the checksums are XXH3-128 (1 had SHA-256). This tool reads all four: older dumps
+/// restore at their own schema version, and the migrations after it convert their documents.
+pub const FORMAT_VERSION: u32 = 4;
+/// The first format whose script is one transaction of its own: `BEGIN;` after the session
+/// settings, `COMMIT;` just before the last line.
+const FIRST_IN_ONE_TRANSACTION: u32 = 4;
+const COMMIT: &[u8] = b"COMMIT;\n";
 /// The first line of every dump.
 const MAGIC: &str = "-- dailyreps-backup-server dump";
 /// How a dump is restored without this tool.
-pub const RESTORE_ONE_LINER: &str =
-    r#"zstd -dc FILE | psql -v ON_ERROR_STOP=1 --single-transaction -d "$DATABASE_URL""#;
+/// Not `--single-transaction`: the script commits itself on its last statement, so a file cut
+/// short leaves the transaction open when psql reaches its end, and the server rolls it back.
+/// `pipefail` makes the pipeline fail when zstd does (psql alone would exit 0).
+pub const RESTORE_ONE_LINER: &str = r#"set -o pipefail; zstd -dc FILE | psql -v ON_ERROR_STOP=1 -d "$DATABASE_URL""#;
 const MANIFEST_PREFIX: &str = "-- manifest: ";
 const TABLE_PREFIX: &str = "-- table: ";
 const END_PREFIX: &str = "-- end: ";

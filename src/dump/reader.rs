@@ -142,7 +142,8 @@ impl<R: BufRead> DumpReader<R> {
                 self.table = Some((name.clone(), 0, Checksum::for_format(self.header.format_version)));
                 return Ok(Some(Event::Table { name, copy: copy.trim_end().to_owned() }));
             }
-            if !(text.starts_with("--") || text.starts_with("SET ")) {
+            // The script's own transaction (format 4) is psql's business, not this reader's.
+            if !(text.starts_with("--") || text.starts_with("SET ") || text == "BEGIN;\n" || text == "COMMIT;\n") {
                 return Err(DumpError::Corrupt(format!(
                     "unexpected line: {}",
                     text.chars().take(60).collect::<String>()

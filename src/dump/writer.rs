@@ -4,7 +4,8 @@ use std::io::Write;
 
 use super::checksum::Checksum;
 use super::{
-    END_OF_DATA, END_PREFIX, Header, MAGIC, MANIFEST_PREFIX, RESTORE_ONE_LINER, TABLE_PREFIX, TableSummary, Trailer,
+    COMMIT, END_OF_DATA, END_PREFIX, FIRST_IN_ONE_TRANSACTION, Header, MAGIC, MANIFEST_PREFIX, RESTORE_ONE_LINER,
+    TABLE_PREFIX, TableSummary, Trailer,
 };
 use crate::encoding::hex;
 
@@ -27,7 +28,8 @@ impl<W: Write> DumpWriter<W> {
         let manifest = serde_json::to_string(header).map_err(std::io::Error::other)?;
         let preamble = format!(
             "{MAGIC}\n-- restore without this tool: {RESTORE_ONE_LINER}\n{MANIFEST_PREFIX}{manifest}\n\
-             SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSET statement_timeout = 0;\n"
+             SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSET statement_timeout = 0;\n{}",
+            if format_version >= FIRST_IN_ONE_TRANSACTION { "BEGIN;\n" } else { "" }
         );
         writer.emit(preamble.as_bytes())?;
         Ok(writer)
@@ -76,8 +78,11 @@ impl<W: Write> DumpWriter<W> {
         Ok(summary)
     }
 
-    /// Writes the last line and returns the inner writer and the trailer.
+    /// Commits (for psql) and writes the last line; returns the inner writer and the trailer.
     pub fn finish(mut self) -> std::io::Result<(W, Trailer)> {
+        if self.format_version >= FIRST_IN_ONE_TRANSACTION {
+            self.emit(COMMIT)?;
+        }
         let trailer = Trailer { tables: std::mem::take(&mut self.tables), body_checksum: hex(&self.body.digest()) };
         let line = format!("{END_PREFIX}{}\n", serde_json::to_string(&trailer).map_err(std::io::Error::other)?);
         self.inner.write_all(line.as_bytes())?;

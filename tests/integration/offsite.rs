@@ -33,7 +33,7 @@ async fn run_with(args: &[&str], bucket: &TestBucket, extra: &[(&str, &str)]) ->
 
 /// `count` backups of 384 KB of random hex each (half of it survives zstd), so a dump takes
 /// several 8 MiB parts.
-async fn add_incompressible_backups(pool: &sqlx::PgPool, count: i32) {
+pub(crate) async fn add_incompressible_backups(pool: &sqlx::PgPool, count: i32) {
     sqlx::query(
         "INSERT INTO backups (id, user_id, size_bytes, sha256, chunk_ids) \
          SELECT gen_random_uuid(), u.id, 0, sha256(''), \
@@ -118,11 +118,11 @@ async fn an_encrypted_backup_round_trips_through_the_bucket_and_only_its_identit
     let file = keys.join("downloaded.sql.zst.age");
     std::fs::write(&file, &stored).unwrap();
     let pipeline = format!(
-        "age -d -i {id} {} | zstd -dc | psql -v ON_ERROR_STOP=1 --single-transaction -d \"$DATABASE_URL\"",
+        "set -o pipefail; age -d -i {id} {} | zstd -dc | psql -v ON_ERROR_STOP=1 -d \"$DATABASE_URL\"",
         file.display()
     );
     let status = tokio::process::Command::new("bash")
-        .args(["-o", "pipefail", "-c", &pipeline])
+        .args(["-c", &pipeline])
         .env("DATABASE_URL", &by_hand.url)
         .stdout(Stdio::null())
         .status()
