@@ -45,11 +45,12 @@ pub enum Upload {
     KeyConflict,
     /// The user no longer exists (deleted while the upload was on its way).
     NoUser,
-    /// A chunk found stored was freed before the store: nothing was written; store again.
-    ChunksFreed,
+    /// A chunk found stored was freed, or does not hash to its name (damaged), before the
+    /// store: nothing was written; store again, sending every chunk.
+    ResendChunks,
 }
 
-/// A row of `store_backup`: the backup's columns are null for the `missing` outcome.
+/// A row of `store_backup_v3`: the backup's columns are null for the `missing` outcome.
 #[derive(sqlx::FromRow)]
 struct Outcome {
     outcome: String,
@@ -58,6 +59,8 @@ struct Outcome {
     size_bytes: Option<i32>,
     sha256: Option<Vec<u8>>,
     deduplicated: Option<bool>,
+    /// Damaged chunks healed from the bytes sent.
+    healed: i32,
 }
 
 impl Outcome {
@@ -66,7 +69,7 @@ impl Outcome {
             (Some(id), Some(created_at), Some(size_bytes), Some(sha256), Some(deduplicated)) => {
                 Ok(Stored { meta: BackupMeta { id, created_at, size_bytes, sha256 }, deduplicated })
             }
-            _ => Err(sqlx::Error::Protocol(format!("store_backup's {} outcome names no backup", self.outcome))),
+            _ => Err(sqlx::Error::Protocol(format!("store_backup_v3's {} outcome names no backup", self.outcome))),
         }
     }
 }
@@ -113,7 +116,7 @@ impl Prepared<'_> {
 }
 
 /// Documents up to this size go to the database whole, with no question first: a round trip
-/// costs more than sending them (`store_backup` skips the chunks already stored).
+/// costs more than sending them (`store_backup_v3` skips the chunks already stored).
 const ASK_ABOVE_BYTES: usize = 64 * 1024;
 
 /// Cuts a document into chunks and asks, in one statement, which of them its user has stored
@@ -135,14 +138,16 @@ pub async fn prepare<'a>(pool: &PgPool, new: NewBackup<'a>) -> Result<Prepared<'
     Ok(Prepared { new, size, keep, chunks, stored })
 }
 
-/// Stores a prepared document unless it equals the user's latest backup, deletes the user's
-/// backups beyond the newest `keep` (and the chunks only they named), and remembers the
-/// idempotency key; or answers a repeated key. One call of the `store_backup` function
-/// (migrations/*_chunks.sql) with the chunks the user has not stored: its own transaction,
-/// serialised per user by a lock on the user's row.
+/// Stores a prepared document unless it equals the user's latest backup (and that reads back),
+/// deletes the user's backups beyond the newest `keep` (and the chunks only they named), and
+/// remembers the idempotency key; or answers a repeated key. One call of the `store_backup_v3`
+/// function (migrations/*_store_backup_v3.sql) with the chunks the user has not stored: its own
+/// transaction, serialised per user by a lock on the user's row. A stored chunk that differs
+/// from the bytes sent under its hash is healed from them (and logged).
 ///
-/// [`Upload::ChunksFreed`] when a chunk found stored was freed meanwhile (its last backup
-/// deleted): nothing was written, and the next call sends every chunk.
+/// [`Upload::ResendChunks`] when a chunk found stored was freed meanwhile (its last backup
+/// deleted) or does not hash to its name: nothing was written, and the next call sends every
+/// chunk, which heals a damaged one.
 pub async fn store(pool: &PgPool, prepared: &mut Prepared<'_>) -> Result<Upload, sqlx::Error> {
     let hashes: Vec<&[u8]> = prepared.chunks.iter().map(|(_, hash)| hash.as_slice()).collect();
     let (new_hashes, new_data): (Vec<&[u8]>, Vec<&str>) =
@@ -151,8 +156,8 @@ pub async fn store(pool: &PgPool, prepared: &mut Prepared<'_>) -> Result<Upload,
     let new = &prepared.new;
     let mut conn = pool.acquire().await?;
     let outcome: Option<Outcome> = sqlx::query_as(
-        "SELECT outcome, id, created_at, size_bytes, sha256, deduplicated \
-         FROM store_backup($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "SELECT outcome, id, created_at, size_bytes, sha256, deduplicated, healed \
+         FROM store_backup_v3($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(new.user_id)
     .bind(new.id)
@@ -167,15 +172,22 @@ pub async fn store(pool: &PgPool, prepared: &mut Prepared<'_>) -> Result<Upload,
     .await?;
     super::release_large_buffers(&mut conn, sent);
     let Some(row) = outcome else { return Ok(Upload::NoUser) };
+    if row.healed > 0 {
+        tracing::warn!(
+            user_id = %new.user_id,
+            healed = row.healed,
+            "stored chunks did not match the bytes uploaded under their SHA-256 (damaged); healed them from the upload"
+        );
+    }
     Ok(match row.outcome.as_str() {
         "stored" => Upload::Stored(row.stored()?),
         "replayed" => Upload::Replayed(row.stored()?),
         "conflict" => Upload::KeyConflict,
         "missing" if !prepared.stored.is_empty() => {
             prepared.stored.clear();
-            Upload::ChunksFreed
+            Upload::ResendChunks
         }
-        other => return Err(sqlx::Error::Protocol(format!("store_backup answered {other} with every chunk sent"))),
+        other => return Err(sqlx::Error::Protocol(format!("store_backup_v3 answered {other} with every chunk sent"))),
     })
 }
 

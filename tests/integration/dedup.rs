@@ -15,7 +15,7 @@ use dailyreps_backup_server::http::state::ApiSettings;
 
 /// A workout log of `days` workouts, as the app writes one: each day's entry differs (reps,
 /// weights, notes), and `edited` days carry a changed note.
-fn workout_log(days: usize, edited: &[usize]) -> String {
+pub(crate) fn workout_log(days: usize, edited: &[usize]) -> String {
     let entries: Vec<String> = (0..days)
         .map(|day| {
             let seed = day.wrapping_mul(2_654_435_761) % 1_000_003;
@@ -40,7 +40,7 @@ async fn chunk_count(pool: &PgPool, user: Uuid) -> i64 {
 }
 
 /// Chunks that no backup of their user names: there should never be any.
-async fn unreferenced_chunks(pool: &PgPool) -> i64 {
+pub(crate) async fn unreferenced_chunks(pool: &PgPool) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM chunks c \
          WHERE NOT EXISTS (SELECT 1 FROM backups b WHERE b.user_id = c.user_id AND c.id = ANY (b.chunk_ids))",
@@ -50,7 +50,7 @@ async fn unreferenced_chunks(pool: &PgPool) -> i64 {
     .unwrap()
 }
 
-async fn download(app: &TestApp, user: &TestUser, id: Uuid) -> String {
+pub(crate) async fn download(app: &TestApp, user: &TestUser, id: Uuid) -> String {
     let response = app.authed(user, Method::GET, &format!("/api/backups/{id}"), b"").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let length = response.content_length();
@@ -224,7 +224,7 @@ async fn a_chunk_neither_stored_nor_sent_writes_nothing() {
     app.upload_ok(&user, br#"{"first": true}"#).await;
     let before = counts(&app.pool).await;
     let outcome: String = sqlx::query_scalar(
-        "SELECT outcome FROM store_backup($1, gen_random_uuid(), 20, sha256('{\"second\": true, \"x\": 1}'), \
+        "SELECT outcome FROM store_backup_v3($1, gen_random_uuid(), 20, sha256('{\"second\": true, \"x\": 1}'), \
          ARRAY[sha256('{\"second\": true,'), sha256(' \"x\": 1}')], ARRAY[sha256('{\"second\": true,')], \
          ARRAY['{\"second\": true,'], 30, 'key-1')",
     )
@@ -261,7 +261,7 @@ async fn a_chunk_freed_between_the_lookup_and_the_store_is_sent_on_the_second_tr
     // The old backup goes (and its chunks with it) between the lookup and the store.
     let response = app.authed(&user, Method::DELETE, &format!("/api/backups/{old_id}"), b"").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    assert!(matches!(backups::store(&app.pool, &mut prepared).await.unwrap(), Upload::ChunksFreed));
+    assert!(matches!(backups::store(&app.pool, &mut prepared).await.unwrap(), Upload::ResendChunks));
     assert_eq!(prepared.bytes_to_send(), document.len(), "every chunk goes the second time");
     let Upload::Stored(stored) = backups::store(&app.pool, &mut prepared).await.unwrap() else { panic!("not stored") };
     assert!(download(&app, &user, stored.meta.id).await == document);

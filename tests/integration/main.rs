@@ -18,6 +18,7 @@ mod backup_watch;
 mod completions;
 mod config_errors;
 mod crash;
+mod damage;
 mod database_health;
 mod dedup;
 mod deploy_files;

@@ -138,7 +138,7 @@ async fn upload(
             Upload::KeyConflict => Err(ApiError::IdempotencyConflict),
             Upload::NoUser => Err(ApiError::Unauthorized),
             // The next store sends every chunk; it cannot come back to this.
-            Upload::ChunksFreed => continue,
+            Upload::ResendChunks => continue,
         };
     }
 }
