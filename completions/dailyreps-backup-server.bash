@@ -46,6 +46,9 @@ _dailyreps__backup__server() {
             dailyreps__backup__server,restore-db)
                 cmd="dailyreps__backup__server__subcmd__restore__subcmd__db"
                 ;;
+            dailyreps__backup__server,scrub)
+                cmd="dailyreps__backup__server__subcmd__scrub"
+                ;;
             dailyreps__backup__server,serve)
                 cmd="dailyreps__backup__server__subcmd__serve"
                 ;;
@@ -84,6 +87,9 @@ _dailyreps__backup__server() {
                 ;;
             dailyreps__backup__server__subcmd__help,restore-db)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__restore__subcmd__db"
+                ;;
+            dailyreps__backup__server__subcmd__help,scrub)
+                cmd="dailyreps__backup__server__subcmd__help__subcmd__scrub"
                 ;;
             dailyreps__backup__server__subcmd__help,serve)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__serve"
@@ -167,7 +173,7 @@ _dailyreps__backup__server() {
 
     case "${cmd}" in
         dailyreps__backup__server)
-            opts="-q -h -V --log-format --quiet --help --version serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune request smoke-test completions help"
+            opts="-q -h -V --log-format --quiet --help --version serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune scrub request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -287,7 +293,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__help)
-            opts="serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune request smoke-test completions help"
+            opts="serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune scrub request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -511,6 +517,20 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__help__subcmd__restore__subcmd__db)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__backup__server__subcmd__help__subcmd__scrub)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1060,6 +1080,28 @@ _dailyreps__backup__server() {
                     return 0
                     ;;
                 --identity)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__backup__server__subcmd__scrub)
+            opts="-q -h -V --database-url --json --log-format --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --database-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -73,6 +73,13 @@ pub enum Command {
     /// `--user` narrows everything to one account; alone, it deletes all of its backups.
     /// Shows the plan first; asks on a terminal; elsewhere needs --yes.
     Prune(PruneArgs),
+    /// Re-read every stored chunk and backup, and name the damaged ones.
+    ///
+    /// Every chunk is re-hashed against its name and every backup reassembled and re-hashed
+    /// against its SHA-256, inside PostgreSQL, in short batches. Says for each damaged one its
+    /// user and whether it can heal (a damaged chunk heals when the app uploads its bytes again).
+    /// Read-only. Exits 3 when anything is damaged.
+    Scrub(ScrubArgs),
     /// Send one signed request to the API and print the answer, like `gh api`.
     ///
     /// Example: `request POST /api/backup --data @doc.json` (with APP_SIGNING_SECRET and
@@ -370,6 +377,18 @@ pub struct PruneArgs {
     /// Rows per batch (each batch is its own short statement).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of `scrub`.
+#[derive(Debug, Args)]
+pub struct ScrubArgs {
+    /// Where the database is.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// Print JSON instead of a table.
     #[arg(long)]

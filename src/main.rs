@@ -28,8 +28,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", commands::describe_error(&error));
-            ExitCode::from(commands::exit_code(&error))
+            let code = commands::exit_code(&error);
+            let label = if code == 3 { "warning" } else { "error" };
+            eprintln!("{label}: {}", commands::describe_error(&error));
+            ExitCode::from(code)
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod migrate;
 pub mod prune;
 pub mod request;
 pub mod restore_db;
+pub mod scrub;
 pub mod serve;
 pub mod smoke_test;
 pub mod verify_backup;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BackupStatus(args) => backup_status::run(&args).await,
         Command::Inspect(args) => inspect::run(args).await,
         Command::Prune(args) => prune::run(args).await,
+        Command::Scrub(args) => scrub::run(args).await,
         Command::Request(args) => request::run(args).await,
         Command::SmokeTest(args) => smoke_test::run(args).await,
         Command::Completions { shell } => completions::run(shell),
@@ -57,6 +59,11 @@ pub async fn connect_to(url: &DatabaseUrl) -> anyhow::Result<PgPool> {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Interrupted(pub String);
+
+/// The command ran, and a check it makes warns; the process exits 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Warned(pub String);
 
 /// The command line asks for something that cannot be done as asked; the process exits 2, as
 /// for clap's own usage errors.
@@ -100,12 +107,15 @@ pub fn describe_error(error: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-/// The exit status for a command's error: 130 after Ctrl-C, 2 for usage, else 1.
+/// The exit status for a command's error: 130 after Ctrl-C, 2 for usage, 3 for a check that
+/// warns, else 1.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.is::<Interrupted>() {
         130
     } else if error.is::<UsageError>() {
         2
+    } else if error.is::<Warned>() {
+        3
     } else {
         1
     }

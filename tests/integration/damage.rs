@@ -89,3 +89,57 @@ async fn an_equal_document_is_not_deduplicated_onto_a_latest_that_does_not_read_
     assert_ne!(id, first);
     assert_eq!(download(&app, &user, id).await, document);
 }
+
+async fn scrub(app: &TestApp) -> (i32, Value) {
+    let url = crate::backup_db::app_url(app);
+    let outcome = crate::common::binary::run(&["scrub", "--json"], &[("DATABASE_URL", &url)]).await;
+    let report = serde_json::from_str(&outcome.stdout).unwrap_or_else(|_| panic!("{outcome:?}"));
+    (outcome.code, report)
+}
+
+#[tokio::test]
+async fn scrub_names_each_damaged_chunk_and_backup_with_its_user_and_whether_it_heals() {
+    let app = TestApp::spawn().await;
+    let (alice, bob) = (app.register().await, app.register().await);
+    for days in [300, 301] {
+        upload(&app, &alice, &workout_log(days, &[])).await;
+    }
+    let (_, bobs) = upload(&app, &bob, &workout_log(200, &[])).await;
+    let (code, clean) = scrub(&app).await;
+    assert_eq!(code, 0, "{clean}");
+    assert_eq!(clean["ok"], true);
+    assert_eq!(clean["backups_checked"], 3);
+    let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(clean["chunks_checked"], chunks);
+
+    damage_first_chunk(&app.pool, alice.id).await;
+    sqlx::query("UPDATE backups SET chunk_ids = chunk_ids[2:] WHERE id = $1")
+        .bind(bobs)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (code, report) = scrub(&app).await;
+    assert_eq!(code, 3, "{report}");
+    assert_eq!(report["ok"], false);
+    let chunks = report["damaged_chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), 1, "{report}");
+    assert_eq!(chunks[0]["user_id"], alice.id.to_string());
+    assert_eq!(chunks[0]["backups"], 2, "both of alice's backups name her first chunk");
+    assert_eq!(chunks[0]["in_latest"], true, "so her next upload heals it");
+    let backups = report["damaged_backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 3, "{report}");
+    let of = |user: Uuid| backups.iter().filter(move |b| b["user_id"] == user.to_string());
+    assert!(of(alice.id).all(|b| b["bad_chunks"] == 1), "{report}");
+    let bobs_report: Vec<&Value> = of(bob.id).collect();
+    assert_eq!(bobs_report.len(), 1);
+    assert_eq!(bobs_report[0]["backup_id"], bobs.to_string());
+    assert_eq!(bobs_report[0]["bad_chunks"], 0, "its list is wrong, not a chunk: {report}");
+    assert_eq!(bobs_report[0]["latest"], true);
+
+    // Alice's app uploads her log again: her chunk heals, and only bob's backup is left.
+    upload(&app, &alice, &workout_log(302, &[])).await;
+    let (code, report) = scrub(&app).await;
+    assert_eq!(code, 3);
+    assert_eq!(report["damaged_chunks"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(report["damaged_backups"].as_array().unwrap().len(), 1, "{report}");
+}
