@@ -9,6 +9,14 @@ use age::stream::{StreamReader, StreamWriter};
 
 /// The first line of every age file.
 const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
+/// The longest age header this tool reads. An X25519 recipient's stanza takes about 120
+/// bytes, so this is some 130 recipients. age 0.12 re-parses the whole header after each line
+/// it reads, so a hostile file with a header of megabytes would take minutes of CPU (1.9 MiB:
+/// 67 s); capped here, it fails at once.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// An age file whose header was read (within [`MAX_HEADER_BYTES`]) before age saw it.
+pub type CappedHeader<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
 
 /// Why a key or an age file cannot be used. Never carries key material.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +98,8 @@ impl Identities {
     }
 
     /// Decrypts an age file as it is read.
-    pub fn decrypt<R: BufRead>(&self, input: R) -> Result<StreamReader<R>, CryptError> {
+    pub fn decrypt<R: BufRead>(&self, input: R) -> Result<StreamReader<CappedHeader<R>>, CryptError> {
+        let input = cap_header(input)?;
         let decryptor = age::Decryptor::new_buffered(input).map_err(|e| CryptError::Decrypt(e.to_string()))?;
         decryptor.decrypt(self.0.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => {
@@ -99,6 +108,29 @@ impl Identities {
             other => CryptError::Decrypt(other.to_string()),
         })
     }
+}
+
+/// Reads an age file's header, up to its MAC line (`---`), and refuses one longer than
+/// [`MAX_HEADER_BYTES`] before age parses any of it; returns the file whole again.
+fn cap_header<R: BufRead>(mut input: R) -> Result<CappedHeader<R>, CryptError> {
+    let mut header = Vec::new();
+    loop {
+        let start = header.len();
+        let room = (MAX_HEADER_BYTES + 1 - start) as u64;
+        if (&mut input).take(room).read_until(b'\n', &mut header)? == 0 {
+            break; // The end of the file: age says what is missing.
+        }
+        if header[start..].starts_with(b"---") {
+            break;
+        }
+        if header.len() > MAX_HEADER_BYTES {
+            return Err(CryptError::Decrypt(format!(
+                "the age header is longer than {} KiB (no file this tool writes has one so long)",
+                MAX_HEADER_BYTES / 1024
+            )));
+        }
+    }
+    Ok(io::Cursor::new(header).chain(input))
 }
 
 /// Whether `start` (a file's first bytes) is the start of an age file.
@@ -114,7 +146,7 @@ pub fn peek<R: BufRead>(input: &mut R) -> io::Result<bool> {
 /// An age-decrypting reader, or the input as it is.
 pub enum MaybeDecrypted<R: BufRead> {
     /// Encrypted.
-    Age(Box<StreamReader<R>>),
+    Age(Box<StreamReader<CappedHeader<R>>>),
     /// Plain.
     Plain(R),
 }
@@ -151,6 +183,33 @@ mod tests {
         let mut cut = Vec::new();
         let truncated = identities.decrypt(&encrypted[..encrypted.len() - 5]).unwrap().read_to_end(&mut cut);
         assert!(truncated.is_err(), "age authenticates every chunk, the last one too");
+    }
+
+    #[test]
+    fn a_header_past_the_cap_is_refused_before_age_parses_it() {
+        let mine = age::x25519::Identity::generate();
+        let identities = Identities(vec![Box::new(mine.clone())]);
+        // Many recipients' worth of stanzas: 2 MiB of header, then a MAC line.
+        let stanza =
+            "-> X25519 CJM36AHmTbdHSuOQL+NESqyVQE75f2e610iRdLPEN20\nC3ZAeY64NXS4QFrksLm3EGz+uPRyI0eQsWw7LWbbYig\n";
+        let mut hostile = AGE_MAGIC.to_vec();
+        while hostile.len() < 2 * 1024 * 1024 {
+            hostile.extend_from_slice(stanza.as_bytes());
+        }
+        hostile.extend_from_slice(b"--- AAAA\n");
+        let Err(error) = identities.decrypt(hostile.as_slice()) else { panic!("a 2 MiB header was accepted") };
+        assert!(error.to_string().contains("header is longer than 16 KiB"), "{error}");
+
+        // A real file with recipients up to the cap still opens.
+        let many: Vec<String> = std::iter::once(mine.to_public().to_string())
+            .chain((0..100).map(|_| age::x25519::Identity::generate().to_public().to_string()))
+            .collect();
+        let mut writer = Recipients::parse(&many.join(",")).unwrap().encrypt(Vec::new()).unwrap();
+        writer.write_all(b"the dump").unwrap();
+        let encrypted = writer.finish().unwrap();
+        let mut plain = Vec::new();
+        identities.decrypt(encrypted.as_slice()).unwrap().read_to_end(&mut plain).unwrap();
+        assert_eq!(plain, b"the dump");
     }
 
     #[test]
