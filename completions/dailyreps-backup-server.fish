@@ -94,10 +94,10 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep -d 'After a successful dump, keep only the newest N of this tool\'s timestamped dumps in the output folder (by the time in their names; other files are never touched)' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l to -d 'Stream the dump up to an S3-compatible bucket instead (Tigris, S3, R2, B2), with the standard AWS_* settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3, AWS_REGION), e.g. s3://dailyreps-backups/db' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l encrypt-to -d 'age public keys (age1…, comma-separated) to encrypt an upload to; the machine taking backups needs no private key' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep-daily -d 'Keep the newest backup of each of the last N days that have one' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep-weekly -d 'Keep the newest of each of the last N weeks that have one' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep-monthly -d 'Keep the newest of each of the last N months that have one' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep-min -d 'Keep the newest N, whatever their dates' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep-daily -d 'Keep the newest backup of each of the last N days that have one [default: 7]' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep-weekly -d 'Keep the newest of each of the last N weeks that have one [default: 4]' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep-monthly -d 'Keep the newest of each of the last N months that have one [default: 6]' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l keep-min -d 'Keep the newest N, whatever their dates [default: 3]' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l ping -d 'A dead-man\'s switch to ping (healthchecks.io\'s convention): URL/start before, URL on success, URL/fail with the error on failure. A failing ping never fails the backup' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand backup-db" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
@@ -124,10 +124,10 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand verify-backup" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand verify-backup" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand verify-backup" -s V -l version -d 'Print version'
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l keep-daily -d 'Keep the newest backup of each of the last N days that have one' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l keep-weekly -d 'Keep the newest of each of the last N weeks that have one' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l keep-monthly -d 'Keep the newest of each of the last N months that have one' -r
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l keep-min -d 'Keep the newest N, whatever their dates' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l keep-daily -d 'Keep the newest backup of each of the last N days that have one [default: 7]' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l keep-weekly -d 'Keep the newest of each of the last N weeks that have one [default: 4]' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l keep-monthly -d 'Keep the newest of each of the last N months that have one [default: 6]' -r
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l keep-min -d 'Keep the newest N, whatever their dates [default: 3]' -r
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand list-backups" -l json -d 'Print JSON instead of a table'

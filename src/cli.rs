@@ -198,29 +198,37 @@ pub struct VerifyBackupArgs {
 /// while the newest is older than 48 h (backups have stopped: keep everything).
 #[derive(Debug, Clone, Copy, Args)]
 pub struct RetentionArgs {
-    /// Keep the newest backup of each of the last N days that have one.
-    #[arg(long, default_value_t = 7)]
-    pub keep_daily: u32,
-    /// Keep the newest of each of the last N weeks that have one.
-    #[arg(long, default_value_t = 4)]
-    pub keep_weekly: u32,
-    /// Keep the newest of each of the last N months that have one.
-    #[arg(long, default_value_t = 6)]
-    pub keep_monthly: u32,
-    /// Keep the newest N, whatever their dates.
-    #[arg(long, default_value_t = 3)]
-    pub keep_min: u32,
+    /// Keep the newest backup of each of the last N days that have one [default: 7].
+    #[arg(long)]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest of each of the last N weeks that have one [default: 4].
+    #[arg(long)]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest of each of the last N months that have one [default: 6].
+    #[arg(long)]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest N, whatever their dates [default: 3].
+    #[arg(long)]
+    pub keep_min: Option<u32>,
 }
 
 impl RetentionArgs {
-    /// As a policy.
+    /// As a policy, with the defaults for what was not given.
     pub fn policy(&self) -> crate::remote::retention::Policy {
         crate::remote::retention::Policy {
-            daily: self.keep_daily,
-            weekly: self.keep_weekly,
-            monthly: self.keep_monthly,
-            min: self.keep_min,
+            daily: self.keep_daily.unwrap_or(7),
+            weekly: self.keep_weekly.unwrap_or(4),
+            monthly: self.keep_monthly.unwrap_or(6),
+            min: self.keep_min.unwrap_or(3),
         }
+    }
+
+    /// Whether any of them was given (a folder has no calendar retention, and says so).
+    pub fn given(&self) -> bool {
+        self.keep_daily.is_some()
+            || self.keep_weekly.is_some()
+            || self.keep_monthly.is_some()
+            || self.keep_min.is_some()
     }
 }
 

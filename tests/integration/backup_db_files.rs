@@ -153,3 +153,39 @@ fn interrupt(child: &tokio::process::Child) {
     let status = std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn calendar_retention_is_refused_for_a_folder_and_nothing_is_written() {
+    let dir = scratch_dir("dumps");
+    let args = ["backup-db", "--output", dir.to_str().unwrap(), "--keep-daily", "1", "--keep-min", "1"];
+    let refused = binary::run(&args, &[("DATABASE_URL", "postgres://127.0.0.1:1/none")]).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--keep N"), "it says what a folder has instead: {}", refused.stderr);
+    assert!(!dir.exists() || names(&dir).is_empty());
+}
+
+/// A file size limit (as `ulimit -f` sets one; a full disk fails the same way): the error
+/// names the file and the operating system's reason, and no dump is left behind.
+#[tokio::test]
+async fn a_dump_that_cannot_be_written_names_the_file_and_the_reason() {
+    let (app, _) = populated_app().await;
+    crate::offsite::add_incompressible_backups(&app.pool, 4).await;
+    let dir = scratch_dir("dumps");
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 64; exec '{}' backup-db --output '{}'",
+        env!("CARGO_BIN_EXE_dailyreps-backup-server"),
+        dir.display()
+    );
+    let output = tokio::process::Command::new("bash")
+        .args(["-c", &script])
+        .env("DATABASE_URL", app_url(&app))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("could not write {}", dir.display())), "names the file: {stderr}");
+    assert!(stderr.contains(".partial") && stderr.contains("File too large"), "and the reason: {stderr}");
+    assert_eq!(names(&dir), Vec::<String>::new(), "no dump, whole or partial, is left");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -21,6 +21,14 @@ const STALE_PARTIAL_AGE: std::time::Duration = std::time::Duration::from_secs(86
 
 /// Dumps into the folder or file `--output` names.
 pub async fn run(args: &BackupDbArgs) -> anyhow::Result<Summary> {
+    if args.retention.given() {
+        return Err(UsageError(
+            "--keep-daily, --keep-weekly, --keep-monthly and --keep-min are a bucket's retention (with --to); \
+             a folder keeps its newest N dumps with --keep N"
+                .into(),
+        )
+        .into());
+    }
     let now = OffsetDateTime::now_utc();
     let target = Target::of(&args.output, args.keep, args.force)?;
     let (dir, path) = target.paths(now);
@@ -32,12 +40,16 @@ pub async fn run(args: &BackupDbArgs) -> anyhow::Result<Summary> {
     let pool = connect_cli(&args.database).await?;
     let file = File::create(&partial).with_context(|| format!("could not create {}", partial.display()))?;
     let interrupted = format!("interrupted: removed the unfinished {}; no dump was written", partial.display());
+    let writing = partial.display().to_string();
     let taken = take(&pool, now, interrupted, move |header, pieces, bar| {
-        let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let (trailer, sink) = write_pieces(sink, &header, pieces, &bar)?;
-        let (buffered, bytes, sha256) = sink.finish();
-        buffered.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        Ok((trailer, (bytes, sha256)))
+        let written = (|| {
+            let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+            let (trailer, sink) = write_pieces(sink, &header, pieces, &bar)?;
+            let (buffered, bytes, sha256) = sink.finish();
+            buffered.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            anyhow::Ok((trailer, (bytes, sha256)))
+        })();
+        written.with_context(|| format!("could not write {writing}"))
     })
     .await;
     let taken = match taken {

@@ -105,6 +105,11 @@ async fn record(args: &BackupDbArgs, summary: &Summary) {
     }
 }
 
+/// The writer's end of the queue closed: it failed, and its own error says why.
+#[derive(Debug, thiserror::Error)]
+#[error("the dump writer stopped")]
+struct WriterStopped;
+
 /// A dump taken: its manifest, and what its sink reported.
 struct Taken<T> {
     header: Header,
@@ -146,7 +151,13 @@ async fn take<T: Send + 'static>(
     drop(sender);
     let written = writer.await.map_err(|_| anyhow::anyhow!("the dump writer crashed"))?;
     bar.finish_and_clear();
-    let (trailer, written) = streamed.and_then(|()| written.context("could not write the dump"))?;
+    let (trailer, written) = match (streamed, written) {
+        (Ok(()), written) => written.context("could not write the dump")?,
+        // The writer stopped first (a full disk, a file size limit, a refused part): its error
+        // is the cause; the reader's says only that it was stopped.
+        (Err(error), Err(cause)) if error.is::<WriterStopped>() => return Err(cause),
+        (Err(error), _) => return Err(error),
+    };
     snapshot.finish().await?;
     Ok(Taken { header, trailer, written })
 }
@@ -158,7 +169,7 @@ async fn stream(
     sender: &mpsc::Sender<Piece>,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
-    let closed = || anyhow::anyhow!("the dump writer stopped");
+    let closed = || anyhow::Error::new(WriterStopped);
     sender.send(Piece::Section("schema", schema)).await.map_err(|_| closed())?;
     let mut bytes = 0u64;
     for table in TABLES {
