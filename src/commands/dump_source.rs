@@ -33,15 +33,11 @@ impl Located {
             DumpSource::Bucket(source) => source,
         };
         let bucket = Bucket::from_env(source.bucket())?;
-        let complete = bucket.complete().await?;
         let found = match source {
             Source::Latest(url) => {
-                complete.into_iter().next().ok_or_else(|| anyhow!("{url} holds no complete backup"))?
+                bucket.complete().await?.into_iter().next().ok_or_else(|| anyhow!("{url} holds no complete backup"))?
             }
-            Source::Named(_, name) => complete
-                .into_iter()
-                .find(|listed| listed.manifest.data == *name)
-                .ok_or_else(|| anyhow!("{} is not a complete backup (no manifest names it)", bucket.describe(name)))?,
+            Source::Named(_, name) => bucket.named(name).await?,
         };
         Ok(Self::Bucket(bucket, Box::new(found.manifest)))
     }

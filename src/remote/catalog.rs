@@ -100,6 +100,11 @@ pub fn is_data_name(name: &str) -> bool {
     naming::parse_stem(name).is_some_and(|(_, rest)| rest == naming::SUFFIX || rest == ".sql.zst.age")
 }
 
+/// The stem of a manifest's name (`dailyreps-<time>` of `dailyreps-<time>.manifest.json`).
+pub fn manifest_stem(name: &str) -> Option<&str> {
+    name.strip_suffix(MANIFEST_SUFFIX).filter(|stem| naming::parse_stem(stem).is_some_and(|(_, rest)| rest.is_empty()))
+}
+
 impl Bucket {
     /// The names of the objects directly under the prefix that this tool wrote, with their
     /// sizes and last-modified times.
@@ -119,7 +124,9 @@ impl Bucket {
             .collect())
     }
 
-    /// Every complete backup (one whose manifest reads), newest snapshot first.
+    /// Every complete backup (one whose manifest reads), newest snapshot first. A manifest that
+    /// does not read (damaged, planted, of a newer layout) is skipped with a warning: one bad
+    /// object must not hide the good backups beside it.
     pub async fn complete(&self) -> Result<Vec<Listed>, RemoteError> {
         self.complete_in(&self.ours().await?).await
     }
@@ -128,16 +135,42 @@ impl Bucket {
     pub async fn complete_in(&self, ours: &[(String, u64, OffsetDateTime)]) -> Result<Vec<Listed>, RemoteError> {
         let manifests: Vec<String> =
             ours.iter().map(|(name, _, _)| name.clone()).filter(|n| n.ends_with(MANIFEST_SUFFIX)).collect();
-        let mut listed: Vec<Listed> = futures_util::stream::iter(manifests)
+        let read: Vec<Option<Listed>> = futures_util::stream::iter(manifests)
             .map(|name| async move {
-                let manifest = self.manifest(&name).await?;
-                Ok::<_, RemoteError>(Listed { manifest_name: name, manifest })
+                match self.manifest(&name).await {
+                    Ok(manifest) => Ok(Some(Listed { manifest_name: name, manifest })),
+                    Err(RemoteError::Invalid(reason)) => {
+                        tracing::warn!("{reason}; skipped it");
+                        Ok(None)
+                    }
+                    Err(error) => Err(error),
+                }
             })
             .buffer_unordered(8)
             .try_collect()
             .await?;
+        let mut listed: Vec<Listed> = read.into_iter().flatten().collect();
         listed.sort_by_key(|listed| std::cmp::Reverse(listed.manifest.created_at));
         Ok(listed)
+    }
+
+    /// The backup whose data object is `data`, from its own manifest alone (no other object
+    /// of the bucket is read, so none can stand in its way).
+    pub async fn named(&self, data: &str) -> Result<Listed, RemoteError> {
+        let not_complete =
+            || RemoteError::Invalid(format!("{} is not a complete backup (no manifest names it)", self.describe(data)));
+        let (_, rest) = naming::parse_stem(data).ok_or_else(not_complete)?;
+        let manifest_name = format!("{}{MANIFEST_SUFFIX}", &data[..data.len() - rest.len()]);
+        let manifest = match self.manifest(&manifest_name).await {
+            Err(RemoteError::Request { error, .. }) if matches!(*error, object_store::Error::NotFound { .. }) => {
+                return Err(not_complete());
+            }
+            read => read?,
+        };
+        if manifest.data != data {
+            return Err(not_complete());
+        }
+        Ok(Listed { manifest_name, manifest })
     }
 
     /// Reads and checks one manifest.
@@ -147,10 +180,14 @@ impl Bucket {
             RemoteError::Invalid(format!("{} is not a manifest of this tool: {e}", self.describe(name)))
         })?;
         let stem = name.trim_end_matches(MANIFEST_SUFFIX);
-        if manifest.format_version > MANIFEST_FORMAT
-            || !is_data_name(&manifest.data)
-            || !manifest.data.starts_with(stem)
-        {
+        if manifest.format_version > MANIFEST_FORMAT {
+            return Err(RemoteError::Invalid(format!(
+                "{} is of manifest format {}, newer than this tool's ({MANIFEST_FORMAT}); use a newer dailyreps-backup-server",
+                self.describe(name),
+                manifest.format_version
+            )));
+        }
+        if !is_data_name(&manifest.data) || !manifest.data.starts_with(stem) {
             return Err(RemoteError::Invalid(format!("{} names no data of its own", self.describe(name))));
         }
         Ok(manifest)
@@ -205,9 +242,17 @@ impl Bucket {
             if let Some(stem) = name.strip_suffix(UPLOAD_SUFFIX)
                 && !names.contains(format!("{stem}{MANIFEST_SUFFIX}").as_str())
             {
-                let record = serde_json::from_slice(&self.small_object(name).await?)
-                    .map_err(|e| RemoteError::Invalid(format!("{}: {e}", self.describe(name))))?;
-                unfinished.push(((*name).to_owned(), record));
+                let record = match self.small_object(name).await {
+                    Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                        RemoteError::Invalid(format!("{} is not a record of an upload: {e}", self.describe(name)))
+                    }),
+                    Err(error) => Err(error),
+                };
+                match record {
+                    Ok(record) => unfinished.push(((*name).to_owned(), record)),
+                    Err(RemoteError::Invalid(reason)) => tracing::warn!("{reason}; skipped it"),
+                    Err(error) => return Err(error),
+                }
             }
         }
         Ok(unfinished)

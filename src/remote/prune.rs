@@ -4,7 +4,7 @@
 
 use time::OffsetDateTime;
 
-use super::catalog::{Listed, is_data_name};
+use super::catalog::{Listed, is_data_name, manifest_stem};
 use super::retention::{self, Policy, Reason};
 use super::{Bucket, RemoteError};
 
@@ -23,7 +23,12 @@ impl Bucket {
         // One listing serves it all: retention deletes manifests and data, never upload records.
         let ours = self.ours().await?;
         let complete = self.complete_in(&ours).await?;
-        let claimed: Vec<String> = complete.iter().map(|listed| listed.manifest.data.clone()).collect();
+        // Data beside a manifest object is claimed whether or not that manifest reads (a newer
+        // release's, a damaged one): only data with no manifest at all is a dead run's.
+        let mut claimed: Vec<String> = complete.iter().map(|listed| listed.manifest.data.clone()).collect();
+        claimed.extend(ours.iter().filter_map(|(name, _, _)| manifest_stem(name)).flat_map(|stem| {
+            [format!("{stem}{}", crate::dump::naming::SUFFIX), format!("{stem}{}.age", crate::dump::naming::SUFFIX)]
+        }));
         let mut deleted = Vec::new();
         for (listed, reasons) in plan(complete, now, policy) {
             if reasons.is_empty() {

@@ -30,6 +30,7 @@ mod metrics;
 mod migrate;
 mod module_picture;
 mod offsite;
+mod offsite_untrusted;
 mod postgres_majors;
 mod prune;
 mod readiness;

@@ -22,7 +22,7 @@ fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
     (identity, String::from_utf8(public.stdout).unwrap().trim().to_owned())
 }
 
-async fn run_with(args: &[&str], bucket: &TestBucket, extra: &[(&str, &str)]) -> binary::Outcome {
+pub(crate) async fn run_with(args: &[&str], bucket: &TestBucket, extra: &[(&str, &str)]) -> binary::Outcome {
     let mut env: Vec<(&str, String)> = bucket.env();
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -306,7 +306,7 @@ async fn a_missing_bucket_or_an_endpoint_that_does_not_answer_is_named_without_s
 }
 
 /// A backup of another day, as earlier runs would have left it: its data and its manifest.
-async fn plant_backup(bucket: &TestBucket, prefix: &str, days_ago: i64) -> String {
+pub(crate) async fn plant_backup(bucket: &TestBucket, prefix: &str, days_ago: i64) -> String {
     let at = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago);
     let stem = dailyreps_backup_server::dump::naming::stem(at);
     let data = format!("{stem}.sql.zst");

@@ -75,11 +75,15 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
         encrypted,
     };
     bucket.create_manifest(&names.manifest, &manifest).await.context("the data is stored, but its manifest is not")?;
-    // The backup is complete: what follows is housekeeping, which an append-only key (one that
-    // may put, get and list but not delete) is refused without the backup failing.
+    // The backup is complete: what follows is housekeeping, which never makes it a failure
+    // (the ping still says success, the database still records it): a failure is a warning.
+    // An append-only key (one that may put, get and list but not delete) is refused it.
     match bucket.delete(&names.upload).await {
         Err(error) if error.is_denied() => {}
-        deleted => deleted?,
+        Err(error) => output::status(&format!(
+            "warning: the backup is complete, but the record of its upload could not be deleted: {error}"
+        )),
+        Ok(()) => {}
     }
     // Only after a good, checked upload.
     match bucket.apply_retention(args.retention.policy(), OffsetDateTime::now_utc()).await {
@@ -93,9 +97,9 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
              was deleted; grant it s3:DeleteObject and s3:AbortMultipartUpload to prune",
             bucket.url
         )),
-        Err(error) => {
-            return Err(anyhow::Error::new(error).context("the backup is complete, but applying retention failed"));
-        }
+        Err(error) => output::status(&format!(
+            "warning: the backup is complete, but applying retention failed (the next run tries again): {error}"
+        )),
     }
     Ok(Summary {
         path: bucket.describe(&names.data),
