@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 use crate::cli::BackupStatusArgs;
 use crate::output;
 use crate::remote::Bucket;
-use crate::remote::catalog::Listed;
+use crate::remote::catalog::{Listed, newest};
+use crate::remote::retention::is_ahead;
 
 /// How many earlier backups the newest is compared with.
 const COMPARED_WITH: usize = 7;
@@ -39,7 +40,7 @@ pub async fn run(args: &BackupStatusArgs) -> anyhow::Result<()> {
     let complete = bucket.complete().await?;
     let now = OffsetDateTime::now_utc();
     let problems = problems(&complete, now, args.max_age.0, &args.url.to_string());
-    let newest = complete.first().map(|listed| Newest {
+    let newest = newest(&complete, now).map(|listed| Newest {
         key: bucket.url.key(&listed.manifest.data),
         created_at: listed.manifest.created_at,
         bytes: listed.manifest.bytes,
@@ -71,8 +72,21 @@ pub async fn run(args: &BackupStatusArgs) -> anyhow::Result<()> {
 
 /// What is wrong with the backups listed (newest first).
 fn problems(complete: &[Listed], now: OffsetDateTime, max_age: std::time::Duration, url: &str) -> Vec<String> {
-    let Some(newest) = complete.first() else { return vec![format!("{url} holds no complete backup")] };
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = complete
+        .iter()
+        .filter(|listed| is_ahead(listed.manifest.created_at, now))
+        .map(|listed| {
+            format!(
+                "{} is dated in the future, {} (a clock that was wrong, or a copy renamed); it is not counted as the newest",
+                listed.manifest.data,
+                output::rfc3339(listed.manifest.created_at)
+            )
+        })
+        .collect();
+    let Some(newest) = newest(complete, now) else {
+        problems.push(format!("{url} holds no complete backup"));
+        return problems;
+    };
     let age = now - newest.manifest.created_at;
     if age > max_age {
         problems.push(format!(
@@ -81,7 +95,12 @@ fn problems(complete: &[Listed], now: OffsetDateTime, max_age: std::time::Durati
             crate::config::HumanDuration(max_age)
         ));
     }
-    let mut earlier: Vec<u64> = complete.iter().skip(1).take(COMPARED_WITH).map(|l| l.manifest.bytes).collect();
+    let mut earlier: Vec<u64> = complete
+        .iter()
+        .filter(|l| l.manifest.created_at < newest.manifest.created_at)
+        .take(COMPARED_WITH)
+        .map(|l| l.manifest.bytes)
+        .collect();
     if !earlier.is_empty() {
         earlier.sort_unstable();
         let median = earlier[earlier.len() / 2];

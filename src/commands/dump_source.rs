@@ -10,7 +10,7 @@ use anyhow::{Context, anyhow, bail};
 
 use crate::crypt::{self, Identities, MaybeDecrypted};
 use crate::encoding::{HashingReader, ReadDigest, hex};
-use crate::remote::catalog::Manifest;
+use crate::remote::catalog::{Manifest, newest};
 use crate::remote::{Bucket, DumpSource, Source};
 
 /// A dump found.
@@ -35,7 +35,9 @@ impl Located {
         let bucket = Bucket::from_env(source.bucket())?;
         let found = match source {
             Source::Latest(url) => {
-                bucket.complete().await?.into_iter().next().ok_or_else(|| anyhow!("{url} holds no complete backup"))?
+                let complete = bucket.complete().await?;
+                let newest = newest(&complete, time::OffsetDateTime::now_utc());
+                newest.cloned().ok_or_else(|| anyhow!("{url} holds no complete backup"))?
             }
             Source::Named(_, name) => bucket.named(name).await?,
         };

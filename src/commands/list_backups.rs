@@ -8,6 +8,7 @@ use crate::cli::ListBackupsArgs;
 use crate::output::{self, Fit};
 use crate::remote::Bucket;
 use crate::remote::prune::plan;
+use crate::remote::retention::is_ahead;
 
 #[derive(Serialize)]
 struct Listing {
@@ -41,6 +42,13 @@ pub async fn run(args: &ListBackupsArgs) -> anyhow::Result<()> {
             kept_by: reasons.iter().map(ToString::to_string).collect(),
         })
         .collect();
+    for entry in backups.iter().filter(|entry| is_ahead(entry.created_at, now)) {
+        output::status(&format!(
+            "warning: {} is dated in the future, {} (a clock that was wrong, or a copy renamed); `latest` does not take it",
+            entry.key,
+            output::rfc3339(entry.created_at)
+        ));
+    }
     if args.json {
         return output::print_json(&Listing { backups }).context("could not write the list");
     }

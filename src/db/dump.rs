@@ -5,6 +5,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use sqlx::postgres::PgCopyIn;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use time::OffsetDateTime;
 
 use super::copy_binary::Column;
 use super::migrations::MIGRATOR;
@@ -42,13 +43,17 @@ pub enum SnapshotError {
 /// the server goes on writing.
 pub struct Snapshot {
     tx: Transaction<'static, Postgres>,
+    /// The instant it shows, by the database's clock (its transaction's start): a backup is
+    /// named and dated by it, never by the clock of the machine taking it, which may be wrong.
+    pub taken_at: OffsetDateTime,
 }
 
 impl Snapshot {
     /// Starts the snapshot.
     pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        let tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-        Ok(Self { tx })
+        let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        let taken_at = sqlx::query_scalar("SELECT now()").fetch_one(&mut *tx).await?;
+        Ok(Self { tx, taken_at })
     }
 
     /// The server's version, e.g. `16.4`.

@@ -100,6 +100,23 @@ pub fn is_data_name(name: &str) -> bool {
     naming::parse_stem(name).is_some_and(|(_, rest)| rest == naming::SUFFIX || rest == ".sql.zst.age")
 }
 
+/// The newest of `complete` (newest first) that is not dated ahead of `now`: what `latest`
+/// means. One dated ahead (a clock that was wrong, a copy renamed) is never taken silently:
+/// it is logged as a warning.
+pub fn newest(complete: &[Listed], now: OffsetDateTime) -> Option<&Listed> {
+    let (ahead, rest): (Vec<&Listed>, Vec<&Listed>) =
+        complete.iter().partition(|listed| super::retention::is_ahead(listed.manifest.created_at, now));
+    for listed in ahead {
+        let at = listed.manifest.created_at.format(&time::format_description::well_known::Rfc3339);
+        tracing::warn!(
+            "{} is dated {}, ahead of this machine's clock: it is not taken as the newest",
+            listed.manifest.data,
+            at.unwrap_or_default()
+        );
+    }
+    rest.into_iter().next()
+}
+
 /// The stem of a manifest's name (`dailyreps-<time>` of `dailyreps-<time>.manifest.json`).
 pub fn manifest_stem(name: &str) -> Option<&str> {
     name.strip_suffix(MANIFEST_SUFFIX).filter(|stem| naming::parse_stem(stem).is_some_and(|(_, rest)| rest.is_empty()))

@@ -52,3 +52,52 @@ async fn manifests_that_do_not_read_are_skipped_and_block_nothing() {
     let keys = bucket.keys().await;
     assert!(keys.contains(&format!("db/{newer}")), "data beside an unreadable manifest is not swept: {keys:?}");
 }
+
+/// A machine whose clock is a year ahead takes a backup, and a copy of a backup is renamed a
+/// year ahead: the first is dated by the database's clock, and the second is reported, kept,
+/// and never taken as `latest`.
+#[tokio::test]
+async fn a_backup_is_dated_by_the_database_and_one_dated_ahead_is_never_latest() {
+    let (app, _) = populated_app().await;
+    let bucket = TestBucket::new().await;
+    let url = bucket.url("db");
+    let db = app_url(&app);
+    let mut env: Vec<(&str, String)> = bucket.env();
+    env.push(("DATABASE_URL", db.clone()));
+    env.push(("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()));
+    let binary = env!("CARGO_BIN_EXE_dailyreps-backup-server");
+    let ahead = tokio::process::Command::new("faketime")
+        .args(["-f", "+365d", binary, "backup-db", "--to", &url, "--no-encryption", "--json"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .await
+        .expect("faketime (apt-get install faketime)");
+    assert!(ahead.status.success(), "{}", String::from_utf8_lossy(&ahead.stderr));
+    let real_key = {
+        let listed = run_with(&["list-backups", &url, "--json"], &bucket, &[]).await;
+        let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+        let created = listed["backups"][0]["created_at"].as_str().unwrap().to_owned();
+        let created = time::OffsetDateTime::parse(&created, &time::format_description::well_known::Rfc3339).unwrap();
+        let off = (created - time::OffsetDateTime::now_utc()).abs();
+        assert!(off < time::Duration::minutes(5), "dated by the database's clock, not the machine's: {listed}");
+        listed["backups"][0]["key"].as_str().unwrap().to_owned()
+    };
+
+    let renamed = plant_backup(&bucket, "db", -365).await;
+    let status = run_with(&["backup-status", &url, "--max-age", "26h", "--json"], &bucket, &[]).await;
+    assert_ne!(status.code, 0, "{}", status.stdout);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["newest"]["key"], real_key.as_str(), "{status}");
+    let problems = status["problems"].to_string();
+    assert!(problems.contains(&renamed) && problems.contains("in the future"), "{status}");
+
+    let listed = run_with(&["list-backups", &url, "--json"], &bucket, &[]).await;
+    assert!(listed.stderr.contains("dated in the future"), "{}", listed.stderr);
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed["backups"][0]["key"], format!("db/{renamed}"));
+    assert_eq!(listed["backups"][0]["kept_by"], serde_json::json!(["dated in the future"]));
+
+    let latest = run_with(&["verify-backup", &format!("{url}/latest"), "--json"], &bucket, &[]).await;
+    assert_eq!(latest.code, 0, "latest is the real backup, which verifies: {}", latest.stderr);
+    assert!(latest.stdout.contains(real_key.rsplit('/').next().unwrap()), "{}", latest.stdout);
+}

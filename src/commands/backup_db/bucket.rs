@@ -3,7 +3,6 @@
 //! its manifest is written, last.
 
 use anyhow::{Context, bail};
-use time::OffsetDateTime;
 
 use super::{Summary, take, write_pieces};
 use crate::cli::BackupDbArgs;
@@ -37,15 +36,15 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
     let bucket = Bucket::from_env(url)?;
     abort_unfinished(&bucket).await?;
     let pool = connect_cli(&args.database).await?;
-
-    let now = OffsetDateTime::now_utc();
+    let snapshot = super::begin_snapshot(&pool).await?;
+    let (now, started) = (snapshot.taken_at, std::time::Instant::now());
     let encrypted = recipients.is_some();
     let names = Names::of(now, encrypted);
     let upload = bucket.start_upload(&names.data).await?;
     let record = UploadRecord { data: names.data.clone(), upload_id: upload.id.clone() };
     let recorded = bucket.record_upload(&names.upload, &record).await;
     let stored = match recorded {
-        Ok(()) => send(&bucket, &upload, &pool, now, recipients).await,
+        Ok(()) => send(&bucket, &upload, snapshot, recipients).await,
         Err(error) => Err(error.into()),
     };
     let (taken, bytes, sha256) = match stored {
@@ -85,8 +84,9 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
         )),
         Ok(()) => {}
     }
-    // Only after a good, checked upload.
-    match bucket.apply_retention(args.retention.policy(), OffsetDateTime::now_utc()).await {
+    // Only after a good, checked upload; by the database's clock, as the backups are dated.
+    let now = now + time::Duration::seconds_f64(started.elapsed().as_secs_f64());
+    match bucket.apply_retention(args.retention.policy(), now).await {
         Ok(deleted) => {
             for name in deleted {
                 output::status(&format!("deleted {} (retention)", bucket.describe(&name)));
@@ -117,14 +117,13 @@ type Stored = (super::Taken<()>, u64, [u8; 32]);
 async fn send(
     bucket: &Bucket,
     upload: &Upload,
-    pool: &sqlx::PgPool,
-    now: OffsetDateTime,
+    snapshot: crate::db::dump::Snapshot,
     recipients: Option<Recipients>,
 ) -> anyhow::Result<Stored> {
     let (parts, queue) = Bucket::part_writer();
     let interrupted =
         format!("interrupted: aborted the upload of {}; no backup was written", bucket.describe(&upload.name));
-    let dump = take(pool, now, interrupted, move |header, pieces, bar| {
+    let dump = take(snapshot, interrupted, move |header, pieces, bar| {
         let sink = HashingWriter::new(parts);
         let (trailer, sink) = match recipients {
             None => write_pieces(sink, &header, pieces, &bar)?,

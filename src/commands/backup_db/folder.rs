@@ -29,19 +29,20 @@ pub async fn run(args: &BackupDbArgs) -> anyhow::Result<Summary> {
         )
         .into());
     }
-    let now = OffsetDateTime::now_utc();
     let target = Target::of(&args.output, args.keep, args.force)?;
-    let (dir, path) = target.paths(now);
+    let pool = connect_cli(&args.database).await?;
+    let snapshot = super::begin_snapshot(&pool).await?;
+    let (dir, path) = target.paths(snapshot.taken_at);
     fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-    sweep_stale_partials(&dir, now)?;
+    // Files' ages are by this machine's clock, as their modification times are.
+    sweep_stale_partials(&dir, OffsetDateTime::now_utc())?;
     let file_name = path.file_name().context("the output has no file name")?.to_string_lossy().into_owned();
     let partial = dir.join(format!(".{file_name}{PARTIAL_SUFFIX}"));
 
-    let pool = connect_cli(&args.database).await?;
     let file = File::create(&partial).with_context(|| format!("could not create {}", partial.display()))?;
     let interrupted = format!("interrupted: removed the unfinished {}; no dump was written", partial.display());
     let writing = partial.display().to_string();
-    let taken = take(&pool, now, interrupted, move |header, pieces, bar| {
+    let taken = take(snapshot, interrupted, move |header, pieces, bar| {
         let written = (|| {
             let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
             let (trailer, sink) = write_pieces(sink, &header, pieces, &bar)?;

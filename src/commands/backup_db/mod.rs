@@ -14,7 +14,6 @@ use futures_util::StreamExt;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use sqlx::PgPool;
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::cli::BackupDbArgs;
@@ -117,17 +116,21 @@ struct Taken<T> {
     written: T,
 }
 
-/// Takes one consistent snapshot at `now` and writes it as a dump through `write`, which runs
-/// on a thread of its own with the dump's compressed bytes to put somewhere (and returns what
-/// it made of them). Ctrl-C abandons the dump: `write` then fails, and its error is the one
-/// returned, with `interrupted` as the message.
+/// Starts the one consistent snapshot a dump is taken from; its time names the dump.
+async fn begin_snapshot(pool: &PgPool) -> anyhow::Result<Snapshot> {
+    Snapshot::begin(pool).await.context("could not start the snapshot")
+}
+
+/// Writes `snapshot` as a dump through `write`, which runs on a thread of its own with the
+/// dump's compressed bytes to put somewhere (and returns what it made of them). Ctrl-C abandons
+/// the dump: `write` then fails, and its error is the one returned, with `interrupted` as the
+/// message.
 async fn take<T: Send + 'static>(
-    pool: &PgPool,
-    now: OffsetDateTime,
+    mut snapshot: Snapshot,
     interrupted: String,
     write: impl FnOnce(Header, mpsc::Receiver<Piece>, ProgressBar) -> anyhow::Result<(Trailer, T)> + Send + 'static,
 ) -> anyhow::Result<Taken<T>> {
-    let mut snapshot = Snapshot::begin(pool).await.context("could not start the snapshot")?;
+    let now = snapshot.taken_at;
     let schema_version = snapshot.schema_version().await.context("could not read the schema version")?;
     let schema = Snapshot::schema_sql(schema_version)?;
     let header = Header {
