@@ -464,6 +464,12 @@ async fn backup_status_fails_when_the_newest_is_stale_or_suspiciously_small() {
 /// A proxy to `upstream` that answers 500 to every request whose first line contains `fail`
 /// (each request on a connection of its own, so every one is seen).
 async fn failing_proxy(upstream: String, fail: &'static str) -> String {
+    proxy(upstream, fail, "\0").await
+}
+
+/// [`failing_proxy`], which also flips the last byte of the answer to every GET whose first
+/// line contains `corrupt`: a store that gives back other bytes than it was sent.
+async fn proxy(upstream: String, fail: &'static str, corrupt: &'static str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
@@ -496,6 +502,17 @@ async fn failing_proxy(upstream: String, fail: &'static str) -> String {
                     .collect();
                 let mut server = tokio::net::TcpStream::connect(upstream.trim_start_matches("http://")).await.unwrap();
                 server.write_all(format!("{kept}connection: close\r\n\r\n").as_bytes()).await.unwrap();
+                let first = text.lines().next().unwrap_or_default();
+                if first.starts_with("GET ") && first.contains(corrupt) {
+                    // A GET has no body to pass on; the answer is read whole (the server closes).
+                    let mut answer = Vec::new();
+                    server.read_to_end(&mut answer).await.unwrap();
+                    if let Some(last) = answer.last_mut() {
+                        *last ^= 0x01;
+                    }
+                    let _ = client.write_all(&answer).await;
+                    return;
+                }
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
             });
         }
@@ -526,6 +543,28 @@ async fn a_part_that_keeps_failing_completes_nothing_and_pings_fail() {
     let (fail, error) = super::backup_watch::next_ping(&mut pings).await;
     assert_eq!(fail, "POST /ping/check-1/fail HTTP/1.1");
     assert!(error.contains("part 2"), "{error}");
+}
+
+/// The manifest is written only once the stored object reads back as it was sent.
+#[tokio::test]
+async fn an_object_that_does_not_read_back_as_sent_gets_no_manifest() {
+    let (app, _) = populated_app().await;
+    let bucket = TestBucket::new().await;
+    let proxy = proxy(bucket.endpoint.clone(), "\0", ".sql.zst HTTP/1.1").await;
+    let url = bucket.url("db");
+    let failed = run_with(
+        &["backup-db", "--to", &url, "--no-encryption"],
+        &bucket,
+        &[("DATABASE_URL", &app_url(&app)), ("AWS_ENDPOINT_URL_S3", &proxy)],
+    )
+    .await;
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(failed.stderr.contains("does not read back as it was sent"), "{}", failed.stderr);
+    let keys = bucket.keys().await;
+    assert!(!keys.iter().any(|k| k.ends_with(".manifest.json")), "no manifest: {keys:?}");
+    let listed = run_with(&["list-backups", &url, "--json"], &bucket, &[]).await;
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed["backups"], serde_json::json!([]));
 }
 
 #[tokio::test]
