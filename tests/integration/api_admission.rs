@@ -226,3 +226,52 @@ async fn an_internal_errors_log_line_carries_the_request_id_the_client_saw() {
     assert_eq!(logged["span"]["request_id"], "support-ticket-4711", "{logged}");
     server.signal("TERM").await;
 }
+
+/// A download keeps its room in the memory budget until its body is sent, not only until its
+/// handler returns: a client that asks for a large document and reads nothing holds it.
+#[tokio::test]
+async fn a_download_holds_its_room_until_its_body_is_sent() {
+    let app = TestApp::spawn().await;
+    let user = app.register().await;
+    let document = document_of(8 * MIB);
+    app.upload_ok(&user, &document).await;
+    assert_eq!(app.budget_in_use().await, 0.0);
+
+    // A receive buffer of a few KiB: the server's send waits once its own buffer is full.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(app.address.trim_start_matches("http://").parse().unwrap()).await.unwrap();
+    let timestamp = now();
+    let path = "/api/backups/latest";
+    let signature = dailyreps_backup_server::signature::sign(TEST_SECRET.as_bytes(), timestamp, "GET", path, b"");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {}\r\nx-dailyreps-timestamp: {timestamp}\r\n\
+         x-dailyreps-signature: {signature}\r\n\r\n",
+        user.token
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "the server closed before answering");
+        head.extend_from_slice(&buffer[..read]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    let in_use = app.budget_in_use().await;
+    assert!(in_use >= document.len() as f64, "{in_use} bytes held while the 8 MiB body waits to be sent");
+
+    // Read it all: the room is given back.
+    let body_start = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut received = head.len() - body_start;
+    while received < document.len() {
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(read > 0);
+        received += read;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.budget_in_use().await > 0.0 {
+        assert!(Instant::now() < deadline, "the room was never given back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
