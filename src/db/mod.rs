@@ -19,6 +19,12 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::config::DatabaseUrl;
 
+/// Whether PostgreSQL refused for want of disk space (SQLSTATE 53100 `disk_full`): its volume is
+/// full, though it still answers.
+pub fn is_disk_full(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("53100"))
+}
+
 /// How the pool behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {

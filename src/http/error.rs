@@ -15,6 +15,9 @@ use crate::signature::SignatureError;
 /// Seconds a client is told to wait before retrying a 503.
 const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 5;
 
+/// Seconds a client is told to wait when storage is full: an operator has to act first.
+const STORAGE_FULL_RETRY_AFTER_SECONDS: u64 = 300;
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -66,6 +69,10 @@ pub enum ApiError {
     /// The database cannot be reached, or is going away; logged with its cause.
     #[error("the database is unavailable; retry shortly")]
     DatabaseUnavailable(sqlx::Error),
+    /// The database's volume is full (SQLSTATE 53100), or storage is held back at the headroom
+    /// kept before it: nothing can be stored until an operator makes room.
+    #[error("the server's storage is full; retry later")]
+    StorageFull,
     /// A bug or an unexpected failure; logged with its cause, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -84,7 +91,7 @@ impl ApiError {
             Self::InvalidBackup => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) | Self::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -106,7 +113,7 @@ impl ApiError {
             Self::InvalidBackup => "invalid_backup",
             Self::RequestTimeout => "request_timeout",
             Self::RateLimited(_) => "rate_limited",
-            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) | Self::StorageFull => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -115,6 +122,7 @@ impl ApiError {
         match self {
             Self::RateLimited(seconds) => Some(*seconds),
             Self::Unavailable(_) | Self::DatabaseUnavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
+            Self::StorageFull => Some(STORAGE_FULL_RETRY_AFTER_SECONDS),
             _ => None,
         }
     }
@@ -152,6 +160,10 @@ impl IntoResponse for ApiError {
             }
             Self::DatabaseUnavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
+                self.to_string()
+            }
+            Self::StorageFull => {
+                tracing::error!("the database's storage is full: uploads are refused until room is made");
                 self.to_string()
             }
             other => other.to_string(),
@@ -199,7 +211,9 @@ impl From<RetryAfter> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        if is_unavailable(&error) {
+        if crate::db::is_disk_full(&error) {
+            Self::StorageFull
+        } else if is_unavailable(&error) {
             Self::DatabaseUnavailable(error)
         } else {
             Self::Internal(anyhow::Error::new(error).context("database error"))
@@ -212,8 +226,9 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now.
-            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+            // 08: connection exception; 53: insufficient resources (out of memory, too many
+            // connections); 57P01-57P03: admin shutdown, crash shutdown, cannot connect now.
+            code.starts_with("08") || code.starts_with("53") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
         }),
         _ => false,
     }

@@ -23,6 +23,7 @@ mod database_health;
 mod dedup;
 mod deploy_files;
 mod dev;
+mod full_volume;
 mod health;
 mod inspect;
 mod man_pages;
