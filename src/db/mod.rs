@@ -48,7 +48,13 @@ const PROXY_HINT: &str = "; if this is Fly Postgres, is `fly proxy 15432:5432 -a
 /// Opens a pool and makes one connection, so a wrong URL or a dead server is reported now.
 /// A refused connection is retried until `acquire_timeout` (a server that is starting).
 pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<PgPool, ConnectError> {
-    let options = url.connect_options().application_name("dailyreps-backup-server");
+    // Every rule that runs in the database (the upload's checks, the trigger that frees chunks,
+    // prune's lock-then-recheck) is written for READ COMMITTED: a database or role whose default
+    // is another level must not change what they mean. (The dump and restore ask for theirs.)
+    let options = url
+        .connect_options()
+        .application_name("dailyreps-backup-server")
+        .options([("default_transaction_isolation", "read committed")]);
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)

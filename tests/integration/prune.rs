@@ -307,3 +307,21 @@ async fn durations_need_a_unit_and_a_sane_length_and_the_plan_names_its_cutoff()
         planned.stderr
     );
 }
+
+/// The rules written for READ COMMITTED keep that level on a database whose default is another.
+#[tokio::test]
+async fn connections_run_read_committed_whatever_the_databases_default() {
+    let db = TestDb::migrated().await;
+    let name = db.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+    let admin = db.pool().await;
+    let alter = format!("ALTER DATABASE \"{name}\" SET default_transaction_isolation TO 'serializable'");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(alter)).execute(&admin).await.unwrap();
+    admin.close().await;
+    let plain: String = {
+        let mut raw = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+        sqlx::query_scalar("SHOW transaction_isolation").fetch_one(&mut raw).await.unwrap()
+    };
+    assert_eq!(plain, "serializable", "the database's own default");
+    let ours: String = sqlx::query_scalar("SHOW transaction_isolation").fetch_one(&db.pool().await).await.unwrap();
+    assert_eq!(ours, "read committed");
+}
