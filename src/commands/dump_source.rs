@@ -67,7 +67,19 @@ impl Located {
             Self::File(path) => {
                 Box::new(File::open(path).with_context(|| format!("could not open {}", path.display()))?)
             }
-            Self::Bucket(bucket, manifest) => Box::new(bucket.open(&manifest.data).await?),
+            Self::Bucket(bucket, manifest) => {
+                // A truncated or replaced object is named as such, before its bytes are read
+                // (and fail as "not zstd" or "not age", which would say nothing of why).
+                let stored = bucket.size(&manifest.data).await?;
+                if stored != manifest.bytes {
+                    bail!(
+                        "{}: the object holds {stored} bytes where its manifest says {} (truncated or replaced)",
+                        self.label(),
+                        manifest.bytes
+                    );
+                }
+                Box::new(bucket.open(&manifest.data).await?)
+            }
         };
         let (hashing, digest) = HashingReader::new(raw);
         Ok((Box::new(hashing), digest))

@@ -160,6 +160,17 @@ async fn an_unencrypted_upload_needs_saying_so_and_data_without_a_manifest_is_no
     let refused = run_with(&["verify-backup", &format!("{url}/latest")], &bucket, &[]).await;
     assert_eq!(refused.code, 1, "{}", refused.stderr);
 
+    // A truncated object is named as truncated, not as something that is not zstd.
+    let whole = bucket.object(&data_key).await;
+    bucket.put(&data_key, whole[..whole.len() / 2].to_vec()).await;
+    let truncated = run_with(&["verify-backup", &format!("{url}/latest")], &bucket, &[]).await;
+    assert_eq!(truncated.code, 1, "{}", truncated.stderr);
+    assert!(
+        truncated.stderr.contains(&format!("holds {} bytes where its manifest says", whole.len() / 2)),
+        "{}",
+        truncated.stderr
+    );
+
     // Without its manifest the data is not a backup: not listed, not the latest.
     let manifest = bucket.keys().await.into_iter().find(|k| k.ends_with(".manifest.json")).unwrap();
     bucket.delete(&manifest).await;
