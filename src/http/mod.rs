@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod observe;
 pub mod pipeline;
 pub mod rate_limit;
+pub mod readiness;
 pub mod request_id;
 pub mod routes;
 pub mod signed;

@@ -9,6 +9,7 @@ use super::budget::MemoryBudget;
 use super::connections::ConnectionLimits;
 use super::metrics::Metrics;
 use super::rate_limit::RateLimits;
+use super::readiness::ReadinessCache;
 use crate::config::{AllowedOrigins, Limits, SigningSecrets};
 
 /// The API's settings, validated.
@@ -39,6 +40,8 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     /// How long `/readyz` waits for the database before calling it unreachable.
     pub readiness_timeout: Duration,
+    /// `/readyz`'s last answer, served for a second.
+    pub readiness: ReadinessCache,
 }
 
 impl AppState {
@@ -51,6 +54,7 @@ impl AppState {
             rate_limits: Arc::new(RateLimits::new(&settings.limits)),
             settings: Arc::new(settings),
             readiness_timeout: Duration::from_secs(3),
+            readiness: ReadinessCache::default(),
         }
     }
 }

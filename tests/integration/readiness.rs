@@ -37,7 +37,21 @@ async fn readyz_is_503_naming_the_missing_migrations_until_migrate_runs() {
     assert!(message.contains(&migrations::latest_known_version().to_string()), "{message}");
 
     migrations::apply(&app.pool).await.unwrap();
-    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    // The last answer is served for up to a second.
+    wait_for_readyz(&app, StatusCode::OK).await;
+}
+
+/// Waits until `/readyz` answers `status` (it serves a check at most a second old).
+async fn wait_for_readyz(app: &TestApp, status: StatusCode) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = app.get("/readyz").await;
+        if response.status() == status {
+            return response;
+        }
+        assert!(Instant::now() < deadline, "still {} 15 s on", response.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -87,8 +101,7 @@ async fn readyz_goes_503_while_the_database_is_down_and_recovers_without_a_resta
 
     let cluster = stop_database(cluster).await;
     let started = Instant::now();
-    let down = app.get("/readyz").await;
-    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let down = wait_for_readyz(&app, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(started.elapsed() < Duration::from_secs(10), "readyz took {:?} to answer", started.elapsed());
     let body: Value = down.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("database unreachable"), "{body}");
@@ -101,15 +114,7 @@ async fn readyz_goes_503_while_the_database_is_down_and_recovers_without_a_resta
 
     // Keep the cluster: dropping it stops it.
     let _cluster = restart_database(cluster).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = app.get("/readyz").await.status();
-        if status == StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {status} 15 s after the database came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_readyz(&app, StatusCode::OK).await;
 }
 
 /// What the uploaders of the outage test have seen so far.
@@ -164,12 +169,12 @@ async fn under_load_a_database_outage_gets_prompt_503s_and_uploads_resume_when_i
     wait_for(&mut progress, "uploads", Box::new(|seen| seen.created >= 50)).await;
     let cluster = stop_database(cluster).await;
     let before = wait_for(&mut progress, "503s", Box::new(|seen| seen.unavailable >= 8)).await;
-    assert_eq!(app.get("/readyz").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    wait_for_readyz(&app, StatusCode::SERVICE_UNAVAILABLE).await;
 
     let _cluster = restart_database(cluster).await;
     let resumed = before.created + 50;
     wait_for(&mut progress, "uploads after the outage", Box::new(move |seen| seen.created >= resumed)).await;
-    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    wait_for_readyz(&app, StatusCode::OK).await;
 
     stop.store(true, Ordering::SeqCst);
     while let Some(answers) = uploaders.join_next().await {

@@ -9,6 +9,7 @@ use utoipa_axum::routes;
 
 use crate::db::migrations;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::readiness::Readiness;
 use crate::http::state::AppState;
 
 /// The health routes.
@@ -47,23 +48,28 @@ pub struct Ready {
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    let schema_version = state.readiness.get_or_check(check(&state)).await.map_err(ApiError::Unavailable)?;
+    Ok(Json(Ready { status: "ready", schema_version }))
+}
+
+/// Asks the database: the newest schema version, or why this server cannot serve.
+async fn check(state: &AppState) -> Readiness {
     let status = tokio::time::timeout(state.readiness_timeout, async {
         let mut conn = state.pool.acquire().await?;
         migrations::status(&mut conn).await
     })
     .await
-    .map_err(|_| ApiError::Unavailable("database unreachable: no answer in time".into()))?
+    .map_err(|_| "database unreachable: no answer in time".to_owned())?
     .map_err(|error| {
         tracing::warn!(error = %error, "readiness check failed");
-        ApiError::Unavailable("database unreachable".into())
+        "database unreachable".to_owned()
     })?;
     if !status.pending.is_empty() {
         let versions: Vec<String> = status.pending.iter().map(|p| p.version.to_string()).collect();
-        return Err(ApiError::Unavailable(format!(
+        return Err(format!(
             "database schema is behind: migrations {} are not applied; run `migrate`",
             versions.join(", ")
-        )));
+        ));
     }
-    let schema_version = status.applied.iter().map(|a| a.version).max().unwrap_or(0);
-    Ok(Json(Ready { status: "ready", schema_version }))
+    Ok(status.applied.iter().map(|a| a.version).max().unwrap_or(0))
 }
