@@ -46,7 +46,7 @@ async fn a_fresh_cluster_is_healthy_and_an_inactive_slot_warns_by_name_with_the_
     let version = check(&report, "version");
     let detail = version["detail"].as_str().unwrap();
     let today = time::OffsetDateTime::now_utc().date();
-    let format = time::format_description::parse("[year]-[month]-[day]").unwrap();
+    let format = time::format_description::parse_borrowed::<2>("[year]-[month]-[day]").unwrap();
     let supported = match detail.split_once("supported until ") {
         Some((_, rest)) => time::Date::parse(&rest[..10], &format).unwrap() >= today,
         None => detail.contains("newer than this tool knows"),
