@@ -37,8 +37,9 @@ pub enum RemoteError {
         /// Why.
         reason: String,
     },
-    /// A request to the bucket failed.
-    #[error("{what} in bucket {bucket} at {endpoint} failed: {error}")]
+    /// A request to the bucket failed. One line: the store's answer is cut to its code and
+    /// message, never its XML.
+    #[error("{what} in bucket {bucket} at {endpoint} failed: {}", one_line(error))]
     Request {
         /// What was being done.
         what: String,
@@ -53,6 +54,33 @@ pub enum RemoteError {
     /// An object is not what this tool writes.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// The longest store error shown, in characters.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// A store's error on one line: an S3 error document becomes `Code: Message` (with the status
+/// object_store names before it), anything else loses its line breaks and is cut short.
+fn one_line(error: &object_store::Error) -> String {
+    let text = error.to_string();
+    let element = |name: &str| {
+        let start = text.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].to_owned())
+    };
+    let text = match (text.find("<?xml").or_else(|| text.find("<Error>")), element("Code")) {
+        (Some(xml), Some(code)) => {
+            let before = text[..xml].trim_end().trim_end_matches(':');
+            let message = element("Message").map_or_else(String::new, |m| format!(": {m}"));
+            format!("{before}: {code}{message}")
+        }
+        _ => text,
+    };
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
 }
 
 impl RemoteError {

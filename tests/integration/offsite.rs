@@ -310,6 +310,9 @@ async fn a_missing_bucket_or_an_endpoint_that_does_not_answer_is_named_without_s
         "{}",
         missing.stderr
     );
+    // S3's answer as its code and message, on one line: no XML.
+    assert!(missing.stderr.contains("NoSuchBucket"), "{}", missing.stderr);
+    assert!(!missing.stderr.contains('<') && missing.stderr.trim_end().lines().count() == 1, "{}", missing.stderr);
     let silent =
         run_with(&["list-backups", &bucket.url("db")], &bucket, &[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")]).await;
     assert_eq!(silent.code, 1);
