@@ -38,6 +38,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('scrub', 'scrub', [CompletionResultType]::ParameterValue, 'Re-read every stored chunk and backup, and name the damaged ones')
+            [CompletionResult]::new('reserve', 'reserve', [CompletionResultType]::ParameterValue, 'Keep space in reserve on the database''s volume, or release it when the volume is full')
             [CompletionResult]::new('request', 'request', [CompletionResultType]::ParameterValue, 'Send one signed request to the API and print the answer, like `gh api`')
             [CompletionResult]::new('smoke-test', 'smoke-test', [CompletionResultType]::ParameterValue, 'Walk the whole user journey against a deployed server and report each step')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)')
@@ -339,6 +340,20 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'dailyreps-backup-server;reserve' {
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
+            [CompletionResult]::new('--size', '--size', [CompletionResultType]::ParameterName, 'How much to keep in reserve, e.g. 64MiB (about 6% of a 1 GB volume)')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--release', '--release', [CompletionResultType]::ParameterName, 'Give the reserve back to the volume (when it is full)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'dailyreps-backup-server;request' {
             [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise')
             [CompletionResult]::new('--data', '--data', [CompletionResultType]::ParameterName, 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise')
@@ -396,6 +411,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('scrub', 'scrub', [CompletionResultType]::ParameterValue, 'Re-read every stored chunk and backup, and name the damaged ones')
+            [CompletionResult]::new('reserve', 'reserve', [CompletionResultType]::ParameterValue, 'Keep space in reserve on the database''s volume, or release it when the volume is full')
             [CompletionResult]::new('request', 'request', [CompletionResultType]::ParameterValue, 'Send one signed request to the API and print the answer, like `gh api`')
             [CompletionResult]::new('smoke-test', 'smoke-test', [CompletionResultType]::ParameterValue, 'Walk the whole user journey against a deployed server and report each step')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)')
@@ -454,6 +470,9 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             break
         }
         'dailyreps-backup-server;help;scrub' {
+            break
+        }
+        'dailyreps-backup-server;help;reserve' {
             break
         }
         'dailyreps-backup-server;help;request' {

@@ -43,6 +43,9 @@ _dailyreps__backup__server() {
             dailyreps__backup__server,request)
                 cmd="dailyreps__backup__server__subcmd__request"
                 ;;
+            dailyreps__backup__server,reserve)
+                cmd="dailyreps__backup__server__subcmd__reserve"
+                ;;
             dailyreps__backup__server,restore-db)
                 cmd="dailyreps__backup__server__subcmd__restore__subcmd__db"
                 ;;
@@ -84,6 +87,9 @@ _dailyreps__backup__server() {
                 ;;
             dailyreps__backup__server__subcmd__help,request)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__request"
+                ;;
+            dailyreps__backup__server__subcmd__help,reserve)
+                cmd="dailyreps__backup__server__subcmd__help__subcmd__reserve"
                 ;;
             dailyreps__backup__server__subcmd__help,restore-db)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__restore__subcmd__db"
@@ -173,7 +179,7 @@ _dailyreps__backup__server() {
 
     case "${cmd}" in
         dailyreps__backup__server)
-            opts="-q -h -V --log-format --quiet --help --version serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune scrub request smoke-test completions help"
+            opts="-q -h -V --log-format --quiet --help --version serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune scrub reserve request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -293,7 +299,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__help)
-            opts="serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune scrub request smoke-test completions help"
+            opts="serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune scrub reserve request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -503,6 +509,20 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__help__subcmd__request)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__backup__server__subcmd__help__subcmd__reserve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1054,6 +1074,32 @@ _dailyreps__backup__server() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__backup__server__subcmd__reserve)
+            opts="-q -h -V --database-url --size --release --json --log-format --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -35,6 +35,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand inspect 'Read-only views of users, backups and the database, for operators'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand scrub 'Re-read every stored chunk and backup, and name the damaged ones'
+            cand reserve 'Keep space in reserve on the database''s volume, or release it when the volume is full'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
             cand smoke-test 'Walk the whole user journey against a deployed server and report each step'
             cand completions 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
@@ -309,6 +310,19 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'dailyreps-backup-server;reserve'= {
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --size 'How much to keep in reserve, e.g. 64MiB (about 6% of a 1 GB volume)'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --release 'Give the reserve back to the volume (when it is full)'
+            cand --json 'Print JSON'
+            cand -q 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
+            cand --quiet 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'dailyreps-backup-server;request'= {
             cand -d 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise'
             cand --data 'Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise'
@@ -363,6 +377,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand inspect 'Read-only views of users, backups and the database, for operators'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand scrub 'Re-read every stored chunk and backup, and name the damaged ones'
+            cand reserve 'Keep space in reserve on the database''s volume, or release it when the volume is full'
             cand request 'Send one signed request to the API and print the answer, like `gh api`'
             cand smoke-test 'Walk the whole user journey against a deployed server and report each step'
             cand completions 'Print a shell completion script (e.g. `completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server`)'
@@ -405,6 +420,8 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;help;prune'= {
         }
         &'dailyreps-backup-server;help;scrub'= {
+        }
+        &'dailyreps-backup-server;help;reserve'= {
         }
         &'dailyreps-backup-server;help;request'= {
         }

@@ -80,6 +80,12 @@ pub enum Command {
     /// user and whether it can heal (a damaged chunk heals when the app uploads its bytes again).
     /// Read-only. Exits 3 when anything is damaged.
     Scrub(ScrubArgs),
+    /// Keep space in reserve on the database's volume, or release it when the volume is full.
+    ///
+    /// On a full volume deleting frees nothing until VACUUM runs, and VACUUM itself needs room:
+    /// `reserve --release` gives the reserve back at once, so uploads resume and `prune` can
+    /// vacuum. Run `reserve` once after setting up the database, and again after a release.
+    Reserve(ReserveArgs),
     /// Send one signed request to the API and print the answer, like `gh api`.
     ///
     /// Example: `request POST /api/backup --data @doc.json` (with APP_SIGNING_SECRET and
@@ -399,6 +405,26 @@ pub struct ScrubArgs {
     pub database: DatabaseArgs,
 
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of `reserve`.
+#[derive(Debug, Args)]
+pub struct ReserveArgs {
+    /// Where the database is.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// How much to keep in reserve, e.g. 64MiB (about 6% of a 1 GB volume).
+    #[arg(long, default_value = "64MiB")]
+    pub size: ByteSize,
+
+    /// Give the reserve back to the volume (when it is full).
+    #[arg(long, conflicts_with = "size")]
+    pub release: bool,
+
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -108,6 +108,7 @@ pub fn judge(facts: &Facts, wal_bytes: Option<i64>, limits: Limits, now: OffsetD
         slots(facts),
         wal(wal_bytes, limits.volume_bytes),
         version(facts, now.date()),
+        reserve(facts),
     ];
     Report {
         ok: checks.iter().all(|check| check.ok),
@@ -165,15 +166,45 @@ fn disk(facts: &Facts, used: i64, volume: Option<u64>, growth: Growth, days: Opt
         None if growth == Growth::default() => "growth not known yet (`serve` samples the size daily)".to_owned(),
         None => "not growing".to_owned(),
     };
-    let fix = "extend the volume (`fly volumes extend <id> --size <GB>`) or delete backups (`prune`)";
+    let fix = "extend the volume (`fly volumes extend <id> --size <GB>`) or delete backups (`prune`, which \
+               vacuums so the space is reused)";
     match days {
-        Some(0) => Check::warn("disk", format!("{usage}: the volume is full; {fix}")),
+        // Tested on a full volume: deleting gives nothing back until VACUUM runs, and VACUUM
+        // itself needs room, so prune alone cannot help.
+        Some(0) => Check::warn(
+            "disk",
+            format!(
+                "{usage}: the volume is full, so deleting frees nothing until VACUUM runs, and VACUUM needs \
+                 room: run `reserve --release` (room at once, and it vacuums), then `prune` or extend the \
+                 volume (`fly volumes extend <id> --size <GB>`), then `reserve` again"
+            ),
+        ),
         Some(days) if days < FULL_WITHIN_DAYS => {
             Check::warn("disk", format!("{usage}: full in about {days} days at {rate}; {fix}"))
         }
         _ if share > USED_SHARE => Check::warn("disk", format!("{usage}, {rate}; {fix}")),
         Some(days) => Check::ok("disk", format!("{usage}: full in about {days} days at {rate}")),
         None => Check::ok("disk", format!("{usage}; {rate}")),
+    }
+}
+
+/// Whether space is kept in reserve, for the day the volume fills.
+fn reserve(facts: &Facts) -> Check {
+    if facts.reserve_bytes > 0 {
+        Check::ok(
+            "reserve",
+            format!(
+                "{} kept in reserve; `reserve --release` gives it back on a full volume",
+                bytes(facts.reserve_bytes)
+            ),
+        )
+    } else {
+        Check::warn(
+            "reserve",
+            "no space is kept in reserve: on a full volume deleting frees nothing and VACUUM cannot run; run \
+             `reserve` once (64 MiB)"
+                .to_owned(),
+        )
     }
 }
 
@@ -370,6 +401,7 @@ mod tests {
             reserved_connections: 3,
             slots: vec![],
             may_list_wal: true,
+            reserve_bytes: 64 << 20,
         }
     }
 

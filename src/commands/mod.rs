@@ -10,6 +10,7 @@ pub mod list_backups;
 pub mod migrate;
 pub mod prune;
 pub mod request;
+pub mod reserve;
 pub mod restore_db;
 pub mod scrub;
 pub mod serve;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args).await,
         Command::Prune(args) => prune::run(args).await,
         Command::Scrub(args) => scrub::run(args).await,
+        Command::Reserve(args) => reserve::run(args).await,
         Command::Request(args) => request::run(args).await,
         Command::SmokeTest(args) => smoke_test::run(args).await,
         Command::Completions { shell } => completions::run(shell),

@@ -90,7 +90,23 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
     if interrupted {
         bail!("interrupted: stopped after a whole batch; what is listed above was deleted");
     }
+    vacuum(&pool).await;
     Ok(())
+}
+
+/// Vacuums what prune deletes from, so the space it freed is reused now rather than when
+/// autovacuum comes by. On a full volume VACUUM needs room it lacks: that is a warning, with
+/// the way out.
+async fn vacuum(pool: &sqlx::PgPool) {
+    output::status("vacuuming, so the space freed is reused now");
+    match prune::vacuum(pool).await {
+        Ok(()) => {}
+        Err(error) if crate::db::is_disk_full(&error) => output::status(
+            "warning: the volume is full, and VACUUM needs room: run `reserve --release`, which gives room \
+             back and vacuums; until then the space deleted is not reused",
+        ),
+        Err(error) => output::status(&format!("warning: VACUUM failed; autovacuum will come by: {error}")),
+    }
 }
 
 /// Deletes the plan batch by batch; stops between batches when `stop` is set.

@@ -15,6 +15,8 @@ use crate::dump::sequences::SequenceValue;
 /// table the migrations create.
 pub const TABLES: &[&str] =
     &["_sqlx_migrations", "users", "chunks", "backups", "idempotency_keys", "database_backups", "database_sizes"];
+/// The tables a dump leaves out: filler, not data ([`super::reserve`]).
+pub const NOT_DUMPED: &[&str] = &["storage_reserve"];
 
 /// sqlx's own migration table, as sqlx creates it.
 const MIGRATIONS_TABLE: &str = "CREATE TABLE _sqlx_migrations (\n    version BIGINT PRIMARY KEY,\n    \

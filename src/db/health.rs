@@ -34,6 +34,8 @@ pub struct Facts {
     pub slots: Vec<Slot>,
     /// Whether the role may list the WAL directory (`pg_ls_waldir`).
     pub may_list_wal: bool,
+    /// The space kept in reserve (`storage_reserve`; 0 before its migration).
+    pub reserve_bytes: i64,
 }
 
 /// One day's sample of the database's size.
@@ -122,7 +124,8 @@ const FACTS: &str = "SELECT json_build_object( \
                CASE WHEN NOT pg_is_in_recovery() \
                     THEN pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint END AS retained_wal_bytes \
         FROM pg_replication_slots) r), '[]'::json), \
-    'may_list_wal', has_function_privilege('pg_ls_waldir()', 'EXECUTE') \
+    'may_list_wal', has_function_privilege('pg_ls_waldir()', 'EXECUTE'), \
+    'reserve_bytes', coalesce(pg_relation_size(to_regclass('storage_reserve')), 0) \
 )::text";
 
 /// The facts, in one round trip.

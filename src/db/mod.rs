@@ -9,6 +9,7 @@ pub mod health;
 pub mod inspect;
 pub mod migrations;
 pub mod prune;
+pub mod reserve;
 pub mod scrub;
 pub mod users;
 

@@ -163,3 +163,8 @@ pub async fn delete_inactive_users(
     tx.commit().await?;
     Ok(Deleted { users, backups, logical_bytes, stored_bytes })
 }
+
+/// Vacuums the tables prune deletes from: the space their deleted rows held is reused.
+pub async fn vacuum(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("VACUUM users, chunks, backups, idempotency_keys").execute(pool).await.map(drop)
+}

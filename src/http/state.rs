@@ -1,6 +1,7 @@
 //! What every handler shares.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -42,6 +43,9 @@ pub struct AppState {
     pub readiness_timeout: Duration,
     /// `/readyz`'s last answer, served for a second.
     pub readiness: ReadinessCache,
+    /// Whether this machine's last upload found the database's volume full (SQLSTATE 53100):
+    /// `/readyz` says so, while downloads still work.
+    pub storage_full: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -55,6 +59,7 @@ impl AppState {
             settings: Arc::new(settings),
             readiness_timeout: Duration::from_secs(3),
             readiness: ReadinessCache::default(),
+            storage_full: Arc::new(AtomicBool::new(false)),
         }
     }
 }

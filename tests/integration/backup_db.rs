@@ -422,9 +422,10 @@ async fn the_dump_covers_every_table_of_the_schema() {
             .fetch_all(&db.pool().await)
             .await
             .unwrap();
-    let mut dumped: Vec<String> = dailyreps_backup_server::db::dump::TABLES.iter().map(|t| (*t).to_owned()).collect();
-    dumped.sort();
-    assert_eq!(tables, dumped, "a new table must be added to db::dump::TABLES");
+    use dailyreps_backup_server::db::dump::{NOT_DUMPED, TABLES};
+    let mut known: Vec<String> = TABLES.iter().chain(NOT_DUMPED).map(|t| (*t).to_owned()).collect();
+    known.sort();
+    assert_eq!(tables, known, "a new table must be added to db::dump::TABLES (or NOT_DUMPED, saying why)");
 }
 
 #[tokio::test]

@@ -32,7 +32,38 @@ async fn alone() -> (LocalCluster, String, PgPool) {
     let url = database_in(&cluster).await;
     let pool = connect(&url).await;
     dailyreps_backup_server::db::migrations::apply(&pool).await.unwrap();
+    // As an operator sets one up: a database without space in reserve warns (tested below).
+    dailyreps_backup_server::db::reserve::add(&pool, 1 << 20).await.unwrap();
     (cluster, url, pool)
+}
+
+#[tokio::test]
+async fn no_space_in_reserve_warns_until_reserve_keeps_some_and_release_gives_it_back() {
+    let db = TestDb::migrated().await;
+    let (_, report) = health(&db.url, &[]).await;
+    let reserve = check(&report, "reserve");
+    assert_eq!(reserve["ok"], false, "{report}");
+    assert!(reserve["detail"].as_str().unwrap().contains("run `reserve`"), "{report}");
+
+    let kept = binary::run(&["reserve", "--size", "2MiB", "--json"], &[("DATABASE_URL", &db.url)]).await;
+    assert_eq!(kept.code, 0, "{}", kept.stderr);
+    let kept: Value = serde_json::from_str(&kept.stdout).unwrap();
+    let bytes = kept["reserve_bytes"].as_i64().unwrap();
+    assert!((2 << 20..(2 << 20) + 16 * 8192).contains(&bytes), "{kept}");
+    let (_, report) = health(&db.url, &[]).await;
+    assert_eq!(check(&report, "reserve")["ok"], true, "{report}");
+
+    let again = binary::run(&["reserve", "--size", "2MiB", "--json"], &[("DATABASE_URL", &db.url)]).await;
+    let again: Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(again["changed_bytes"], 0, "a reserve that is there already is kept as it is: {again}");
+
+    let released = binary::run(&["reserve", "--release", "--json"], &[("DATABASE_URL", &db.url)]).await;
+    assert_eq!(released.code, 0, "{}", released.stderr);
+    let released: Value = serde_json::from_str(&released.stdout).unwrap();
+    assert_eq!(released, serde_json::json!({"reserve_bytes": 0, "changed_bytes": -bytes}));
+    let size: i64 =
+        sqlx::query_scalar("SELECT pg_relation_size('storage_reserve')").fetch_one(&db.pool().await).await.unwrap();
+    assert_eq!(size, 0, "its file is given back");
 }
 
 #[tokio::test]
@@ -62,7 +93,7 @@ async fn a_fresh_cluster_is_healthy_and_an_inactive_slot_warns_by_name_with_the_
     assert_eq!(report["days_until_full"], Value::Null, "no volume size given");
     assert_eq!(report["growth_bytes_per_day"], serde_json::json!({"last_7_days": null, "last_30_days": null}));
     let names: Vec<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["disk", "vacuum", "sessions", "connections", "replication_slots", "wal", "version"]);
+    assert_eq!(names, ["disk", "vacuum", "sessions", "connections", "replication_slots", "wal", "version", "reserve"]);
     assert!(
         report["checks"]
             .as_array()
@@ -91,7 +122,7 @@ async fn a_fresh_cluster_is_healthy_and_an_inactive_slot_warns_by_name_with_the_
     let text = binary::run(&["inspect", "health"], &[("DATABASE_URL", &url)]).await;
     assert_eq!(text.code, 1);
     assert!(text.stdout.contains("WARN") && text.stdout.contains("forgotten_replica"), "{}", text.stdout);
-    assert!(text.stderr.contains("1 of 7 checks warn: replication_slots"), "{}", text.stderr);
+    assert!(text.stderr.contains("1 of 8 checks warn: replication_slots"), "{}", text.stderr);
     pool.close().await;
 }
 
@@ -204,7 +235,7 @@ async fn a_role_that_may_not_list_the_wal_still_gets_every_other_check() {
     let wal = check(&report, "wal");
     assert_eq!(wal["ok"], true, "{report}");
     assert!(wal["detail"].as_str().unwrap().contains("not visible to this role"), "{wal}");
-    assert_eq!(report["checks"].as_array().unwrap().len(), 7);
+    assert_eq!(report["checks"].as_array().unwrap().len(), 8);
     assert!(report["database_bytes"].as_i64().unwrap() > 0);
 }
 

@@ -1,6 +1,8 @@
 //! A database whose volume fills while PostgreSQL stays up (its data full, its WAL elsewhere
 //! with room): uploads are answered 503 `unavailable` with Retry-After and a message that says
-//! storage is full, never 500; what is stored still downloads.
+//! storage is full, never 500; what is stored still downloads; `/readyz` and `inspect health`
+//! say so; and the runbook works as written: `reserve --release` gives room at once (uploads
+//! resume), `prune` deletes and vacuums, and what it deleted is reused.
 //!
 //! The database lives in a tablespace on a 16 MiB tmpfs, which only root may mount: as another
 //! user this test says so and does nothing (CI runs as root).
@@ -52,8 +54,15 @@ fn incompressible_document(seed: u32, len: usize) -> Vec<u8> {
     text.into_bytes()
 }
 
+fn run(args: &[&str], url: &str) -> impl Future<Output = crate::common::binary::Outcome> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let url = url.to_owned();
+    async move { crate::common::binary::run(&all, &[("DATABASE_URL", &url)]).await }
+}
+
 #[tokio::test]
-async fn a_full_volume_is_answered_503_storage_full_and_reads_still_work() {
+async fn a_full_volume_is_answered_503_storage_full_and_the_runbook_recovers_it() {
     if !is_root() {
         eprintln!("skipped: mounting a small filesystem needs root");
         return;
@@ -69,6 +78,8 @@ async fn a_full_volume_is_answered_503_storage_full_and_reads_still_work() {
     sqlx::raw_sql("CREATE DATABASE full_volume TABLESPACE small").execute(&admin).await.unwrap();
     let url = with_database(&cluster.url("postgres"), "full_volume");
     migrations::apply(&connect(&url).await).await.unwrap();
+    let kept = run(&["reserve", "--size", "2MiB"], &url).await;
+    assert_eq!(kept.code, 0, "{}", kept.stderr);
 
     let app = TestApp::spawn_on(&url).await;
     let user = app.register().await;
@@ -92,6 +103,39 @@ async fn a_full_volume_is_answered_503_storage_full_and_reads_still_work() {
     let latest = app.authed(&user, Method::GET, "/api/backups/latest", b"").send().await.unwrap();
     assert_eq!(latest.status(), StatusCode::OK, "what is stored still downloads");
     assert_eq!(latest.bytes().await.unwrap().as_ref(), stored.last().unwrap().as_slice());
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["storage_full"], true, "{ready}");
+
+    // inspect health says the volume is full, and what to do.
+    let health = run(&["inspect", "health", "--volume-size", "16MiB"], &url).await;
+    let health: Value = serde_json::from_str(&health.stdout).unwrap();
+    let disk = health["checks"].as_array().unwrap().iter().find(|c| c["name"] == "disk").unwrap();
+    let advice = disk["detail"].as_str().unwrap();
+    assert!(advice.contains("the volume is full") && advice.contains("reserve --release"), "{advice}");
+
+    // Deleting alone gives nothing back: prune deletes, but its VACUUM has no room.
+    let pruned = run(&["prune", "--keep-last", "1", "--yes"], &url).await;
+    assert_eq!(pruned.code, 0, "{}", pruned.stderr);
+    assert!(
+        pruned.stderr.contains("VACUUM needs room") && pruned.stderr.contains("reserve --release"),
+        "{}",
+        pruned.stderr
+    );
+    let deleted = serde_json::from_str::<Value>(&pruned.stdout).unwrap()["backups_deleted"].as_u64().unwrap();
+    assert!(deleted >= 8, "twice what the reserve holds, so the uploads below must reuse it: {}", pruned.stdout);
+
+    // The runbook: release the reserve (room at once, and it vacuums); uploads resume and reuse
+    // what prune deleted, beyond what the reserve held.
+    let released = run(&["reserve", "--release"], &url).await;
+    assert_eq!(released.code, 0, "{}", released.stderr);
+    assert!(released.stderr.contains("vacuumed"), "{}", released.stderr);
+    for n in 0..deleted {
+        let document = incompressible_document(1000 + n as u32, 512 * 1024);
+        let response = app.upload(&user, &document).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "upload {n} of {deleted} after the recovery");
+    }
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["storage_full"], false, "{ready}");
     app.pool.close().await;
     admin.close().await;
     drop(cluster);

@@ -1,5 +1,7 @@
 //! Backups: upload, list, restore (latest or by id), delete.
 
+use std::sync::atomic::Ordering;
+
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -132,7 +134,13 @@ async fn upload(
         // Room for the driver's copies of what goes to the database: the chunks the user has
         // not stored (two of a mature history's hundred), not the whole document.
         let _storing = state.budget.hold_for_storing(prepared.bytes_to_send()).ok_or_else(ApiError::busy)?;
-        return match db::backups::store(&state.pool, &mut prepared).await? {
+        let stored = db::backups::store(&state.pool, &mut prepared).await;
+        match &stored {
+            Ok(_) => state.storage_full.store(false, Ordering::Relaxed),
+            Err(error) if db::is_disk_full(error) => state.storage_full.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
+        return match stored? {
             Upload::Stored(stored) => Ok(upload_response(stored, false)),
             Upload::Replayed(stored) => Ok(upload_response(stored, true)),
             Upload::KeyConflict => Err(ApiError::IdempotencyConflict),

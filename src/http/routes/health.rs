@@ -37,6 +37,10 @@ pub struct Ready {
     status: &'static str,
     /// The newest migration applied.
     schema_version: i64,
+    /// Whether this machine's last upload found the database's volume full: uploads are then
+    /// answered 503 until an operator makes room, while downloads still work (so the machine
+    /// stays ready).
+    storage_full: bool,
 }
 
 /// Readiness: the database answers and its schema is at least this binary's.
@@ -49,7 +53,8 @@ pub struct Ready {
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let schema_version = state.readiness.get_or_check(check(&state)).await.map_err(ApiError::Unavailable)?;
-    Ok(Json(Ready { status: "ready", schema_version }))
+    let storage_full = state.storage_full.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Json(Ready { status: "ready", schema_version, storage_full }))
 }
 
 /// Asks the database: the newest schema version, or why this server cannot serve.
