@@ -4,13 +4,14 @@
 use std::time::Instant;
 
 use anyhow::Context;
+use indicatif::ProgressBar;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::cli::ScrubArgs;
 use crate::commands::{Interrupted, Warned, connect_cli};
-use crate::db::scrub::{self, DamagedBackup, DamagedChunk};
+use crate::db::scrub::{self, Batch, DamagedBackup, DamagedChunk};
 use crate::output;
 
 /// Chunks per statement: about 8 KiB each, so some 8 MiB re-hashed per round trip.
@@ -19,7 +20,7 @@ const CHUNKS_PER_BATCH: i64 = 1000;
 const BACKUPS_PER_BATCH: i64 = 100;
 
 /// What the scrub found.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 struct Report {
     ok: bool,
     chunks_checked: i64,
@@ -58,36 +59,50 @@ pub async fn run(args: ScrubArgs) -> anyhow::Result<()> {
 async fn scrub(pool: &PgPool) -> anyhow::Result<Report> {
     let (chunks, backups) = scrub::totals(pool).await.context("could not count the chunks and backups")?;
     let bar = output::progress(u64::try_from(chunks + backups).unwrap_or(0).max(1), "rows", false);
-    let mut report = Report::default();
-    let (mut damaged_chunks, mut damaged_backups) = (Vec::new(), Vec::new());
-    let mut after = 0;
     bar.set_message("chunks");
-    loop {
-        let batch = scrub::chunk_batch(pool, after, CHUNKS_PER_BATCH).await.context("could not read the chunks")?;
-        let Some(last) = batch.last_id else { break };
-        after = last;
-        report.chunks_checked += batch.checked;
-        report.chunk_bytes += batch.bytes;
-        damaged_chunks.extend(batch.damaged);
-        bar.inc(batch.checked.unsigned_abs());
-    }
-    let mut after = Uuid::nil();
+    let chunks = pass(0, &bar, |after| scrub::chunk_batch(pool, after, CHUNKS_PER_BATCH))
+        .await
+        .context("could not read the chunks")?;
     bar.set_message("backups");
-    loop {
-        let batch = scrub::backup_batch(pool, after, BACKUPS_PER_BATCH).await.context("could not read the backups")?;
-        let Some(last) = batch.last_id else { break };
-        after = last;
-        report.backups_checked += batch.checked;
-        report.document_bytes += batch.bytes;
-        damaged_backups.extend(batch.damaged);
-        bar.inc(batch.checked.unsigned_abs());
-    }
+    let backups = pass(Uuid::nil(), &bar, |after| scrub::backup_batch(pool, after, BACKUPS_PER_BATCH))
+        .await
+        .context("could not read the backups")?;
     bar.finish_and_clear();
-    report.damaged_chunks =
-        scrub::damaged_chunks(pool, &damaged_chunks).await.context("could not describe the damage")?;
-    report.damaged_backups =
-        scrub::damaged_backups(pool, &damaged_backups).await.context("could not describe the damage")?;
-    Ok(report)
+    Ok(Report {
+        ok: false,
+        chunks_checked: chunks.checked,
+        chunk_bytes: chunks.bytes,
+        backups_checked: backups.checked,
+        document_bytes: backups.bytes,
+        seconds: 0.0,
+        damaged_chunks: scrub::damaged_chunks(pool, &chunks.damaged).await.context("could not describe the damage")?,
+        damaged_backups: scrub::damaged_backups(pool, &backups.damaged)
+            .await
+            .context("could not describe the damage")?,
+    })
+}
+
+/// Every batch of one pass, from the start to the end, added up.
+async fn pass<Id: Copy, Fetched>(
+    mut after: Id,
+    bar: &ProgressBar,
+    mut batch: impl FnMut(Id) -> Fetched,
+) -> Result<Batch<Id>, sqlx::Error>
+where
+    Fetched: Future<Output = Result<Batch<Id>, sqlx::Error>>,
+{
+    let mut total = Batch { last_id: None, checked: 0, bytes: 0, damaged: Vec::new() };
+    loop {
+        let next = batch(after).await?;
+        total.checked += next.checked;
+        total.bytes += next.bytes;
+        total.damaged.extend(next.damaged);
+        bar.inc(next.checked.unsigned_abs());
+        match next.last_id {
+            Some(last) => after = last,
+            None => return Ok(total),
+        }
+    }
 }
 
 fn print_text(report: &Report) -> std::io::Result<()> {

@@ -8,66 +8,61 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// What one batch of chunks came to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
-pub struct ChunkBatch {
-    /// The last chunk id of the batch (the next batch starts after it); `None` past the end.
-    pub last_id: Option<i64>,
-    /// Chunks checked.
+/// What one batch of chunks or backups came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch<Id> {
+    /// The last id of the batch (the next batch starts after it); `None` past the end.
+    pub last_id: Option<Id>,
+    /// Rows checked.
     pub checked: i64,
-    /// Their bytes, as text.
+    /// Their bytes: the chunks' text, or the backups' documents.
     pub bytes: i64,
-    /// Those that do not hash to their name.
-    pub damaged: Vec<i64>,
+    /// Those that do not hash as they should.
+    pub damaged: Vec<Id>,
 }
 
-/// Re-hashes up to `limit` chunks after id `after`.
-pub async fn chunk_batch(db: impl PgExecutor<'_>, after: i64, limit: i64) -> Result<ChunkBatch, sqlx::Error> {
-    sqlx::query_as(
+impl<Id> From<(Option<Id>, i64, i64, Vec<Id>)> for Batch<Id> {
+    fn from((last_id, checked, bytes, damaged): (Option<Id>, i64, i64, Vec<Id>)) -> Self {
+        Self { last_id, checked, bytes, damaged }
+    }
+}
+
+/// Re-hashes up to `limit` chunks after id `after` against their names.
+pub async fn chunk_batch(db: impl PgExecutor<'_>, after: i64, limit: i64) -> Result<Batch<i64>, sqlx::Error> {
+    let row: (Option<i64>, i64, i64, Vec<i64>) = sqlx::query_as(
         "WITH checked AS ( \
              SELECT id, octet_length(data)::bigint AS bytes, sha256(convert_to(data, 'UTF8')) = sha256 AS ok \
              FROM chunks WHERE id > $1 ORDER BY id LIMIT $2) \
-         SELECT max(id) AS last_id, count(*) AS checked, coalesce(sum(bytes), 0)::bigint AS bytes, \
-                coalesce(array_agg(id ORDER BY id) FILTER (WHERE NOT ok), '{}') AS damaged \
+         SELECT max(id), count(*), coalesce(sum(bytes), 0)::bigint, \
+                coalesce(array_agg(id ORDER BY id) FILTER (WHERE NOT ok), '{}') \
          FROM checked",
     )
     .bind(after)
     .bind(limit)
     .fetch_one(db)
-    .await
+    .await?;
+    Ok(row.into())
 }
 
-/// What one batch of backups came to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
-pub struct BackupBatch {
-    /// The last backup id of the batch; `None` past the end.
-    pub last_id: Option<Uuid>,
-    /// Backups checked.
-    pub checked: i64,
-    /// Their documents' bytes.
-    pub bytes: i64,
-    /// Those whose chunks do not make their document.
-    pub damaged: Vec<Uuid>,
-}
-
-/// Reassembles and re-hashes up to `limit` backups after id `after` (the nil id to start).
-pub async fn backup_batch(db: impl PgExecutor<'_>, after: Uuid, limit: i64) -> Result<BackupBatch, sqlx::Error> {
-    sqlx::query_as(
+/// Reassembles and re-hashes up to `limit` backups after id `after` (the nil id to start)
+/// against their SHA-256.
+pub async fn backup_batch(db: impl PgExecutor<'_>, after: Uuid, limit: i64) -> Result<Batch<Uuid>, sqlx::Error> {
+    let row: (Option<Uuid>, i64, i64, Vec<Uuid>) = sqlx::query_as(
         "WITH checked AS ( \
              SELECT b.id, b.size_bytes, \
                     (SELECT sha256(convert_to(coalesce(string_agg(c.data, '' ORDER BY part.n), ''), 'UTF8')) \
                      FROM unnest(b.chunk_ids) WITH ORDINALITY AS part(id, n) \
                      JOIN chunks c ON c.id = part.id AND c.user_id = b.user_id) = b.sha256 AS ok \
              FROM backups b WHERE b.id > $1 ORDER BY b.id LIMIT $2) \
-         SELECT (array_agg(id ORDER BY id DESC))[1] AS last_id, count(*) AS checked, \
-                coalesce(sum(size_bytes), 0)::bigint AS bytes, \
-                coalesce(array_agg(id ORDER BY id) FILTER (WHERE NOT ok), '{}') AS damaged \
+         SELECT (array_agg(id ORDER BY id DESC))[1], count(*), coalesce(sum(size_bytes), 0)::bigint, \
+                coalesce(array_agg(id ORDER BY id) FILTER (WHERE NOT ok), '{}') \
          FROM checked",
     )
     .bind(after)
     .bind(limit)
     .fetch_one(db)
-    .await
+    .await?;
+    Ok(row.into())
 }
 
 /// A chunk that does not hash to its name.
