@@ -14,6 +14,7 @@ wall time and peak RSS (from wait4) of:
   pg_restore         of the -Fc dump into a fresh database
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -82,54 +83,60 @@ def settle(url):
     psql(url, "CHECKPOINT")
 
 
-def main():
-    backups = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    with tempfile.TemporaryDirectory(prefix="drb-bench-dump-", dir="/var/tmp") as folder:
+@contextlib.contextmanager
+def dev_database(label):
+    """A `serve --dev` cluster in a temporary folder: yields (database URL, folder)."""
+    with tempfile.TemporaryDirectory(prefix=f"drb-bench-{label}-", dir="/var/tmp") as folder:
         os.chmod(folder, 0o755)
         dev = subprocess.Popen(
             [BINARY, "serve", "--dev", "--dev-data-dir", folder, "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         try:
-            url = next(m.group(1) for line in dev.stdout if (m := re.search(r"Database: (postgres://\S+)", line)))
-            base = url.rsplit("/", 1)[0]
-            started = time.perf_counter()
-            psql(url, GENERATE.format(users=backups // 5))
-            logical = subprocess.run(["psql", "-At", "-d", url, "-c", "SELECT sum(size_bytes), count(*) FROM backups"],
-                                     check=True, capture_output=True, text=True).stdout.strip()
-            print(f"dataset: {backups // 5} users, {logical.split('|')[1]} backups, "
-                  f"{int(logical.split('|')[0]) / 1e9:.2f} GB of JSON (generated in {time.perf_counter() - started:.0f} s)")
-
-            # Hint bits and the visibility map set now, or the first reader would pay for them.
-            psql(url, "VACUUM (ANALYZE)")
-
-            ours = os.path.join(folder, "ours.sql.zst")
-            theirs = os.path.join(folder, "theirs.dump")
-            results = {}
-            settle(url)
-            results["backup-db"] = run_measured([BINARY, "backup-db", "--output", ours], {"DATABASE_URL": url})
-            settle(url)
-            results["pg_dump -Fc"] = run_measured(["pg_dump", "-Fc", "-f", theirs, "-d", url])
-            floor = ["psql", "-q", "-d", url] + sum((["-c", f"COPY public.{t} TO STDOUT"] for t in TABLES), [])
-            settle(url)
-            results["read floor (COPY)"] = run_measured(floor)
-            psql(base + "/postgres", "CREATE DATABASE restore_ours", "CREATE DATABASE restore_theirs")
-            settle(url)
-            results["restore-db"] = run_measured([BINARY, "restore-db", ours], {"DATABASE_URL": base + "/restore_ours"})
-            settle(url)
-            results["pg_restore"] = run_measured(["pg_restore", "-d", base + "/restore_theirs", theirs])
-
-            print(f"{'':20} {'wall s':>8} {'peak RSS MiB':>13}")
-            for name, (seconds, rss) in results.items():
-                print(f"{name:20} {seconds:8.1f} {rss:13.1f}")
-            print(f"file size: backup-db {os.path.getsize(ours) / 1e6:.1f} MB, pg_dump -Fc {os.path.getsize(theirs) / 1e6:.1f} MB")
-            b, d, f = results["backup-db"][0], results["pg_dump -Fc"][0], results["read floor (COPY)"][0]
-            r, p = results["restore-db"][0], results["pg_restore"][0]
-            print(f"ratios: backup-db / pg_dump = {b / d:.2f}, backup-db / read floor = {b / f:.2f}, "
-                  f"restore-db / pg_restore = {r / p:.2f}")
+            yield next(m.group(1) for line in dev.stdout if (m := re.search(r"Database: (postgres://\S+)", line))), folder
         finally:
             dev.send_signal(signal.SIGINT)
             dev.wait(timeout=120)
+
+
+def main():
+    backups = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    with dev_database("dump") as (url, folder):
+        base = url.rsplit("/", 1)[0]
+        started = time.perf_counter()
+        psql(url, GENERATE.format(users=backups // 5))
+        logical = subprocess.run(["psql", "-At", "-d", url, "-c", "SELECT sum(size_bytes), count(*) FROM backups"],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+        print(f"dataset: {backups // 5} users, {logical.split('|')[1]} backups, "
+              f"{int(logical.split('|')[0]) / 1e9:.2f} GB of JSON (generated in {time.perf_counter() - started:.0f} s)")
+
+        # Hint bits and the visibility map set now, or the first reader would pay for them.
+        psql(url, "VACUUM (ANALYZE)")
+
+        ours = os.path.join(folder, "ours.sql.zst")
+        theirs = os.path.join(folder, "theirs.dump")
+        results = {}
+        settle(url)
+        results["backup-db"] = run_measured([BINARY, "backup-db", "--output", ours], {"DATABASE_URL": url})
+        settle(url)
+        results["pg_dump -Fc"] = run_measured(["pg_dump", "-Fc", "-f", theirs, "-d", url])
+        floor = ["psql", "-q", "-d", url] + sum((["-c", f"COPY public.{t} TO STDOUT"] for t in TABLES), [])
+        settle(url)
+        results["read floor (COPY)"] = run_measured(floor)
+        psql(base + "/postgres", "CREATE DATABASE restore_ours", "CREATE DATABASE restore_theirs")
+        settle(url)
+        results["restore-db"] = run_measured([BINARY, "restore-db", ours], {"DATABASE_URL": base + "/restore_ours"})
+        settle(url)
+        results["pg_restore"] = run_measured(["pg_restore", "-d", base + "/restore_theirs", theirs])
+
+        print(f"{'':20} {'wall s':>8} {'peak RSS MiB':>13}")
+        for name, (seconds, rss) in results.items():
+            print(f"{name:20} {seconds:8.1f} {rss:13.1f}")
+        print(f"file size: backup-db {os.path.getsize(ours) / 1e6:.1f} MB, pg_dump -Fc {os.path.getsize(theirs) / 1e6:.1f} MB")
+        b, d, f = results["backup-db"][0], results["pg_dump -Fc"][0], results["read floor (COPY)"][0]
+        r, p = results["restore-db"][0], results["pg_restore"][0]
+        print(f"ratios: backup-db / pg_dump = {b / d:.2f}, backup-db / read floor = {b / f:.2f}, "
+              f"restore-db / pg_restore = {r / p:.2f}")
 
 
 if __name__ == "__main__":

@@ -13,16 +13,14 @@ no chunk, so the backup pass reads what the chunk pass read; with deduplicated h
 reads each chunk once per backup that names it.
 """
 
+import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backup_db import BINARY, GENERATE, psql, settle  # noqa: E402
+from backup_db import BINARY, GENERATE, dev_database, psql, settle  # noqa: E402
 
 
 def timed(argv, env=None):
@@ -35,34 +33,23 @@ def timed(argv, env=None):
 
 def main():
     backups = int(sys.argv[1]) if len(sys.argv) > 1 else 60_000
-    with tempfile.TemporaryDirectory(prefix="drb-bench-scrub-", dir="/var/tmp") as folder:
-        os.chmod(folder, 0o755)
-        dev = subprocess.Popen(
-            [BINARY, "serve", "--dev", "--dev-data-dir", folder, "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        try:
-            url = next(m.group(1) for line in dev.stdout if (m := re.search(r"Database: (postgres://\S+)", line)))
-            psql(url, GENERATE.format(users=backups // 5))
-            psql(url, "VACUUM (ANALYZE)")
-            settle(url)
-            floor = ["psql", "-At", "-d", url, "-c", "SELECT sum(length(data)) FROM chunks"]
-            rounds = []
-            for _ in range(3):
-                floor_seconds, _ = timed(floor)
-                scrub_seconds, out = timed([BINARY, "scrub", "--json"], {"DATABASE_URL": url})
-                rounds.append((floor_seconds, scrub_seconds))
-            import json
-            report = json.loads(out)
-            chunk_gb, doc_gb = report["chunk_bytes"] / 1e9, report["document_bytes"] / 1e9
-            print(f"dataset: {report['chunks_checked']} chunks ({chunk_gb:.2f} GB), "
-                  f"{report['backups_checked']} backups ({doc_gb:.2f} GB of documents), ok={report['ok']}")
-            print(f"{'round':>5} {'read floor s':>13} {'scrub s':>8} {'ratio':>6} {'s per GB of chunks':>19}")
-            for n, (f, s) in enumerate(rounds, 1):
-                print(f"{n:>5} {f:13.2f} {s:8.2f} {s / f:6.2f} {s / chunk_gb:19.2f}")
-        finally:
-            dev.send_signal(signal.SIGINT)
-            dev.wait(timeout=120)
+    with dev_database("scrub") as (url, _):
+        psql(url, GENERATE.format(users=backups // 5))
+        psql(url, "VACUUM (ANALYZE)")
+        settle(url)
+        floor = ["psql", "-At", "-d", url, "-c", "SELECT sum(length(data)) FROM chunks"]
+        rounds = []
+        for _ in range(3):
+            floor_seconds, _ = timed(floor)
+            scrub_seconds, out = timed([BINARY, "scrub", "--json"], {"DATABASE_URL": url})
+            rounds.append((floor_seconds, scrub_seconds))
+        report = json.loads(out)
+        chunk_gb, doc_gb = report["chunk_bytes"] / 1e9, report["document_bytes"] / 1e9
+        print(f"dataset: {report['chunks_checked']} chunks ({chunk_gb:.2f} GB), "
+              f"{report['backups_checked']} backups ({doc_gb:.2f} GB of documents), ok={report['ok']}")
+        print(f"{'round':>5} {'read floor s':>13} {'scrub s':>8} {'ratio':>6} {'s per GB of chunks':>19}")
+        for n, (f, s) in enumerate(rounds, 1):
+            print(f"{n:>5} {f:13.2f} {s:8.2f} {s / f:6.2f} {s / chunk_gb:19.2f}")
 
 
 if __name__ == "__main__":
