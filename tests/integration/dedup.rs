@@ -267,9 +267,8 @@ async fn a_chunk_freed_between_the_lookup_and_the_store_is_sent_on_the_second_tr
     assert!(download(&app, &user, stored.meta.id).await == document);
 }
 
-/// The documents a database at schema 5 (whole documents) holds, converted by `migrate`.
-#[tokio::test]
-async fn migrate_converts_stored_documents_into_chunks_byte_for_byte() {
+/// A database at schema 5 (whole documents, the release before migration 6), with one user.
+async fn at_schema_5() -> (TestDb, PgPool, Uuid) {
     use dailyreps_backup_server::db::migrations::MIGRATOR;
     let db = TestDb::empty().await;
     let pool = db.pool().await;
@@ -294,6 +293,15 @@ async fn migrate_converts_stored_documents_into_chunks_byte_for_byte() {
         .execute(&mut *conn)
         .await
         .unwrap();
+    drop(conn);
+    (db, pool, user)
+}
+
+/// The documents a database at schema 5 (whole documents) holds, converted by `migrate`.
+#[tokio::test]
+async fn migrate_converts_stored_documents_into_chunks_byte_for_byte() {
+    let (db, pool, user) = at_schema_5().await;
+    let mut conn = pool.acquire().await.unwrap();
     // Three backups of a growing log (multi-byte characters across piece boundaries) and an
     // empty-ish one.
     let documents = [workout_log(500, &[3]), workout_log(520, &[3]), workout_log(540, &[3, 9]), "{}".to_owned()];
@@ -329,3 +337,34 @@ async fn migrate_converts_stored_documents_into_chunks_byte_for_byte() {
     assert!(chunks < pieces, "equal pieces of one user are kept once: {chunks} chunks for {pieces} pieces");
     assert_eq!(unreferenced_chunks(&pool).await, 0);
 }
+
+/// An upload the release before answers while this release's `migrate` runs (Fly's
+/// release_command, before the machines are replaced), committed once the migration has begun:
+/// converted with the rest, never dropped with the old table or copied without its chunks.
+#[tokio::test]
+async fn an_upload_the_release_before_commits_during_migration_6_is_converted() {
+    let (db, pool, user) = at_schema_5().await;
+    let document = workout_log(300, &[2]);
+    // The release before's upload: its store_backup, in its own transaction, not yet committed.
+    let mut upload = pool.begin().await.unwrap();
+    let id = Uuid::new_v4();
+    let outcome: String = sqlx::query_scalar(
+        "SELECT outcome FROM store_backup($1, $2, $3, sha256(convert_to($4, 'UTF8')), $4, 30, NULL)",
+    )
+    .bind(user)
+    .bind(id)
+    .bind(document.len() as i32)
+    .bind(&document)
+    .fetch_one(&mut *upload)
+    .await
+    .unwrap();
+    assert_eq!(outcome, "stored");
+    let url = db.url.clone();
+    let migrating = tokio::spawn(async move { binary::run(&["migrate"], &[("DATABASE_URL", &url)]).await });
+    crate::common::wait_until_blocked_on_lock(&pool, "").await;
+    upload.commit().await.unwrap();
+    let migrated = migrating.await.unwrap();
+    assert_eq!(migrated.code, 0, "{}", migrated.stderr);
+    assert!(stored_document(&pool, id).await == document, "the upload acknowledged during the migration reads back");
+}
+
