@@ -367,4 +367,3 @@ async fn an_upload_the_release_before_commits_during_migration_6_is_converted() 
     assert_eq!(migrated.code, 0, "{}", migrated.stderr);
     assert!(stored_document(&pool, id).await == document, "the upload acknowledged during the migration reads back");
 }
-
