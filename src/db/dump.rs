@@ -15,8 +15,9 @@ use crate::dump::sequences::SequenceValue;
 /// table the migrations create.
 pub const TABLES: &[&str] =
     &["_sqlx_migrations", "users", "chunks", "backups", "idempotency_keys", "database_backups", "database_sizes"];
-/// The tables a dump leaves out: filler, not data ([`super::reserve`]).
-pub const NOT_DUMPED: &[&str] = &["storage_reserve"];
+/// The tables a dump leaves out: filler, not data ([`super::reserve`]), and rows the
+/// migrations themselves write (the schema section, replayed on restore, writes them again).
+pub const NOT_DUMPED: &[&str] = &["storage_reserve", "schema_compatibility"];
 
 /// sqlx's own migration table, as sqlx creates it.
 const MIGRATIONS_TABLE: &str = "CREATE TABLE _sqlx_migrations (\n    version BIGINT PRIMARY KEY,\n    \

@@ -75,6 +75,23 @@ pub async fn status(conn: &mut PgConnection) -> Result<Status, sqlx::Error> {
     Ok(Status { applied, pending })
 }
 
+/// The oldest schema a binary may know and serve on all of these (newer) migrations, from
+/// `schema_compatibility`; `None` when one of them has no row there (so none is known to be
+/// safe).
+pub async fn oldest_compatible(conn: &mut PgConnection, versions: &[i64]) -> Result<Option<i64>, sqlx::Error> {
+    let (listed, oldest): (i64, Option<i64>) = match sqlx::query_as(
+        "SELECT count(*), max(oldest_compatible) FROM schema_compatibility WHERE version = ANY($1)",
+    )
+    .bind(versions)
+    .fetch_one(conn)
+    .await
+    {
+        Err(error) if is_undefined_table(&error) => (0, None),
+        other => other?,
+    };
+    Ok(oldest.filter(|_| usize::try_from(listed).is_ok_and(|listed| listed == versions.len())))
+}
+
 /// Whether a query failed on a table the schema does not have (yet).
 pub(crate) fn is_undefined_table(error: &sqlx::Error) -> bool {
     error.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "42P01")

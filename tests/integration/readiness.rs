@@ -54,20 +54,56 @@ async fn wait_for_readyz(app: &TestApp, status: StatusCode) -> reqwest::Response
     }
 }
 
+/// A deploy in progress: the database has a migration this binary does not know. Ready while
+/// that migration says this binary may serve on it; 503, saying why, when it needs a newer one
+/// or says nothing.
 #[tokio::test]
-async fn a_schema_newer_than_the_binary_is_still_ready() {
+async fn a_newer_schema_is_ready_only_while_it_says_this_binary_may_serve_on_it() {
+    let known = migrations::latest_known_version();
+    for (oldest, ready) in [(Some(known), true), (Some(99990101000000), false), (None, false)] {
+        let app = TestApp::spawn().await;
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99990101000000, 'from a newer deploy', true, '\\x00', 1)",
+        )
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        if let Some(oldest) = oldest {
+            sqlx::query("INSERT INTO schema_compatibility (version, oldest_compatible) VALUES (99990101000000, $1)")
+                .bind(oldest)
+                .execute(&app.pool)
+                .await
+                .unwrap();
+        }
+        let response = app.get("/readyz").await;
+        let body: Value = response.json().await.unwrap();
+        if ready {
+            assert_eq!(body["schema_version"], 99990101000000_i64, "{body}");
+            assert_eq!(body["binary_schema_version"], known, "{body}");
+        } else {
+            let message = body["error"]["message"].as_str().unwrap_or_else(|| panic!("{oldest:?}: {body}"));
+            assert!(
+                message.contains("newer than this binary's") && message.contains("replace this machine"),
+                "{message}"
+            );
+        }
+    }
+}
+
+/// Every migration from 6 on says which binaries may serve on it (`schema_compatibility`): the
+/// release before reads it during the next deploy.
+#[tokio::test]
+async fn every_migration_since_6_says_which_binaries_may_serve_on_it() {
     let app = TestApp::spawn().await;
-    sqlx::query(
-        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (99990101000000, 'from a newer deploy', true, '\\x00', 1)",
+    let unlisted: Vec<i64> = sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE version >= 20261202000006 \
+         EXCEPT SELECT version FROM schema_compatibility ORDER BY 1",
     )
-    .execute(&app.pool)
+    .fetch_all(&app.pool)
     .await
     .unwrap();
-    let response = app.get("/readyz").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["schema_version"], 99990101000000_i64);
+    assert_eq!(unlisted, Vec::<i64>::new(), "add a row to schema_compatibility in each new migration");
 }
 
 /// A cluster of the test's own (it is stopped half-way), migrated.

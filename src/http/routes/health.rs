@@ -37,6 +37,9 @@ pub struct Ready {
     status: &'static str,
     /// The newest migration applied.
     schema_version: i64,
+    /// The newest migration this binary knows: lower than `schema_version` during a deploy,
+    /// while the database's newer migrations are all ones this binary may serve on.
+    binary_schema_version: i64,
     /// Whether this machine's last upload found the database's volume full: uploads are then
     /// answered 503 until an operator makes room, while downloads still work (so the machine
     /// stays ready).
@@ -54,14 +57,19 @@ pub struct Ready {
 async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let schema_version = state.readiness.get_or_check(check(&state)).await.map_err(ApiError::Unavailable)?;
     let storage_full = state.storage_full.load(std::sync::atomic::Ordering::Relaxed);
-    Ok(Json(Ready { status: "ready", schema_version, storage_full }))
+    let binary_schema_version = migrations::latest_known_version();
+    Ok(Json(Ready { status: "ready", schema_version, binary_schema_version, storage_full }))
 }
 
 /// Asks the database: the newest schema version, or why this server cannot serve.
 async fn check(state: &AppState) -> Readiness {
+    let known = migrations::latest_known_version();
     let status = tokio::time::timeout(state.readiness_timeout, async {
         let mut conn = state.pool.acquire().await?;
-        migrations::status(&mut conn).await
+        let status = migrations::status(&mut conn).await?;
+        let newer: Vec<i64> = status.applied.iter().map(|a| a.version).filter(|v| *v > known).collect();
+        let oldest = if newer.is_empty() { None } else { migrations::oldest_compatible(&mut conn, &newer).await? };
+        Ok::<_, sqlx::Error>((status, newer, oldest))
     })
     .await
     .map_err(|_| "database unreachable: no answer in time".to_owned())?
@@ -69,6 +77,7 @@ async fn check(state: &AppState) -> Readiness {
         tracing::warn!(error = %error, "readiness check failed");
         "database unreachable".to_owned()
     })?;
+    let (status, newer, oldest) = status;
     if !status.pending.is_empty() {
         let versions: Vec<String> = status.pending.iter().map(|p| p.version.to_string()).collect();
         return Err(format!(
@@ -76,5 +85,15 @@ async fn check(state: &AppState) -> Readiness {
             versions.join(", ")
         ));
     }
-    Ok(status.applied.iter().map(|a| a.version).max().unwrap_or(0))
+    let schema_version = status.applied.iter().map(|a| a.version).max().unwrap_or(0);
+    // A newer schema (a deploy in progress) is fine only while this binary is as new as every
+    // newer migration says it must be.
+    if !newer.is_empty() && oldest.is_none_or(|oldest| oldest > known) {
+        let needs = oldest.map_or_else(|| "an unknown".to_owned(), |oldest| oldest.to_string());
+        return Err(format!(
+            "database schema {schema_version} is newer than this binary's ({known}) and needs a binary of \
+             schema {needs} or later: replace this machine with the new release"
+        ));
+    }
+    Ok(schema_version)
 }
