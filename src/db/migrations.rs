@@ -1,7 +1,10 @@
 //! The embedded migrations: applying them, and what a database has applied.
 
+use std::time::{Duration, Instant};
+
 use serde::Serialize;
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::Connection;
+use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
@@ -43,13 +46,112 @@ pub struct Status {
     pub pending: Vec<Pending>,
 }
 
-/// Applies pending migrations. Takes PostgreSQL's advisory lock, so concurrent runs apply
+/// Why migrations could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// sqlx refused or a migration failed (its transaction rolled back).
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    /// The database could not be asked.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Requests kept the tables busy.
+    #[error(
+        "migration {version} found no pause between requests to take the tables in {seconds} s; nothing of it was applied"
+    )]
+    Busy {
+        /// The migration.
+        version: i64,
+        /// How long it tried.
+        seconds: u64,
+    },
+}
+
+/// How long `apply` keeps trying to find a moment between requests for a migration.
+const LOCK_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Applies pending migrations, one at a time, each between requests. Takes PostgreSQL's
+/// advisory lock (sqlx's, so any release's `migrate` waits for it), so concurrent runs apply
 /// each migration once; a schema newer than this binary's is left as it is.
-pub async fn apply(pool: &PgPool) -> Result<(), MigrateError> {
+///
+/// The release before serves while this runs (Fly's release_command). A migration that locks
+/// a table its requests use, one lock at a time, deadlocks with them: an upload locks its user
+/// and then writes `backups`, the DELETE route writes `backups` and then its trigger locks the
+/// user, so a migration that needs both waits on one while holding the other (migration 6,
+/// under steady uploads, every time). PostgreSQL then cancels one side: the migration, which
+/// fails the deploy, or a request, which answers 500. So each migration's transaction first
+/// takes every table of the schema at once, in ACCESS EXCLUSIVE mode, waiting at most
+/// [`LOCK_WAIT`] (below deadlock detection's 1 s) and trying again after a pause while
+/// requests hold them. Holding them all, it never waits on a request again, and requests wait
+/// for it (README: Changing the schema says why migrations must therefore be short).
+/// Migrations marked `-- no-transaction` (CREATE INDEX CONCURRENTLY) run as they are.
+pub async fn apply(pool: &PgPool) -> Result<(), ApplyError> {
     let mut migrator = sqlx::migrate!();
     // A newer schema comes from a deploy in progress; the old binary must not fail on it.
     migrator.set_ignore_missing(true);
-    migrator.run(pool).await
+    // Taken once below, before any table lock: a second `migrate` waits for it holding nothing.
+    migrator.set_locking(false);
+    let mut conn = pool.acquire().await?;
+    conn.lock().await?;
+    let applied = apply_each(&migrator, &mut conn).await;
+    conn.unlock().await?;
+    applied
+}
+
+/// How long a migration waits for the schema's tables before trying again.
+const LOCK_WAIT: &str = "200ms";
+
+async fn apply_each(migrator: &Migrator, conn: &mut PgConnection) -> Result<(), ApplyError> {
+    let pending = status(conn).await?.pending;
+    for version in pending.iter().map(|pending| pending.version) {
+        let no_tx = migrator.iter().any(|migration| migration.version == version && migration.no_tx);
+        if no_tx {
+            migrator.run_to(version, &mut *conn).await?;
+            continue;
+        }
+        let deadline = Instant::now() + LOCK_PATIENCE;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let mut tx = conn.begin().await?;
+            if lock_every_table(&mut tx).await? {
+                migrator.run_to(version, &mut *tx).await?;
+                tx.commit().await?;
+                break;
+            }
+            tx.rollback().await?;
+            if Instant::now() >= deadline {
+                return Err(ApplyError::Busy { version, seconds: LOCK_PATIENCE.as_secs() });
+            }
+            tracing::debug!(version, pause_ms = pause.as_millis(), "requests hold the tables; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+    Ok(())
+}
+
+/// Locks every table of the schema (but sqlx's own) in ACCESS EXCLUSIVE mode in one statement,
+/// waiting at most [`LOCK_WAIT`]; `false` when requests held one that long.
+async fn lock_every_table(tx: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"))).execute(&mut *tx).await?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I', tablename) FROM pg_tables \
+         WHERE schemaname = current_schema() AND tablename <> '_sqlx_migrations' ORDER BY tablename",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if !tables.is_empty() {
+        let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", tables.join(", "));
+        match sqlx::query(sqlx::AssertSqlSafe(lock)).execute(&mut *tx).await {
+            Err(error) if error.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "55P03") => {
+                return Ok(false);
+            }
+            other => other?,
+        };
+    }
+    // The migration's own waits (none, for the tables it holds) get the usual bound back.
+    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
+    Ok(true)
 }
 
 /// What the database has applied and what this binary would still apply.

@@ -367,3 +367,34 @@ async fn an_upload_the_release_before_commits_during_migration_6_is_converted() 
     assert_eq!(migrated.code, 0, "{}", migrated.stderr);
     assert!(stored_document(&pool, id).await == document, "the upload acknowledged during the migration reads back");
 }
+
+/// An upload of the release before that has locked its user when `migrate` starts, and writes
+/// `backups` only after: migration 6 alone then waits on the user while the upload waits on
+/// `backups`, a deadlock PostgreSQL breaks by cancelling one of them (a failed deploy or a
+/// 500). `migrate` takes every table at once between requests instead, so both go through.
+#[tokio::test]
+async fn migrate_and_an_upload_that_locked_its_user_first_do_not_deadlock() {
+    let (db, pool, user) = at_schema_5().await;
+    let document = workout_log(300, &[4]);
+    let mut upload = pool.begin().await.unwrap();
+    sqlx::query("SELECT FROM users WHERE id = $1 FOR UPDATE").bind(user).execute(&mut *upload).await.unwrap();
+    let url = db.url.clone();
+    let migrating = tokio::spawn(async move { binary::run(&["migrate"], &[("DATABASE_URL", &url)]).await });
+    crate::common::wait_until_blocked_on_lock(&pool, "").await;
+    let id = Uuid::new_v4();
+    let outcome: String = sqlx::query_scalar(
+        "SELECT outcome FROM store_backup($1, $2, $3, sha256(convert_to($4, 'UTF8')), $4, 30, NULL)",
+    )
+    .bind(user)
+    .bind(id)
+    .bind(document.len() as i32)
+    .bind(&document)
+    .fetch_one(&mut *upload)
+    .await
+    .expect("the upload is not cancelled to break a deadlock");
+    assert_eq!(outcome, "stored");
+    upload.commit().await.unwrap();
+    let migrated = migrating.await.unwrap();
+    assert_eq!(migrated.code, 0, "{}", migrated.stderr);
+    assert!(stored_document(&pool, id).await == document, "the upload reads back, converted");
+}
