@@ -1,5 +1,6 @@
 //! Running the real binary: the CLI as an operator (or Fly) runs it.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -31,7 +32,12 @@ const SCRUBBED: &[&str] = &[
 
 /// The binary with a clean environment.
 pub fn command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dailyreps-backup-server"));
+    command_of(Path::new(env!("CARGO_BIN_EXE_dailyreps-backup-server")))
+}
+
+/// Another build of the binary (e.g. the previous release) with a clean environment.
+pub fn command_of(program: &Path) -> Command {
+    let mut command = Command::new(program);
     for name in SCRUBBED {
         command.env_remove(name);
     }
@@ -78,7 +84,17 @@ impl Server {
 
     /// As [`Self::start`], with extra environment variables.
     pub async fn start_with_env(database_url: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = command()
+        Self::start_program(command(), database_url, extra_args, env).await
+    }
+
+    /// As [`Self::start_with_env`], for `program` (from [`command`] or [`command_of`]).
+    pub async fn start_program(
+        mut program: Command,
+        database_url: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut child = program
             .args(["serve", "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"])
             .args(extra_args)
             .env("DATABASE_URL", database_url)

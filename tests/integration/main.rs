@@ -21,6 +21,7 @@ mod crash;
 mod damage;
 mod database_health;
 mod dedup;
+mod deploy_drill;
 mod deploy_files;
 mod dev;
 mod full_volume;
