@@ -140,3 +140,78 @@ async fn version_names_the_commit_it_was_built_from() {
     let expected = format!("dailyreps-backup-server {} (commit {commit})\n", env!("CARGO_PKG_VERSION"));
     assert_eq!(outcome.stdout, expected);
 }
+
+/// `scripts/fly-release.sh ARGS` with a recorded `flyctl machine list --json` on stdin:
+/// (exit code, stdout, stderr).
+fn fly_release(args: &[&str], machines: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = std::process::Command::new("bash")
+        .arg(root.join("scripts/fly-release.sh"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = std::fs::read(root.join("tests/fixtures/flyctl").join(machines)).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (output.status.code().unwrap(), text(output.stdout), text(output.stderr))
+}
+
+const NEW: &str = "3f1c2a9e5b7d4c6a8e0f1b2c3d4e5f6a7b8c9d0e";
+const OLD: &str = "9bcfc61aa0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
+
+#[test]
+fn the_deploy_names_its_image_by_the_commit_with_the_app_name_from_fly_toml() {
+    let (code, image, _) = fly_release(&["image", NEW], "all-updated.json");
+    assert_eq!(code, 0);
+    assert_eq!(image.trim(), format!("registry.fly.io/{}:git-{NEW}", fly_toml()["app"].as_str().unwrap()));
+    // The workflow takes the name from fly.toml, never a copy of its own.
+    let workflow =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.github/workflows/deploy.yml")).unwrap();
+    let app = fly_toml()["app"].as_str().unwrap().to_owned();
+    for copy in [format!("-a {app}"), format!("--app {app}"), format!("{app}.fly.dev")] {
+        assert!(!workflow.contains(&copy), "the workflow repeats the app's name: {copy}");
+    }
+    assert!(workflow.contains("--image-label \"git-${GITHUB_SHA}\""), "the deploy labels the image by the commit");
+    assert!(workflow.contains("--release-command-timeout 10m"), "migrate gets more than flyctl's 5 minutes");
+}
+
+#[test]
+fn after_a_deploy_the_backup_machine_is_the_one_to_move_and_the_check_names_it() {
+    let (code, ids, _) = fly_release(&["backup-machines"], "after-deploy.json");
+    assert_eq!((code, ids.as_str()), (0, "4d891de2f66587\n"));
+    let image = format!("registry.fly.io/dailyreps-backup-server:git-{NEW}");
+    let (code, _, stderr) = fly_release(&["check", &image], "after-deploy.json");
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!(
+            "4d891de2f66587 (database-backup) runs registry.fly.io/dailyreps-backup-server:git-{OLD}"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("32874445c04218"), "the destroyed release-command Machine is not the app's: {stderr}");
+    let (code, stdout, stderr) = fly_release(&["check", &image], "all-updated.json");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&image));
+}
+
+#[test]
+fn the_release_in_production_is_read_from_the_serving_machines_never_the_backup_one() {
+    // The backup Machine is still on the old image: what serves is the new one.
+    let (code, commit, _) = fly_release(&["serving-commit"], "after-deploy.json");
+    assert_eq!((code, commit.trim()), (0, NEW));
+    let (code, image, _) = fly_release(&["serving-image"], "after-deploy.json");
+    assert_eq!((code, image.trim()), (0, format!("registry.fly.io/dailyreps-backup-server:git-{NEW}").as_str()));
+    // A deploy that stopped half-way: no single release serves, and the script says so.
+    let (code, _, stderr) = fly_release(&["serving-commit"], "half-deployed.json");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("different images"), "{stderr}");
+    // Images from before the labels: no commit, said on stderr, and the gate falls back.
+    let (code, commit, stderr) = fly_release(&["serving-commit"], "before-labels.json");
+    assert_eq!((code, commit.as_str()), (0, ""));
+    assert!(stderr.contains("no git- label"), "{stderr}");
+}
