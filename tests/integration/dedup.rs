@@ -297,6 +297,22 @@ async fn at_schema_5() -> (TestDb, PgPool, Uuid) {
     (db, pool, user)
 }
 
+/// The release before 6's upload of `document` (its store_backup) in `tx`: the new backup's id.
+async fn store_at_schema_5(tx: &mut sqlx::PgConnection, user: Uuid, document: &str) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::new_v4();
+    let outcome: String = sqlx::query_scalar(
+        "SELECT outcome FROM store_backup($1, $2, $3, sha256(convert_to($4, 'UTF8')), $4, 30, NULL)",
+    )
+    .bind(user)
+    .bind(id)
+    .bind(document.len() as i32)
+    .bind(document)
+    .fetch_one(tx)
+    .await?;
+    assert_eq!(outcome, "stored");
+    Ok(id)
+}
+
 /// The documents a database at schema 5 (whole documents) holds, converted by `migrate`.
 #[tokio::test]
 async fn migrate_converts_stored_documents_into_chunks_byte_for_byte() {
@@ -347,18 +363,7 @@ async fn an_upload_the_release_before_commits_during_migration_6_is_converted() 
     let document = workout_log(300, &[2]);
     // The release before's upload: its store_backup, in its own transaction, not yet committed.
     let mut upload = pool.begin().await.unwrap();
-    let id = Uuid::new_v4();
-    let outcome: String = sqlx::query_scalar(
-        "SELECT outcome FROM store_backup($1, $2, $3, sha256(convert_to($4, 'UTF8')), $4, 30, NULL)",
-    )
-    .bind(user)
-    .bind(id)
-    .bind(document.len() as i32)
-    .bind(&document)
-    .fetch_one(&mut *upload)
-    .await
-    .unwrap();
-    assert_eq!(outcome, "stored");
+    let id = store_at_schema_5(&mut upload, user, &document).await.unwrap();
     let url = db.url.clone();
     let migrating = tokio::spawn(async move { binary::run(&["migrate"], &[("DATABASE_URL", &url)]).await });
     crate::common::wait_until_blocked_on_lock(&pool, "").await;
@@ -381,18 +386,8 @@ async fn migrate_and_an_upload_that_locked_its_user_first_do_not_deadlock() {
     let url = db.url.clone();
     let migrating = tokio::spawn(async move { binary::run(&["migrate"], &[("DATABASE_URL", &url)]).await });
     crate::common::wait_until_blocked_on_lock(&pool, "").await;
-    let id = Uuid::new_v4();
-    let outcome: String = sqlx::query_scalar(
-        "SELECT outcome FROM store_backup($1, $2, $3, sha256(convert_to($4, 'UTF8')), $4, 30, NULL)",
-    )
-    .bind(user)
-    .bind(id)
-    .bind(document.len() as i32)
-    .bind(&document)
-    .fetch_one(&mut *upload)
-    .await
-    .expect("the upload is not cancelled to break a deadlock");
-    assert_eq!(outcome, "stored");
+    let id =
+        store_at_schema_5(&mut upload, user, &document).await.expect("the upload is not cancelled to break a deadlock");
     upload.commit().await.unwrap();
     let migrated = migrating.await.unwrap();
     assert_eq!(migrated.code, 0, "{}", migrated.stderr);

@@ -167,6 +167,33 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// One machine's turn in a rolling deploy: a machine of this release starts beside machine
+    /// `from` and, once ready, takes its share; then `from` gets SIGINT with requests in flight.
+    /// Returns the new machine (index `to`); a bad exit or logged errors go to the lists.
+    async fn replace(
+        &self,
+        from: usize,
+        old: Machine,
+        to: usize,
+        database_url: &str,
+        failures: &mut Vec<String>,
+        logged_errors: &mut Vec<String>,
+    ) -> Machine {
+        let new = Machine::start(binary::command(), database_url).await;
+        new.wait_until_ready().await;
+        self.add(to, &new.address);
+        self.wait_for(&self.answered_by[to], SIDE_BY_SIDE).await;
+        let (code, errors) = old.stop().await;
+        self.remove(from);
+        if code != 0 {
+            failures.push(format!("machine {from} exited {code} on SIGINT"));
+        }
+        logged_errors.extend(errors);
+        new
+    }
+}
+
 /// One answered request.
 struct Sample {
     phase: Phase,
@@ -430,30 +457,11 @@ async fn drill(deploy: Deploy) -> Report {
     let mut window_seconds = None;
     let last = match deploy {
         Deploy::Rolling => {
-            let new = Machine::start(binary::command(), &db.url).await;
-            new.wait_until_ready().await;
-            fleet.add(1, &new.address);
-            fleet.wait_for(&fleet.answered_by[1], SIDE_BY_SIDE).await;
-            let (code, errors) = old.stop().await;
-            fleet.remove(0);
+            let new = fleet.replace(0, old, 1, &db.url, &mut failures, &mut logged_errors).await;
             window_seconds = Some(window.elapsed().as_secs_f64());
-            if code != 0 {
-                failures.push(format!("the previous release exited {code} on SIGINT"));
-            }
-            logged_errors.extend(errors);
             fleet.enter(Phase::After);
             fleet.wait_for(&fleet.answered, AFTER).await;
-
-            let next = Machine::start(binary::command(), &db.url).await;
-            next.wait_until_ready().await;
-            fleet.add(2, &next.address);
-            fleet.wait_for(&fleet.answered_by[2], SIDE_BY_SIDE).await;
-            let (code, errors) = new.stop().await;
-            fleet.remove(1);
-            if code != 0 {
-                failures.push(format!("this release exited {code} on SIGINT"));
-            }
-            logged_errors.extend(errors);
+            let next = fleet.replace(1, new, 2, &db.url, &mut failures, &mut logged_errors).await;
             fleet.wait_for(&fleet.answered, AFTER).await;
             next
         }
