@@ -325,13 +325,14 @@ pub enum InspectView {
     /// Totals, database and table sizes, largest users, backups per day.
     Stats,
     /// Whether the database is healthy and when its volume will be full; exits 1 when a check
-    /// warns, so a cron or CI job can alert.
+    /// warns, so a cron or CI job can alert (and pings a monitor with --ping).
     ///
     /// Size and growth (from the daily samples `serve` records), the largest tables' dead rows
     /// and last vacuum, long or idle-in-transaction sessions (never their query text),
     /// connections against max_connections, replication slots and the WAL they retain, the WAL
-    /// directory (where the role may see it), and the server's major version against the oldest
-    /// still supported. Two database round trips at most.
+    /// directory (where the role may see it), the server's major version against the oldest
+    /// still supported, the space in reserve, the newest database backup (older than 26 h
+    /// warns) and WAL archiving (failing warns). Two database round trips at most.
     Health {
         /// The volume PostgreSQL's data lives on, e.g. 1GB (Fly's sizes are GB: 10^9 bytes).
         #[arg(long, env = "DATABASE_VOLUME_SIZE")]
@@ -339,6 +340,11 @@ pub enum InspectView {
         /// A transaction open, or a statement running, longer than this warns.
         #[arg(long, default_value = "5m")]
         long_transaction: HumanDuration,
+        /// A monitor to ping (healthchecks.io's convention): URL when every check is ok,
+        /// URL/fail with the warnings (or the error) otherwise. Scheduled beside the backup, it
+        /// is the database's alarm. A failing ping never changes the exit code.
+        #[arg(long, env = "HEALTH_PING_URL", value_name = "URL", hide_env_values = true)]
+        ping: Option<String>,
     },
 }
 

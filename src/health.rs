@@ -5,7 +5,7 @@ use serde::Serialize;
 use time::{Date, Month, OffsetDateTime};
 
 use crate::db::health::{Facts, SizeSample};
-use crate::output::bytes;
+use crate::output::{ago, bytes};
 
 /// How `inspect health` was asked to judge.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +74,8 @@ const DEAD_ROWS: i64 = 1000;
 const CONNECTIONS_SHARE: f64 = 0.8;
 /// Warn when the WAL takes more than this share of the volume.
 const WAL_SHARE: f64 = 0.25;
+/// Warn when the newest database backup is older than this: a daily schedule, two hours late.
+const BACKUP_MAX_AGE: time::Duration = time::Duration::hours(26);
 
 /// End of community support of each PostgreSQL major (postgresql.org/support/versioning).
 const END_OF_LIFE: [(i64, Date); 6] = [
@@ -109,6 +111,8 @@ pub fn judge(facts: &Facts, wal_bytes: Option<i64>, limits: Limits, now: OffsetD
         wal(wal_bytes, limits.volume_bytes),
         version(facts, now.date()),
         reserve(facts),
+        backup(facts, now),
+        archiving(facts, now),
     ];
     Report {
         ok: checks.iter().all(|check| check.ok),
@@ -209,6 +213,66 @@ fn reserve(facts: &Facts) -> Check {
 }
 
 /// A volume's size as Fly states it, in powers of ten: `1 GB`, `1.5 GB`, `500 MB`.
+fn backup(facts: &Facts, now: OffsetDateTime) -> Check {
+    match &facts.newest_backup {
+        None => Check::warn(
+            "backup",
+            "no database backup was ever recorded: schedule `backup-db --to s3://BUCKET/db` \
+             (README: Automatic database backups)"
+                .to_owned(),
+        ),
+        Some(newest) if now - newest.finished_at > BACKUP_MAX_AGE => Check::warn(
+            "backup",
+            format!(
+                "the newest database backup finished {}, to {}: check the scheduled Machine's logs \
+                 and run `backup-status {}`",
+                ago(newest.finished_at, now),
+                newest.location,
+                newest.location
+            ),
+        ),
+        Some(newest) => Check::ok(
+            "backup",
+            format!("the newest database backup finished {}, to {}", ago(newest.finished_at, now), newest.location),
+        ),
+    }
+}
+
+/// Off is no warning: the logical backups are the baseline. On, archiving must keep up: a
+/// failure since the last segment archived warns.
+fn archiving(facts: &Facts, now: OffsetDateTime) -> Check {
+    let archiving = &facts.archiving;
+    if archiving.mode == "off" {
+        return Check::ok(
+            "archiving",
+            "WAL archiving is off: the recovery point is the newest database backup; \
+             `fly postgres backup enable` brings it to about a minute (README: Automatic database backups)"
+                .to_owned(),
+        );
+    }
+    let last = |at: Option<OffsetDateTime>| at.map_or_else(|| "never".to_owned(), |at| ago(at, now));
+    match (archiving.last_failed_at, archiving.last_archived_at) {
+        (Some(failed), archived) if archived.is_none_or(|archived| failed > archived) => Check::warn(
+            "archiving",
+            format!(
+                "WAL archiving fails: last failure {}, last segment archived {} ({} failures); \
+                 the WAL piles up on the volume until it works: see the Postgres app's logs",
+                ago(failed, now),
+                last(archived),
+                archiving.failed_count
+            ),
+        ),
+        (_, archived) => Check::ok(
+            "archiving",
+            format!(
+                "WAL archiving is on: last segment archived {} ({} in all)",
+                last(archived),
+                archiving.archived_count
+            ),
+        ),
+    }
+}
+
 fn decimal_size(n: u64) -> String {
     let (value, unit) = match n {
         n if n >= 1_000_000_000 => (n as f64 / 1e9, "GB"),
@@ -374,7 +438,7 @@ fn version(facts: &Facts, today: Date) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::health::{Session, Slot, TableHealth};
+    use crate::db::health::{Archiving, NewestBackup, Session, Slot, TableHealth};
 
     fn now() -> OffsetDateTime {
         time::macros::datetime!(2026-12-02 12:00 UTC)
@@ -402,6 +466,17 @@ mod tests {
             slots: vec![],
             may_list_wal: true,
             reserve_bytes: 64 << 20,
+            newest_backup: Some(NewestBackup {
+                finished_at: now() - time::Duration::hours(20),
+                location: "s3://dailyreps-backups/db".into(),
+            }),
+            archiving: Archiving {
+                mode: "on".into(),
+                archived_count: 1200,
+                last_archived_at: Some(now() - time::Duration::minutes(1)),
+                failed_count: 2,
+                last_failed_at: Some(now() - time::Duration::days(3)),
+            },
         }
     }
 
@@ -503,5 +578,36 @@ mod tests {
         assert!(report.checks[6].detail.contains("oldest supported: 15"), "{}", report.checks[6].detail);
         facts.server_version_num = 190_000;
         assert!(judge(&facts, None, limits(None), now()).ok);
+    }
+
+    #[test]
+    fn a_database_backup_missing_or_older_than_26_hours_warns_naming_backup_status_and_where() {
+        let mut facts = healthy();
+        let report = judge(&facts, Some(0), limits(None), now());
+        assert!(report.ok, "{report:?}");
+        facts.newest_backup.as_mut().unwrap().finished_at = now() - time::Duration::hours(27);
+        let report = judge(&facts, Some(0), limits(None), now());
+        assert_eq!(warned(&report), ["backup"]);
+        let detail = &report.checks.iter().find(|check| check.name == "backup").unwrap().detail;
+        assert!(detail.contains("backup-status s3://dailyreps-backups/db"), "{detail}");
+        facts.newest_backup = None;
+        let report = judge(&facts, Some(0), limits(None), now());
+        assert_eq!(warned(&report), ["backup"]);
+        assert!(report.checks.iter().any(|check| check.detail.contains("no database backup was ever recorded")));
+    }
+
+    #[test]
+    fn archiving_warns_when_it_fails_since_the_last_segment_and_says_how_to_turn_it_on_when_off() {
+        let mut facts = healthy();
+        facts.archiving.last_failed_at = Some(now() - time::Duration::minutes(2));
+        facts.archiving.last_archived_at = Some(now() - time::Duration::hours(3));
+        let report = judge(&facts, Some(0), limits(None), now());
+        assert_eq!(warned(&report), ["archiving"]);
+        facts.archiving.last_archived_at = None;
+        assert_eq!(warned(&judge(&facts, Some(0), limits(None), now())), ["archiving"]);
+        facts.archiving.mode = "off".into();
+        let report = judge(&facts, Some(0), limits(None), now());
+        assert!(report.ok);
+        assert!(report.checks.iter().any(|check| check.detail.contains("fly postgres backup enable")));
     }
 }

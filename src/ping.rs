@@ -1,7 +1,7 @@
-//! The dead-man's switch of scheduled backups, in healthchecks.io's convention: `URL/start`
-//! when a run begins, `URL` when it succeeds, `URL/fail` (with the error) when it fails. The
-//! monitor raises the alarm when the success stops coming. A ping that fails is logged and
-//! never fails the backup.
+//! The dead-man's switch of scheduled jobs (`backup-db`, `inspect health`), in healthchecks.io's
+//! convention: `URL/start` when a run begins, `URL` when it succeeds, `URL/fail` (with the
+//! error) when it fails. The monitor raises the alarm on a failure, or when the success stops
+//! coming. A ping that fails is logged and never fails the job.
 
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ impl Ping {
             Ok(_) => {}
             // The URL itself may carry a secret (the check's id): say where, not what.
             Err(error) => {
-                tracing::warn!(error = %error.without_url(), "the backup ping{suffix} failed; the backup goes on")
+                tracing::warn!(error = %error.without_url(), "the ping{suffix} failed; carrying on")
             }
         }
     }

@@ -36,6 +36,37 @@ pub struct Facts {
     pub may_list_wal: bool,
     /// The space kept in reserve (`storage_reserve`; 0 before its migration).
     pub reserve_bytes: i64,
+    /// The newest database backup `backup-db` recorded; `None` when there is none.
+    pub newest_backup: Option<NewestBackup>,
+    /// WAL archiving (`archive_mode`, `pg_stat_archiver`).
+    pub archiving: Archiving,
+}
+
+/// The newest row of `database_backups`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NewestBackup {
+    /// When it finished.
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    /// Where it went (a path or an s3:// URL; never a secret).
+    pub location: String,
+}
+
+/// WAL archiving's setting and progress. Never `archive_command`: its text may hold a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Archiving {
+    /// `archive_mode`: `off`, `on` or `always`.
+    pub mode: String,
+    /// WAL segments archived since the statistics were reset.
+    pub archived_count: i64,
+    /// When the last one was.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_archived_at: Option<OffsetDateTime>,
+    /// Failed attempts since the statistics were reset.
+    pub failed_count: i64,
+    /// When the last failure was.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_failed_at: Option<OffsetDateTime>,
 }
 
 /// One day's sample of the database's size.
@@ -125,7 +156,12 @@ const FACTS: &str = "SELECT json_build_object( \
                     THEN pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint END AS retained_wal_bytes \
         FROM pg_replication_slots) r), '[]'::json), \
     'may_list_wal', has_function_privilege('pg_ls_waldir()', 'EXECUTE'), \
-    'reserve_bytes', coalesce(pg_relation_size(to_regclass('storage_reserve')), 0) \
+    'reserve_bytes', coalesce(pg_relation_size(to_regclass('storage_reserve')), 0), \
+    'newest_backup', (SELECT json_build_object('finished_at', finished_at, 'location', location) \
+                      FROM database_backups ORDER BY finished_at DESC LIMIT 1), \
+    'archiving', (SELECT json_build_object('mode', current_setting('archive_mode'), \
+                         'archived_count', archived_count, 'last_archived_at', last_archived_time, \
+                         'failed_count', failed_count, 'last_failed_at', last_failed_time) FROM pg_stat_archiver) \
 )::text";
 
 /// The facts, in one round trip.

@@ -1,7 +1,8 @@
 //! `inspect health` against real PostgreSQL: a healthy fresh cluster exits 0, and an inactive
-//! replication slot, a session idle in a transaction, a volume smaller than the database and a
-//! table of dead rows each warn (exit 1) with what to do; two round trips at most; and `serve`
-//! samples the size daily and exports it without a query per scrape.
+//! replication slot, a session idle in a transaction, a volume smaller than the database, a
+//! table of dead rows and a missing database backup each warn (exit 1) with what to do; `--ping`
+//! tells a monitor; two round trips at most; and `serve` samples the size daily and exports it
+//! without a query per scrape.
 
 use std::time::{Duration, Instant};
 
@@ -32,8 +33,12 @@ async fn alone() -> (LocalCluster, String, PgPool) {
     let url = database_in(&cluster).await;
     let pool = connect(&url).await;
     dailyreps_backup_server::db::migrations::apply(&pool).await.unwrap();
-    // As an operator sets one up: a database without space in reserve warns (tested below).
+    // As an operator sets one up: a database without space in reserve, or without a recent
+    // database backup, warns (tested below).
     dailyreps_backup_server::db::reserve::add(&pool, 1 << 20).await.unwrap();
+    dailyreps_backup_server::db::database_backups::record(&pool, "s3://dailyreps-backups/db", 1 << 20, 1.0)
+        .await
+        .unwrap();
     (cluster, url, pool)
 }
 
@@ -93,7 +98,22 @@ async fn a_fresh_cluster_is_healthy_and_an_inactive_slot_warns_by_name_with_the_
     assert_eq!(report["days_until_full"], Value::Null, "no volume size given");
     assert_eq!(report["growth_bytes_per_day"], serde_json::json!({"last_7_days": null, "last_30_days": null}));
     let names: Vec<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["disk", "vacuum", "sessions", "connections", "replication_slots", "wal", "version", "reserve"]);
+    assert_eq!(
+        names,
+        [
+            "disk",
+            "vacuum",
+            "sessions",
+            "connections",
+            "replication_slots",
+            "wal",
+            "version",
+            "reserve",
+            "backup",
+            "archiving"
+        ]
+    );
+    assert!(check(&report, "archiving")["detail"].as_str().unwrap().contains("WAL archiving is off"), "{report}");
     assert!(
         report["checks"]
             .as_array()
@@ -122,7 +142,7 @@ async fn a_fresh_cluster_is_healthy_and_an_inactive_slot_warns_by_name_with_the_
     let text = binary::run(&["inspect", "health"], &[("DATABASE_URL", &url)]).await;
     assert_eq!(text.code, 1);
     assert!(text.stdout.contains("WARN") && text.stdout.contains("forgotten_replica"), "{}", text.stdout);
-    assert!(text.stderr.contains("1 of 8 checks warn: replication_slots"), "{}", text.stderr);
+    assert!(text.stderr.contains("1 of 10 checks warn: replication_slots"), "{}", text.stderr);
     pool.close().await;
 }
 
@@ -235,7 +255,7 @@ async fn a_role_that_may_not_list_the_wal_still_gets_every_other_check() {
     let wal = check(&report, "wal");
     assert_eq!(wal["ok"], true, "{report}");
     assert!(wal["detail"].as_str().unwrap().contains("not visible to this role"), "{wal}");
-    assert_eq!(report["checks"].as_array().unwrap().len(), 8);
+    assert_eq!(report["checks"].as_array().unwrap().len(), 10);
     assert!(report["database_bytes"].as_i64().unwrap() > 0);
 }
 
@@ -325,4 +345,60 @@ async fn serve_samples_the_size_daily_and_exports_it_without_a_query_per_scrape(
     for _ in 0..20 {
         assert_eq!(gauge(&scrape().await, "dailyreps_database_size_bytes"), sampled as f64);
     }
+}
+
+#[tokio::test]
+async fn no_database_backup_warns_and_the_ping_carries_the_warnings_until_a_backup_makes_it_ok() {
+    use super::backup_watch::{next_ping, ping_stub};
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    dailyreps_backup_server::db::reserve::add(&pool, 1 << 20).await.unwrap();
+    let (url, mut pings) = ping_stub().await;
+
+    let (code, report) = health(&db.url, &["--ping", &url]).await;
+    assert_eq!(code, 1, "{report}");
+    let backup = check(&report, "backup");
+    assert_eq!(backup["ok"], false, "{report}");
+    assert!(backup["detail"].as_str().unwrap().contains("no database backup was ever recorded"), "{report}");
+    let (line, body) = next_ping(&mut pings).await;
+    assert_eq!(line, "POST /ping/check-1/fail HTTP/1.1");
+    assert!(body.starts_with("backup: no database backup was ever recorded"), "{body}");
+
+    // A backup taken as the schedule takes it: the check and the ping turn ok.
+    let folder = crate::common::scratch_dir("health-ping");
+    let taken = binary::run(&["backup-db", "--output", folder.to_str().unwrap()], &[("DATABASE_URL", &db.url)]).await;
+    assert_eq!(taken.code, 0, "{}", taken.stderr);
+    let (code, report) = health(&db.url, &["--ping", &url]).await;
+    assert_eq!(code, 0, "{report}");
+    let detail = check(&report, "backup")["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains(folder.to_str().unwrap()), "names where the backup went: {detail}");
+    assert_eq!(next_ping(&mut pings).await, ("POST /ping/check-1 HTTP/1.1".to_owned(), "10 checks ok".to_owned()));
+
+    // Unreachable: the monitor hears the error.
+    let unreachable =
+        binary::run(&["inspect", "health", "--ping", &url], &[("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")])
+            .await;
+    assert_ne!(unreachable.code, 0);
+    let (line, body) = next_ping(&mut pings).await;
+    assert_eq!(line, "POST /ping/check-1/fail HTTP/1.1");
+    assert!(body.contains("127.0.0.1:1"), "{body}");
+}
+
+/// A database backup recorded 27 hours ago: the schedule has missed a day.
+#[tokio::test]
+async fn a_recorded_backup_older_than_26_hours_warns_naming_backup_status() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    sqlx::query(
+        "INSERT INTO database_backups (location, bytes, seconds, finished_at) \
+         VALUES ('s3://dailyreps-backups/db', 1, 1, now() - interval '27 hours')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (_, report) = health(&db.url, &[]).await;
+    let backup = check(&report, "backup");
+    assert_eq!(backup["ok"], false, "{report}");
+    let detail = backup["detail"].as_str().unwrap();
+    assert!(detail.contains("1 day ago") && detail.contains("backup-status s3://dailyreps-backups/db"), "{detail}");
 }

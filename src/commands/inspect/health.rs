@@ -1,22 +1,57 @@
 //! `inspect health`: the facts in at most two round trips, judged by `crate::health`, shown as
-//! a table (or JSON); exit 1 when a check warns.
+//! a table (or JSON), and told to a monitor with `--ping`; exit 1 when a check warns.
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::cli::DatabaseArgs;
+use crate::commands::connect_cli;
 use crate::config::{ByteSize, HumanDuration};
 use crate::db::health::{self, TableHealth};
 use crate::health::{Limits, Report, judge};
 use crate::output;
+use crate::ping::Ping;
 
-/// Runs `inspect health`.
+/// Runs `inspect health`, and pings `ping` with the verdict.
 pub async fn run(
+    database: &DatabaseArgs,
+    json: bool,
+    volume: Option<ByteSize>,
+    long_transaction: HumanDuration,
+    ping: Option<&str>,
+) -> anyhow::Result<()> {
+    let checked = match connect_cli(database).await {
+        Ok(pool) => check(&pool, json, volume, long_transaction).await,
+        Err(error) => Err(error),
+    };
+    if let Some(ping) = ping.and_then(Ping::new) {
+        match &checked {
+            Ok(report) if report.ok => ping.success(format!("{} checks ok", report.checks.len())).await,
+            Ok(report) => ping.fail(&warnings(report).join("\n")).await,
+            Err(error) => ping.fail(&format!("{error:#}")).await,
+        }
+    }
+    let report = checked?;
+    if !report.ok {
+        let warned: Vec<&str> = report.checks.iter().filter(|check| !check.ok).map(|check| check.name).collect();
+        bail!("{} of {} checks warn: {}", warned.len(), report.checks.len(), warned.join(", "));
+    }
+    Ok(())
+}
+
+/// Each warning as `name: detail`.
+fn warnings(report: &Report) -> Vec<String> {
+    report.checks.iter().filter(|check| !check.ok).map(|check| format!("{}: {}", check.name, check.detail)).collect()
+}
+
+/// Reads the facts, judges and prints them.
+async fn check(
     pool: &sqlx::PgPool,
     json: bool,
     volume: Option<ByteSize>,
     long_transaction: HumanDuration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Report> {
     // One connection for both statements: a second from the pool would cost its own handshake.
     let mut conn = pool.acquire().await.context("could not connect")?;
     let facts = match health::facts(&mut *conn).await {
@@ -39,11 +74,7 @@ pub async fn run(
         output::write_stdout(&format!("{}\n", text(&report, &facts.tables, now)))
     }
     .context("could not write the output")?;
-    let warned: Vec<&str> = report.checks.iter().filter(|check| !check.ok).map(|check| check.name).collect();
-    if !warned.is_empty() {
-        bail!("{} of {} checks warn: {}", warned.len(), report.checks.len(), warned.join(", "));
-    }
-    Ok(())
+    Ok(report)
 }
 
 #[derive(Serialize)]

@@ -16,9 +16,16 @@ use crate::output::{self, Fit};
 
 /// Runs `inspect <view>`.
 pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
+    // Health connects itself: a database it cannot reach is a verdict its monitor must hear.
+    let view = match args.view {
+        InspectView::Health { volume_size, long_transaction, ping } => {
+            return health::run(&args.database, args.json, volume_size, long_transaction, ping.as_deref()).await;
+        }
+        view => view,
+    };
     let pool = connect_cli(&args.database).await?;
     let now = OffsetDateTime::now_utc();
-    match args.view {
+    match view {
         InspectView::Users { sort, limit, offset, cursor } => {
             let offset = match cursor {
                 Some(cursor) => cursor
@@ -84,9 +91,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
             let stats = inspect::stats(&pool, 10).await.context("could not read the statistics")?;
             show(args.json, &stats, || stats_text(&stats))
         }
-        InspectView::Health { volume_size, long_transaction } => {
-            health::run(&pool, args.json, volume_size, long_transaction).await
-        }
+        InspectView::Health { .. } => unreachable!("answered before connecting"),
     }
 }
 
