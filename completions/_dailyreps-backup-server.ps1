@@ -207,7 +207,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
             [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
             [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
-            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert')
+            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -270,6 +270,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
         'dailyreps-backup-server;inspect;health' {
             [CompletionResult]::new('--volume-size', '--volume-size', [CompletionResultType]::ParameterName, 'The volume PostgreSQL''s data lives on, e.g. 1GB (Fly''s sizes are GB: 10^9 bytes)')
             [CompletionResult]::new('--long-transaction', '--long-transaction', [CompletionResultType]::ParameterName, 'A transaction open, or a statement running, longer than this warns')
+            [CompletionResult]::new('--ping', '--ping', [CompletionResultType]::ParameterName, 'A monitor to ping (healthchecks.io''s convention): URL when every check is ok, URL/fail with the warnings (or the error) otherwise. Scheduled beside the backup, it is the database''s alarm. A failing ping never changes the exit code')
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
@@ -286,7 +287,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
             [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
             [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
-            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert')
+            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -448,7 +449,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
             [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
             [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
-            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert')
+            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)')
             break
         }
         'dailyreps-backup-server;help;inspect;users' {

@@ -667,7 +667,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__inspect__subcmd__health)
-            opts="-q -h -V --volume-size --long-transaction --database-url --json --log-format --quiet --help --version"
+            opts="-q -h -V --volume-size --long-transaction --ping --database-url --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -678,6 +678,10 @@ _dailyreps__backup__server() {
                     return 0
                     ;;
                 --long-transaction)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ping)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

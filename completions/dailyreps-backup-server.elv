@@ -192,7 +192,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand user 'One account and its backups'
             cand backups 'Backups, newest first'
             cand stats 'Totals, database and table sizes, largest users, backups per day'
-            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert'
+            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'dailyreps-backup-server;inspect;users'= {
@@ -250,6 +250,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;inspect;health'= {
             cand --volume-size 'The volume PostgreSQL''s data lives on, e.g. 1GB (Fly''s sizes are GB: 10^9 bytes)'
             cand --long-transaction 'A transaction open, or a statement running, longer than this warns'
+            cand --ping 'A monitor to ping (healthchecks.io''s convention): URL when every check is ok, URL/fail with the warnings (or the error) otherwise. Scheduled beside the backup, it is the database''s alarm. A failing ping never changes the exit code'
             cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
             cand --json 'Print JSON instead of a table'
@@ -265,7 +266,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand user 'One account and its backups'
             cand backups 'Backups, newest first'
             cand stats 'Totals, database and table sizes, largest users, backups per day'
-            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert'
+            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'dailyreps-backup-server;inspect;help;users'= {
@@ -405,7 +406,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand user 'One account and its backups'
             cand backups 'Backups, newest first'
             cand stats 'Totals, database and table sizes, largest users, backups per day'
-            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert'
+            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)'
         }
         &'dailyreps-backup-server;help;inspect;users'= {
         }
