@@ -979,7 +979,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__migrate__subcmd__status)
-            opts="-q -h -V --json --database-url --log-format --quiet --help --version"
+            opts="-q -h -V --json --check --database-url --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -90,6 +90,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
             cand --json 'Print JSON instead of a table'
+            cand --check 'Exit 3 when migrations are pending (for a script that must not start a binary the database is behind)'
             cand -q 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
             cand --quiet 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
             cand -h 'Print help (see more with ''--help'')'

@@ -85,6 +85,7 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -l json -d 'Print JSON instead of a table'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -l check -d 'Exit 3 when migrations are pending (for a script that must not start a binary the database is behind)'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand migrate; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'

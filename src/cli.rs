@@ -640,5 +640,9 @@ pub enum MigrateAction {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Exit 3 when migrations are pending (for a script that must not start a binary the
+        /// database is behind).
+        #[arg(long)]
+        check: bool,
     },
 }

@@ -3,7 +3,7 @@
 use anyhow::Context;
 
 use crate::cli::{MigrateAction, MigrateArgs};
-use crate::commands::connect_cli;
+use crate::commands::{Warned, connect_cli};
 use crate::db::migrations;
 use crate::output;
 
@@ -12,11 +12,21 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let pool = connect_cli(&args.database).await?;
     match args.action {
         None => apply(&pool).await,
-        Some(MigrateAction::Status { json }) => {
+        Some(MigrateAction::Status { json, check }) => {
             let mut conn = pool.acquire().await.context("could not get a database connection")?;
             let status = migrations::status(&mut conn).await.context("could not read the migration table")?;
             if json { output::print_json(&status) } else { output::print_table(&status_table(&status)) }
-                .context("could not write the output")
+                .context("could not write the output")?;
+            if check && !status.pending.is_empty() {
+                let pending: Vec<String> = status.pending.iter().map(|p| p.version.to_string()).collect();
+                return Err(Warned(format!(
+                    "{} migrations pending ({}); run `migrate`",
+                    pending.len(),
+                    pending.join(", ")
+                ))
+                .into());
+            }
+            Ok(())
         }
     }
 }

@@ -24,6 +24,14 @@ async fn status_lists_pending_then_applied_and_migrate_is_safe_to_repeat() {
     assert_eq!(versions(&before["applied"]), Vec::<i64>::new());
     assert_eq!(versions(&before["pending"]), known_versions());
 
+    let check = binary::run(&["migrate", "status", "--check", "--json"], &[("DATABASE_URL", &db.url)]).await;
+    assert_eq!(check.code, 3, "pending migrations fail the check: {}", check.stderr);
+    assert!(
+        check.stderr.contains(&format!("warning: {} migrations pending (", known_versions().len())),
+        "{}",
+        check.stderr
+    );
+
     let latest = *known_versions().last().unwrap();
     let first = binary::run(&["migrate"], &[("DATABASE_URL", &db.url)]).await;
     assert_eq!(first.code, 0, "{}", first.stderr);
@@ -34,6 +42,8 @@ async fn status_lists_pending_then_applied_and_migrate_is_safe_to_repeat() {
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(again.stderr.contains(&format!("already up to date: schema version {latest}")), "{}", again.stderr);
 
+    let check = binary::run(&["migrate", "status", "--check"], &[("DATABASE_URL", &db.url)]).await;
+    assert_eq!(check.code, 0, "{}", check.stderr);
     let after = status_json(&db.url).await;
     assert_eq!(versions(&after["applied"]), known_versions());
     assert_eq!(versions(&after["pending"]), Vec::<i64>::new());
