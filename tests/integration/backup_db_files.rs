@@ -189,3 +189,18 @@ async fn a_dump_that_cannot_be_written_names_the_file_and_the_reason() {
     assert_eq!(names(&dir), Vec::<String>::new(), "no dump, whole or partial, is left");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_dump_and_the_folder_made_for_it_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (app, _) = populated_app().await;
+    let root = scratch_dir("private-dumps");
+    let dir = root.join("made/by/backup-db");
+    let summary = backup(&app_url(&app), &dir, &[]).await;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(Path::new(summary["path"].as_str().unwrap())), 0o600, "{summary}");
+    for made in [root.join("made"), root.join("made/by"), dir.clone()] {
+        assert_eq!(mode(&made), 0o700, "{}", made.display());
+    }
+    std::fs::remove_dir_all(root).unwrap();
+}

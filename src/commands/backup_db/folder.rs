@@ -2,6 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::BufWriter;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -33,13 +34,24 @@ pub async fn run(args: &BackupDbArgs) -> anyhow::Result<Summary> {
     let pool = connect_cli(&args.database).await?;
     let snapshot = super::begin_snapshot(&pool).await?;
     let (dir, path) = target.paths(snapshot.taken_at);
-    fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    // A dump holds every user's documents and token hashes: only its owner may read it.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("could not create {}", dir.display()))?;
     // Files' ages are by this machine's clock, as their modification times are.
     sweep_stale_partials(&dir, OffsetDateTime::now_utc())?;
     let file_name = path.file_name().context("the output has no file name")?.to_string_lossy().into_owned();
     let partial = dir.join(format!(".{file_name}{PARTIAL_SUFFIX}"));
 
-    let file = File::create(&partial).with_context(|| format!("could not create {}", partial.display()))?;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .with_context(|| format!("could not create {}", partial.display()))?;
     let interrupted = format!("interrupted: removed the unfinished {}; no dump was written", partial.display());
     let writing = partial.display().to_string();
     let taken = take(snapshot, interrupted, move |header, pieces, bar| {
