@@ -317,9 +317,14 @@ impl DatabaseUrl {
             return Err("it must start with postgres:// (e.g. postgres://user:password@host:5432/db)".into());
         }
         // sqlx's parse errors describe the fault without echoing the URL, so they are safe to show.
-        PgConnectOptions::from_str(url)
-            .map(|options| Self { options })
-            .map_err(|e| format!("not a PostgreSQL URL ({e})"))
+        let options = PgConnectOptions::from_str(url).map_err(|e| format!("not a PostgreSQL URL ({e})"))?;
+        // Without one PostgreSQL takes the user's name for it: a database nobody meant.
+        if options.get_database().is_none_or(str::is_empty) {
+            return Err("it names no database: add its name after the host, \
+                        e.g. postgres://user:password@host:5432/dailyreps_backup_server"
+                .into());
+        }
+        Ok(Self { options })
     }
 }
 
@@ -446,6 +451,15 @@ mod tests {
         let err = DatabaseUrl::parse("postgres://u:secretpw@host:notaport/db").unwrap_err();
         assert!(err.contains("not a PostgreSQL URL"), "{err}");
         assert!(!err.contains("secretpw"), "{err}");
+    }
+
+    #[test]
+    fn a_database_url_without_a_database_says_so() {
+        for url in ["postgres://u:secretpw@host:5432", "postgres://u:secretpw@host:5432/"] {
+            let err = DatabaseUrl::parse(url).unwrap_err();
+            assert!(err.contains("names no database"), "{url}: {err}");
+            assert!(!err.contains("secretpw"), "{err}");
+        }
     }
 
     #[test]
