@@ -66,7 +66,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --shutdown-grace-seconds '`--shutdown-grace` in seconds, as the environment gives it'
             cand --dev-data-dir 'Folder for `--dev`''s PostgreSQL cluster and signing secret, kept between runs'
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
-            cand --dev 'Development mode: without DATABASE_URL, start a private local PostgreSQL; apply migrations; generate a signing secret when none is set'
+            cand --dev 'Development mode: without DATABASE_URL, start a private local PostgreSQL; apply migrations; generate a signing secret when none is set; listen on 127.0.0.1 where the address is 0.0.0.0 or [::] (the defaults), and on a free metrics port when 9091 is taken'
             cand -q 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
             cand --quiet 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
             cand -h 'Print help (see more with ''--help'')'

@@ -69,7 +69,7 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l dev-data-dir -d 'Folder for `--dev`\'s PostgreSQL cluster and signing secret, kept between runs' -r -F
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
-complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l dev -d 'Development mode: without DATABASE_URL, start a private local PostgreSQL; apply migrations; generate a signing secret when none is set'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -l dev -d 'Development mode: without DATABASE_URL, start a private local PostgreSQL; apply migrations; generate a signing secret when none is set; listen on 127.0.0.1 where the address is 0.0.0.0 or [::] (the defaults), and on a free metrics port when 9091 is taken'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand serve" -s V -l version -d 'Print version'

@@ -611,7 +611,8 @@ pub struct ServeArgs {
     pub shutdown_grace_seconds: Option<u64>,
 
     /// Development mode: without DATABASE_URL, start a private local PostgreSQL; apply
-    /// migrations; generate a signing secret when none is set.
+    /// migrations; generate a signing secret when none is set; listen on 127.0.0.1 where the
+    /// address is 0.0.0.0 or [::] (the defaults), and on a free metrics port when 9091 is taken.
     #[arg(long)]
     pub dev: bool,
 

@@ -27,6 +27,8 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         args.signing_secret = secret.text.parse().ok();
     }
     let settings = ApiSettings::try_from(&args)?;
+    // Before the development PostgreSQL starts: a port in use fails at once, with nothing to undo.
+    let listeners = Listeners::bind(&args).await?;
     let (cluster, url) = match (&args.database.database_url, args.dev) {
         (None, true) => {
             let (cluster, url) = dev::start_database(&args.dev_data_dir).await?;
@@ -35,7 +37,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         (raw, _) => (None, DatabaseUrl::from_setting(raw.as_ref())?),
     };
 
-    let result = serve(&args, &url, settings, dev_secret.as_ref(), cluster.as_ref()).await;
+    let result = serve(&args, listeners, &url, settings, dev_secret.as_ref(), cluster.as_ref()).await;
     if let Some(cluster) = cluster {
         match cluster.stop() {
             Ok(()) => output::status("stopped the development PostgreSQL"),
@@ -89,8 +91,47 @@ fn timeout(flag: &'static str, given: HumanDuration, seconds: Option<u64>) -> Re
     Ok(timeout)
 }
 
+/// The API's and the metrics' listening sockets.
+struct Listeners {
+    api: TcpListener,
+    metrics: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both. In `--dev`, an unspecified address (the defaults' 0.0.0.0 and [::]) becomes
+    /// 127.0.0.1, so a laptop's server is not the whole network's, and a metrics port in use
+    /// gives way to a free one, said on the terminal.
+    async fn bind(args: &ServeArgs) -> anyhow::Result<Self> {
+        let local = |addr: SocketAddr| {
+            if args.dev && addr.ip().is_unspecified() {
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+            } else {
+                addr
+            }
+        };
+        let api = bind(local(args.bind.0), "PORT / --bind").await?;
+        let wanted = local(args.metrics_bind);
+        let metrics = match TcpListener::bind(wanted).await {
+            Err(error) if args.dev && error.kind() == std::io::ErrorKind::AddrInUse => {
+                let metrics = bind(SocketAddr::new(wanted.ip(), 0), "METRICS_BIND / --metrics-bind").await?;
+                output::status(&format!(
+                    "port {} is in use: metrics on {} instead",
+                    wanted.port(),
+                    metrics.local_addr()?
+                ));
+                metrics
+            }
+            bound => {
+                bound.with_context(|| format!("could not listen on {wanted} (set by METRICS_BIND / --metrics-bind)"))?
+            }
+        };
+        Ok(Self { api, metrics })
+    }
+}
+
 async fn serve(
     args: &ServeArgs,
+    listeners: Listeners,
     url: &DatabaseUrl,
     settings: ApiSettings,
     dev_secret: Option<&dev::DevSecret>,
@@ -101,8 +142,7 @@ async fn serve(
     if args.dev {
         migrations::apply(&pool).await.context("could not apply the migrations")?;
     }
-    let api = bind(args.bind.0, "PORT / --bind").await?;
-    let metrics = bind(args.metrics_bind, "METRICS_BIND / --metrics-bind").await?;
+    let Listeners { api, metrics } = listeners;
     let (api_addr, metrics_addr) = (api.local_addr()?, metrics.local_addr()?);
     tracing::info!(%api_addr, %metrics_addr, database = %url, version = env!("CARGO_PKG_VERSION"), commit = env!("DAILYREPS_BUILD_COMMIT"), "listening");
     if args.dev {

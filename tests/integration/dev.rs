@@ -22,9 +22,14 @@ struct DevServer {
 }
 
 fn dev_command(dir: &Path) -> tokio::process::Command {
+    dev_command_on(dir, "127.0.0.1:0", "127.0.0.1:0")
+}
+
+/// `serve --dev` with these `--bind` and `--metrics-bind`.
+fn dev_command_on(dir: &Path, bind: &str, metrics_bind: &str) -> tokio::process::Command {
     let mut command = binary::command();
     command
-        .args(["serve", "--dev", "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0", "--log-format", "json"])
+        .args(["serve", "--dev", "--bind", bind, "--metrics-bind", metrics_bind, "--log-format", "json"])
         .arg("--dev-data-dir")
         .arg(dir)
         .stdout(Stdio::piped())
@@ -34,7 +39,12 @@ fn dev_command(dir: &Path) -> tokio::process::Command {
 
 /// Starts `serve --dev` in `dir` and reads its banner.
 async fn start_dev_server(dir: &Path) -> DevServer {
-    let mut child = dev_command(dir).spawn().unwrap();
+    start_dev_command(dev_command(dir)).await
+}
+
+/// Starts `command` (a `serve --dev`) and reads its banner.
+async fn start_dev_command(mut command: tokio::process::Command) -> DevServer {
+    let mut child = command.spawn().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut banner = String::new();
     let api = loop {
@@ -142,4 +152,41 @@ async fn the_banner_exports_what_request_and_inspect_read() {
     let first = server.stop().await;
     assert_eq!(first.code, 0, "the first server is unharmed: {}", first.stderr);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn dev_mode_listens_on_loopback_and_takes_a_free_metrics_port_when_its_own_is_taken() {
+    let dir = scratch_dir("dev-ports");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // The defaults' unspecified addresses, as a laptop's `serve --dev` has them.
+    let server = start_dev_command(dev_command_on(&dir, "0.0.0.0:0", &format!("[::]:{port}"))).await;
+    assert!(server.api.starts_with("http://127.0.0.1:"), "{}", server.banner);
+    let metrics = server.banner.lines().find_map(|l| l.trim().strip_prefix("Metrics:")).unwrap().trim().to_owned();
+    assert!(metrics.starts_with("http://127.0.0.1:") && !metrics.contains(&format!(":{port}/")), "{metrics}");
+    let scraped = crate::common::get(&metrics).await;
+    assert_eq!(scraped.status(), StatusCode::OK);
+    let run = server.stop().await;
+    assert!(run.stderr.contains(&format!("port {port} is in use: metrics on 127.0.0.1:")), "{}", run.stderr);
+    let listening = run.stderr.lines().find(|line| line.contains(r#""message":"listening""#)).unwrap();
+    assert!(
+        listening.contains(r#""api_addr":"127.0.0.1:"#) && listening.contains(r#""metrics_addr":"127.0.0.1:"#),
+        "bound to loopback, not every interface: {listening}"
+    );
+    drop(taken);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_taken_api_port_fails_before_the_development_postgresql_starts() {
+    let dir = scratch_dir("dev-busy");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = taken.local_addr().unwrap().to_string();
+    let output = dev_command_on(&dir, &bind, "127.0.0.1:0").output().await.unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr.contains(&format!("could not listen on {bind}")), "{stderr}");
+    assert!(!stderr.contains("PostgreSQL in"), "PostgreSQL was started first: {stderr}");
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
 }
