@@ -146,6 +146,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('--identity', '--identity', [CompletionResultType]::ParameterName, 'The age identity file that decrypts an encrypted backup (as age-keygen writes it)')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'With --force off a terminal (a script, CI): replace without asking, as the answer')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went')

@@ -135,6 +135,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --identity 'The age identity file that decrypts an encrypted backup (as age-keygen writes it)'
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
             cand --force 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked'
+            cand --yes 'With --force off a terminal (a script, CI): replace without asking, as the answer'
             cand --json 'Print JSON instead of a table'
             cand -q 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
             cand --quiet 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'

@@ -115,6 +115,7 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l force -d 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked'
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l yes -d 'With --force off a terminal (a script, CI): replace without asking, as the answer'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l json -d 'Print JSON instead of a table'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -s q -l quiet -d 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -178,6 +178,10 @@ pub struct RestoreDbArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// With --force off a terminal (a script, CI): replace without asking, as the answer.
+    #[arg(long, requires = "force")]
+    pub yes: bool,
+
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::cli::RestoreDbArgs;
 use crate::commands::dump_source::{self, Located, Raw};
-use crate::commands::{Interrupted, TableRows, connect_to};
+use crate::commands::{Interrupted, TableRows, UsageError, connect_to};
 use crate::config::DatabaseUrl;
 use crate::crypt::Identities;
 use crate::db::dump::{self as dump_db, Contents, TABLES};
@@ -96,12 +96,23 @@ async fn restore(
     located: &Located,
     identities: Option<Arc<Identities>>,
 ) -> anyhow::Result<(Trailer, Option<Contents>)> {
+    // Asked before the transaction begins: a prompt left unanswered holds no lock and no
+    // snapshot. What was named must still be what is replaced.
+    let named = dump_db::contents(&mut *pool.acquire().await?).await?;
+    if named.tables > 0 {
+        confirm_replacing(args, url, &named)?;
+    }
     let mut tx = pool.begin().await?;
     let contents = dump_db::contents(&mut tx).await?;
+    if contents != named {
+        bail!(
+            "{url} changed while the restore was being confirmed (it holds {} now); nothing restored",
+            describe(&contents)
+        );
+    }
     let replaced = if contents.tables == 0 {
         None
     } else {
-        confirm_replacing(args, url, &contents)?;
         dump_db::clear(&mut tx).await.context("could not clear the target")?;
         Some(contents)
     };
@@ -129,13 +140,20 @@ async fn restore(
     Ok((trailer, replaced))
 }
 
-/// Replacing a database needs `--force`, and on a terminal a yes as well, after naming it.
+/// Replacing a database needs `--force`, and a yes as well after naming it: on a terminal
+/// asked, elsewhere given as `--yes`.
 fn confirm_replacing(args: &RestoreDbArgs, url: &DatabaseUrl, contents: &Contents) -> anyhow::Result<()> {
     let holds = format!("{url} is not empty: it holds {}", describe(contents));
     if !args.force {
         bail!("{holds}; restore into an empty database, or add --force to replace everything in it");
     }
-    if output::interactive() {
+    if !output::interactive() && !args.yes {
+        return Err(UsageError(format!(
+            "{holds}; off a terminal nobody can be asked: add --yes to --force to replace everything in it"
+        ))
+        .into());
+    }
+    if output::interactive() && !args.yes {
         output::status(&holds);
         if !output::confirm(&format!("Replace everything in {url} with the dump?"))
             .context("could not read the answer")?

@@ -219,7 +219,7 @@ async fn restore_refuses_a_non_empty_target_unless_forced() {
     let untouched: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
     assert_eq!(untouched, 1);
 
-    let forced = restore(&target.url, &path, &["--force"]).await;
+    let forced = restore(&target.url, &path, &["--force", "--yes"]).await;
     assert_eq!(forced.code, 0, "{}", forced.stderr);
     assert_eq!(fingerprint(&pool).await, fingerprint(&app.pool).await);
     std::fs::remove_dir_all(dir).unwrap();

@@ -126,7 +126,7 @@ async fn restore_force_names_what_it_replaces_and_ctrl_c_leaves_it_as_it_was() {
     let mut blocker = other.pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE users IN SHARE MODE").execute(&mut *blocker).await.unwrap();
     let child = binary::command()
-        .args(["restore-db", &path, "--force"])
+        .args(["restore-db", &path, "--force", "--yes"])
         .env("DATABASE_URL", &target_url)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -141,7 +141,17 @@ async fn restore_force_names_what_it_replaces_and_ctrl_c_leaves_it_as_it_was() {
     assert!(stderr.contains("interrupted") && stderr.contains("as it was"), "{stderr}");
     assert_eq!(fingerprint(&other.pool).await, before, "the target is as it was");
 
-    let forced = restore(&target_url, &path, &["--force"]).await;
+    // Off a terminal nobody can be asked: --force alone is a usage error, naming --yes.
+    let unasked = restore(&target_url, &path, &["--force"]).await;
+    assert_eq!(unasked.code, 2, "{}", unasked.stderr);
+    assert!(
+        unasked.stderr.contains("add --yes") && unasked.stderr.contains("4 users, 12 backups"),
+        "{}",
+        unasked.stderr
+    );
+    assert_eq!(fingerprint(&other.pool).await, before, "the target is as it was");
+
+    let forced = restore(&target_url, &path, &["--force", "--yes"]).await;
     assert_eq!(forced.code, 0, "{}", forced.stderr);
     assert!(forced.stderr.contains("replaced") && forced.stderr.contains("4 users, 12 backups"), "{}", forced.stderr);
     assert_eq!(fingerprint(&other.pool).await, fingerprint(&app.pool).await);
