@@ -91,6 +91,34 @@ impl RemoteError {
     }
 }
 
+/// Why the environment gives no credentials, if it does not. Without a key, object_store's
+/// chain would ask an instance-metadata service (169.254.169.254): on a laptop or a Fly Machine
+/// that is a hang or a misleading 403. So it is used only when asked for, by naming its
+/// endpoint (`AWS_METADATA_ENDPOINT`), or a web identity or container role is configured.
+fn missing_credentials(builder: &AmazonS3Builder) -> Option<String> {
+    let set = |key: AmazonS3ConfigKey| builder.get_config_value(&key).is_some_and(|v| !v.is_empty());
+    let env = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    match (set(AmazonS3ConfigKey::AccessKeyId), set(AmazonS3ConfigKey::SecretAccessKey)) {
+        (true, true) => None,
+        (true, false) => Some("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".to_owned()),
+        (false, true) => Some("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".to_owned()),
+        (false, false)
+            if set(AmazonS3ConfigKey::MetadataEndpoint)
+                || env("AWS_WEB_IDENTITY_TOKEN_FILE")
+                || env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+                || env("AWS_CONTAINER_CREDENTIALS_FULL_URI") =>
+        {
+            None
+        }
+        (false, false) => Some(
+            "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (`fly storage create` sets \
+             them as the app's secrets; on a laptop, export the bucket's key), or AWS_METADATA_ENDPOINT \
+             to use an instance's role"
+                .to_owned(),
+        ),
+    }
+}
+
 /// A bucket and prefix, connected.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -122,6 +150,9 @@ impl Bucket {
             builder = builder.with_virtual_hosted_style_request(false);
         }
         let endpoint = endpoint.unwrap_or_else(|| "AWS S3".to_owned());
+        if let Some(reason) = missing_credentials(&builder) {
+            return Err(RemoteError::Config { bucket: url.bucket.clone(), endpoint, reason });
+        }
         // Transient failures (5xx, a dropped connection) are retried with backoff, but a bucket
         // that does not answer fails within half a minute instead of object_store's three.
         let retry = RetryConfig { max_retries: 4, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() };

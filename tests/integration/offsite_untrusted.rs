@@ -101,3 +101,22 @@ async fn a_backup_is_dated_by_the_database_and_one_dated_ahead_is_never_latest()
     assert_eq!(latest.code, 0, "latest is the real backup, which verifies: {}", latest.stderr);
     assert!(latest.stdout.contains(real_key.rsplit('/').next().unwrap()), "{}", latest.stdout);
 }
+
+/// Without a key nothing asks an instance-metadata service (a hang, or a misleading 403, where
+/// there is none): the command says which variables to set, naming the bucket and endpoint.
+#[tokio::test]
+async fn no_credentials_say_which_variables_to_set_without_asking_the_metadata_service() {
+    let endpoint = [("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9"), ("AWS_REGION", "auto")];
+    let none = crate::common::binary::run(&["list-backups", "s3://dailyreps-backups/db"], &endpoint).await;
+    assert_ne!(none.code, 0);
+    let message = none.stderr.trim();
+    assert!(
+        message.contains("bucket dailyreps-backups at http://127.0.0.1:9")
+            && message.contains("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        "{message}"
+    );
+    let mut half = endpoint.to_vec();
+    half.push(("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"));
+    let half = crate::common::binary::run(&["list-backups", "s3://dailyreps-backups/db"], &half).await;
+    assert!(half.stderr.contains("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"), "{}", half.stderr);
+}
