@@ -37,9 +37,9 @@ pub enum RemoteError {
         /// Why.
         reason: String,
     },
-    /// A request to the bucket failed. One line: the store's answer is cut to its code and
-    /// message, never its XML.
-    #[error("{what} in bucket {bucket} at {endpoint} failed: {}", one_line(error))]
+    /// A request to the bucket failed. One line that says what to check: the store's answer
+    /// is cut to its code and message, never its XML.
+    #[error("{}", request_failed(what, bucket, endpoint, error))]
     Request {
         /// What was being done.
         what: String,
@@ -80,6 +80,59 @@ fn one_line(error: &object_store::Error) -> String {
     match line.char_indices().nth(MAX_ERROR_CHARS) {
         Some((cut, _)) => format!("{}…", &line[..cut]),
         None => line,
+    }
+}
+
+/// What went wrong with a request, as far as it tells what to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    NoSuchBucket,
+    BadKey,
+    Denied,
+    Unreachable,
+    Other,
+}
+
+impl Fault {
+    fn of(error: &object_store::Error) -> Self {
+        use object_store::Error::{PermissionDenied, Unauthenticated};
+        let text = error.to_string();
+        let has = |codes: &[&str]| codes.iter().any(|code| text.contains(code));
+        if has(&["NoSuchBucket"]) {
+            Self::NoSuchBucket
+        } else if has(&["InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"]) {
+            Self::BadKey
+        } else if matches!(error, PermissionDenied { .. } | Unauthenticated { .. })
+            || has(&["AccessDenied", "403 Forbidden"])
+        {
+            Self::Denied
+        } else if has(&["error sending request", "Connection refused", "dns error", "operation timed out"]) {
+            Self::Unreachable
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// The one line a failed request prints: what failed, where, and the setting to check.
+fn request_failed(what: &str, bucket: &str, endpoint: &str, error: &object_store::Error) -> String {
+    match Fault::of(error) {
+        Fault::NoSuchBucket => {
+            format!("{what}: there is no bucket {bucket} at {endpoint}; check the bucket's name in the s3:// URL")
+        }
+        Fault::BadKey => format!(
+            "{what} in bucket {bucket} at {endpoint}: the key was refused ({}); check AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY",
+            one_line(error)
+        ),
+        Fault::Denied => format!(
+            "{what} in bucket {bucket} at {endpoint}: access denied; the key in AWS_ACCESS_KEY_ID may not do this \
+             (a read-only key cannot write or delete)"
+        ),
+        Fault::Unreachable => {
+            format!("{what}: {endpoint} does not answer (bucket {bucket}); check AWS_ENDPOINT_URL_S3 and the network")
+        }
+        Fault::Other => format!("{what} in bucket {bucket} at {endpoint} failed: {}", one_line(error)),
     }
 }
 
@@ -182,5 +235,55 @@ impl Bucket {
     /// `s3://BUCKET/KEY` of `name`, for people.
     pub fn describe(&self, name: &str) -> String {
         self.url.key_url(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_error(text: &str) -> object_store::Error {
+        object_store::Error::Generic { store: "S3", source: text.into() }
+    }
+
+    #[test]
+    fn each_fault_names_the_setting_to_check_on_one_line() {
+        let cases = [
+            (
+                "Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?><Error><Code>InvalidAccessKeyId</Code><Message>The key does not exist</Message></Error>",
+                "the key was refused",
+                "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            ),
+            (
+                "Server returned non-2xx status code: 403 Forbidden: <Error><Code>SignatureDoesNotMatch</Code></Error>",
+                "the key was refused",
+                "AWS_SECRET_ACCESS_KEY",
+            ),
+            (
+                "Server returned non-2xx status code: 403 Forbidden: <Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+                "access denied",
+                "the key in AWS_ACCESS_KEY_ID may not do this",
+            ),
+            (
+                "Server returned non-2xx status code: 404 Not Found: NoSuchBucket: The specified bucket does not exist",
+                "there is no bucket b at http://e",
+                "check the bucket's name",
+            ),
+            (
+                "after 4 retries - HTTP error: error sending request",
+                "http://e does not answer (bucket b)",
+                "AWS_ENDPOINT_URL_S3",
+            ),
+            (
+                "Server returned non-2xx status code: 500 Internal Server Error: <Error><Code>InternalError</Code></Error>",
+                "listing in bucket b at http://e failed",
+                "InternalError",
+            ),
+        ];
+        for (answer, first, second) in cases {
+            let line = request_failed("listing", "b", "http://e", &s3_error(answer));
+            assert!(line.contains(first) && line.contains(second), "{answer} → {line}");
+            assert!(!line.contains('<') && !line.contains('\n'), "{line}");
+        }
     }
 }
