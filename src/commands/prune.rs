@@ -23,7 +23,22 @@ struct Summary {
     bytes_freed: i64,
     /// Set when Ctrl-C stopped the run between batches.
     interrupted: bool,
+    /// In a dry run: what a real run would delete, every id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selected: Option<Selected>,
 }
+
+/// The ids a plan selects.
+#[derive(Debug, Serialize)]
+struct Selected {
+    /// Accounts deleted with all their backups.
+    users: Vec<uuid::Uuid>,
+    /// Backups deleted from accounts that stay.
+    backups: Vec<uuid::Uuid>,
+}
+
+/// Ids a dry run's table lists of each kind; `--json` has them all.
+const LISTED: usize = 10;
 
 /// Runs `prune`.
 pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
@@ -44,6 +59,7 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
         document_bytes: plan.logical_bytes,
         bytes_freed: plan.stored_bytes,
         interrupted: false,
+        selected: args.dry_run.then(|| Selected { users: plan.users.clone(), backups: plan.backups.clone() }),
     };
     if !args.json || args.dry_run {
         report(&planned, args.json && args.dry_run, "Would delete")?;
@@ -85,6 +101,7 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
         document_bytes: deleted.logical_bytes,
         bytes_freed: deleted.stored_bytes,
         interrupted,
+        selected: None,
     };
     report(&summary, args.json, "Deleted")?;
     if interrupted {
@@ -173,5 +190,23 @@ fn report(summary: &Summary, json: bool, verb: &'static str) -> anyhow::Result<(
     table.add_row(["backups".to_owned(), summary.backups_deleted.to_string()]);
     table.add_row(["documents".to_owned(), output::bytes(summary.document_bytes)]);
     table.add_row(["storage freed".to_owned(), output::bytes(summary.bytes_freed)]);
-    output::print_table(&table).context("could not write the output")
+    let mut text = format!("{table}\n");
+    if let Some(selected) = &summary.selected {
+        text.push_str(&ids("accounts", &selected.users));
+        text.push_str(&ids("backups of accounts that stay", &selected.backups));
+    }
+    output::write_stdout(&text).context("could not write the output")
+}
+
+/// `WHAT: id, id, …` with the first [`LISTED`] ids, saying how many more `--json` lists.
+fn ids(what: &str, ids: &[uuid::Uuid]) -> String {
+    if ids.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = ids.iter().take(LISTED).map(ToString::to_string).collect();
+    let more = match ids.len().saturating_sub(LISTED) {
+        0 => String::new(),
+        more => format!(" … and {more} more (--json lists every one)"),
+    };
+    format!("{what}: {}{more}\n", shown.join(", "))
 }

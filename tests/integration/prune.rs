@@ -172,12 +172,34 @@ async fn a_dry_run_reports_what_a_real_run_then_deletes_and_deletes_nothing() {
     let planned = summary(&db.url, &dry).await;
     assert_eq!(planned["dry_run"], true);
     assert_eq!(counts(&pool).await, before, "a dry run deletes nothing");
+    // It names every id it would delete; the table's text the first ones.
+    let listed = |kind: &str| -> Vec<Uuid> {
+        planned["selected"][kind].as_array().unwrap().iter().map(|id| id.as_str().unwrap().parse().unwrap()).collect()
+    };
+    let (users, backups) = (listed("users"), listed("backups"));
+    assert_eq!(users.len() as i64, planned["users_deleted"].as_i64().unwrap());
+    assert!(!backups.is_empty(), "{planned}");
+    let text = binary::run(&["prune", dry[0], dry[1], dry[2], dry[3], "--dry-run"], &[("DATABASE_URL", &db.url)]).await;
+    assert!(
+        text.stdout.contains(&format!("accounts: {}", users[0])) && text.stdout.contains(&backups[0].to_string()),
+        "{}",
+        text.stdout
+    );
     let mut real = args.to_vec();
     real.push("--yes");
     let done = summary(&db.url, &real).await;
     for key in ["users_deleted", "backups_deleted", "document_bytes", "bytes_freed"] {
         assert_eq!(planned[key], done[key], "{key}");
     }
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM users WHERE id = ANY($1)) + (SELECT count(*) FROM backups WHERE id = ANY($2))",
+    )
+    .bind(&users)
+    .bind(&backups)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "what the dry run named is what went");
     assert_figures(&done, before, counts(&pool).await);
 }
 
