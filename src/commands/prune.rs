@@ -8,7 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::cli::PruneArgs;
-use crate::commands::{connect_cli, cutoff, describe_time};
+use crate::commands::{Interrupted, connect_cli, cutoff, describe_time};
 use crate::db::prune::{self, Deleted, Plan, Policy};
 use crate::output;
 
@@ -105,7 +105,9 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
     };
     report(&summary, args.json, "Deleted")?;
     if interrupted {
-        bail!("interrupted: stopped after a whole batch; what is listed above was deleted");
+        return Err(
+            Interrupted("interrupted: stopped after a whole batch; what is listed above was deleted".into()).into()
+        );
     }
     vacuum(&pool).await;
     Ok(())

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::cli::SmokeTestArgs;
 use crate::client::ApiClient;
-use crate::commands::UsageError;
+use crate::commands::{Interrupted, UsageError};
 use crate::config::SigningSecrets;
 use crate::output;
 use crate::smoke::{Journey, StepReport};
@@ -47,7 +47,7 @@ pub async fn run(args: SmokeTestArgs) -> anyhow::Result<()> {
         output::print_table(&table(journey.steps())).context("could not write the report")?;
     }
     if interrupted {
-        bail!("interrupted; cleaned up what this run had made");
+        return Err(Interrupted("interrupted; cleaned up what this run had made".into()).into());
     }
     if let Some(failed) = journey.steps().iter().find(|step| !step.ok) {
         let status = failed.status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());

@@ -171,7 +171,7 @@ async fn an_interrupted_run_still_deletes_its_account() {
     assert!(tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
     blocker.rollback().await.unwrap();
     let output = child.wait_with_output().await.unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(130), "Ctrl-C exits 130, as everywhere");
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["ok"], false);
     assert_eq!(step(&report, "clean up")["ok"], true, "{report}");
