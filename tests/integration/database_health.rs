@@ -373,6 +373,7 @@ async fn no_database_backup_warns_and_the_ping_carries_the_warnings_until_a_back
     let detail = check(&report, "backup")["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains(folder.to_str().unwrap()), "names where the backup went: {detail}");
     assert_eq!(next_ping(&mut pings).await, ("POST /ping/check-1 HTTP/1.1".to_owned(), "10 checks ok".to_owned()));
+    std::fs::remove_dir_all(&folder).unwrap();
 
     // Unreachable: the monitor hears the error.
     let unreachable =
