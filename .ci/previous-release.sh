@@ -5,8 +5,10 @@
 # Which release: PREVIOUS_RELEASE (a commit) when set: the deploy workflow sets it to the
 # commit Fly runs now, read from the image's git-<sha> label, which is exactly the binary that
 # will serve on the new schema. Without it (a clone with no Fly account, as this workplace's
-# CI), the parent of the newest commit that added or changed a migration: the release that
-# migration must be additive for.
+# CI), the newest commit whose migrations are all byte for byte this tree's and which lacks at
+# least one of this tree's: the newest release this tree's migrate can follow (sqlx refuses a
+# database whose applied migration differs) whose schema it changes. A commit carrying another
+# text of a migration never served a database this tree migrates, so it is passed over.
 #
 # A dev-profile build: the drill checks behaviour, not speed, and it shares the test build's
 # compiled dependencies when CARGO_TARGET_DIR points at it (.ci/run does). Without it, a
@@ -15,12 +17,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# `BLOB PATH` of each migration of a commit, sorted.
+migrations_of() {
+    git ls-tree -r "$1" -- migrations | awk '$4 ~ /\.sql$/ { print $3, $4 }' | sort
+}
+
 if [ -n "${PREVIOUS_RELEASE:-}" ]; then
     wanted=$PREVIOUS_RELEASE
 else
-    newest=$(git log -1 --format=%H -- 'migrations/*.sql')
-    [ -n "$newest" ] || { echo "no commit has touched migrations/: is this a git clone with its history?" >&2; exit 1; }
-    wanted="$newest^"
+    ours=$(migrations_of HEAD)
+    wanted=
+    # The parents of the commits that changed migrations/, newest first: where the sets differ.
+    for changed in $(git rev-list --first-parent HEAD -- migrations); do
+        theirs=$(migrations_of "$changed^" 2>/dev/null) || continue
+        # Every one of theirs is one of ours, and ours has more.
+        if [ "$theirs" != "$ours" ] && [ -z "$(comm -23 <(echo "$theirs") <(echo "$ours"))" ]; then
+            wanted="$changed^"
+            break
+        fi
+    done
+    [ -n "$wanted" ] || { echo "no earlier commit has a prefix of this tree's migrations: is this a git clone with its history?" >&2; exit 1; }
 fi
 commit=$(git rev-parse --verify --quiet "$wanted^{commit}") \
     || { echo "previous release $wanted is not a commit of this clone (a shallow clone? fetch its history)" >&2; exit 1; }
