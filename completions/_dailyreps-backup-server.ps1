@@ -34,7 +34,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('restore-db', 'restore-db', [CompletionResultType]::ParameterValue, 'Load a dump into an empty database, all or nothing, then apply newer migrations')
             [CompletionResult]::new('verify-backup', 'verify-backup', [CompletionResultType]::ParameterValue, 'Check a dump''s integrity and manifest, without a database')
             [CompletionResult]::new('list-backups', 'list-backups', [CompletionResultType]::ParameterValue, 'List the complete backups in a bucket, newest first')
-            [CompletionResult]::new('backup-status', 'backup-status', [CompletionResultType]::ParameterValue, 'Exit 1 when the newest backup in a bucket is too old or much smaller than those before it')
+            [CompletionResult]::new('backup-status', 'backup-status', [CompletionResultType]::ParameterValue, 'Exit 3 when the newest backup in a bucket is too old or much smaller than those before it')
             [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('scrub', 'scrub', [CompletionResultType]::ParameterValue, 'Re-read every stored chunk and backup, and name the damaged ones')
@@ -209,7 +209,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
             [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
             [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
-            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)')
+            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 3 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -289,7 +289,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
             [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
             [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
-            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)')
+            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 3 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -410,7 +410,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('restore-db', 'restore-db', [CompletionResultType]::ParameterValue, 'Load a dump into an empty database, all or nothing, then apply newer migrations')
             [CompletionResult]::new('verify-backup', 'verify-backup', [CompletionResultType]::ParameterValue, 'Check a dump''s integrity and manifest, without a database')
             [CompletionResult]::new('list-backups', 'list-backups', [CompletionResultType]::ParameterValue, 'List the complete backups in a bucket, newest first')
-            [CompletionResult]::new('backup-status', 'backup-status', [CompletionResultType]::ParameterValue, 'Exit 1 when the newest backup in a bucket is too old or much smaller than those before it')
+            [CompletionResult]::new('backup-status', 'backup-status', [CompletionResultType]::ParameterValue, 'Exit 3 when the newest backup in a bucket is too old or much smaller than those before it')
             [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('scrub', 'scrub', [CompletionResultType]::ParameterValue, 'Re-read every stored chunk and backup, and name the damaged ones')
@@ -451,7 +451,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('user', 'user', [CompletionResultType]::ParameterValue, 'One account and its backups')
             [CompletionResult]::new('backups', 'backups', [CompletionResultType]::ParameterValue, 'Backups, newest first')
             [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'Totals, database and table sizes, largest users, backups per day')
-            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)')
+            [CompletionResult]::new('health', 'health', [CompletionResultType]::ParameterValue, 'Whether the database is healthy and when its volume will be full; exits 3 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)')
             break
         }
         'dailyreps-backup-server;help;inspect;users' {

@@ -31,7 +31,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand restore-db 'Load a dump into an empty database, all or nothing, then apply newer migrations'
             cand verify-backup 'Check a dump''s integrity and manifest, without a database'
             cand list-backups 'List the complete backups in a bucket, newest first'
-            cand backup-status 'Exit 1 when the newest backup in a bucket is too old or much smaller than those before it'
+            cand backup-status 'Exit 3 when the newest backup in a bucket is too old or much smaller than those before it'
             cand inspect 'Read-only views of users, backups and the database, for operators'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand scrub 'Re-read every stored chunk and backup, and name the damaged ones'
@@ -194,7 +194,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand user 'One account and its backups'
             cand backups 'Backups, newest first'
             cand stats 'Totals, database and table sizes, largest users, backups per day'
-            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)'
+            cand health 'Whether the database is healthy and when its volume will be full; exits 3 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'dailyreps-backup-server;inspect;users'= {
@@ -268,7 +268,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand user 'One account and its backups'
             cand backups 'Backups, newest first'
             cand stats 'Totals, database and table sizes, largest users, backups per day'
-            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)'
+            cand health 'Whether the database is healthy and when its volume will be full; exits 3 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'dailyreps-backup-server;inspect;help;users'= {
@@ -376,7 +376,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand restore-db 'Load a dump into an empty database, all or nothing, then apply newer migrations'
             cand verify-backup 'Check a dump''s integrity and manifest, without a database'
             cand list-backups 'List the complete backups in a bucket, newest first'
-            cand backup-status 'Exit 1 when the newest backup in a bucket is too old or much smaller than those before it'
+            cand backup-status 'Exit 3 when the newest backup in a bucket is too old or much smaller than those before it'
             cand inspect 'Read-only views of users, backups and the database, for operators'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand scrub 'Re-read every stored chunk and backup, and name the damaged ones'
@@ -408,7 +408,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand user 'One account and its backups'
             cand backups 'Backups, newest first'
             cand stats 'Totals, database and table sizes, largest users, backups per day'
-            cand health 'Whether the database is healthy and when its volume will be full; exits 1 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)'
+            cand health 'Whether the database is healthy and when its volume will be full; exits 3 when a check warns, so a cron or CI job can alert (and pings a monitor with --ping)'
         }
         &'dailyreps-backup-server;help;inspect;users'= {
         }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::config::{BindAddr, ByteSize, HumanDuration, SecretString};
 
@@ -26,6 +26,54 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The exit statuses, the same for every command (SPEC.md's CLI section), shown under every
+/// command's help and in its man page.
+pub const EXIT_STATUS: &str = "\
+Exit status:
+  0    success
+  1    failure: the command could not do what was asked
+  2    usage error, or a required setting missing
+  3    the command ran and a check it makes warns
+  4    the database or the bucket could not be reached
+  5    declined at a confirmation prompt (nothing changed)
+  130  interrupted (Ctrl-C); nothing was left half-done
+With --json, a failure is one JSON document on stdout too: {\"ok\": false, \"error\": {\"code\", \"message\"}}.";
+
+impl Cli {
+    /// The command line as clap sees it, with the exit statuses under every command's help.
+    pub fn definition() -> clap::Command {
+        fn decorate(command: clap::Command) -> clap::Command {
+            command.after_help(EXIT_STATUS).mut_subcommands(decorate)
+        }
+        decorate(Self::command())
+    }
+
+    /// Parses the process's arguments against [`Self::definition`]; exits 2 on a usage error
+    /// (0 for --help and --version), as clap does.
+    pub fn parse_args() -> Self {
+        let matches = Self::definition().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
+
+    /// Whether the command was asked for JSON: then even its failure is one JSON document.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::BackupDb(args) => args.json,
+            Command::RestoreDb(args) => args.json,
+            Command::VerifyBackup(args) => args.json,
+            Command::ListBackups(args) => args.json,
+            Command::BackupStatus(args) => args.json,
+            Command::Inspect(args) => args.json,
+            Command::Prune(args) => args.json,
+            Command::Scrub(args) => args.json,
+            Command::Reserve(args) => args.json,
+            Command::SmokeTest(args) => args.json,
+            Command::Migrate(MigrateArgs { action: Some(MigrateAction::Status { json, .. }), .. }) => *json,
+            Command::Migrate(_) | Command::Serve(_) | Command::Request(_) | Command::Completions { .. } => false,
+        }
+    }
 }
 
 /// How log lines are written to stderr.
@@ -61,7 +109,7 @@ pub enum Command {
     VerifyBackup(VerifyBackupArgs),
     /// List the complete backups in a bucket, newest first.
     ListBackups(ListBackupsArgs),
-    /// Exit 1 when the newest backup in a bucket is too old or much smaller than those before it.
+    /// Exit 3 when the newest backup in a bucket is too old or much smaller than those before it.
     BackupStatus(BackupStatusArgs),
     /// Read-only views of users, backups and the database, for operators.
     Inspect(InspectArgs),
@@ -328,7 +376,7 @@ pub enum InspectView {
     },
     /// Totals, database and table sizes, largest users, backups per day.
     Stats,
-    /// Whether the database is healthy and when its volume will be full; exits 1 when a check
+    /// Whether the database is healthy and when its volume will be full; exits 3 when a check
     /// warns, so a cron or CI job can alert (and pings a monitor with --ping).
     ///
     /// Size and growth (from the daily samples `serve` records), the largest tables' dead rows

@@ -1,19 +1,20 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use dailyreps_backup_server::cli::{Cli, Command, LogFormat};
-use dailyreps_backup_server::{commands, telemetry};
+use dailyreps_backup_server::commands::exit::{ExitStatus, FailureJson};
+use dailyreps_backup_server::{commands, output, telemetry};
 
 fn main() -> ExitCode {
     return_large_blocks_to_the_os();
     // clap exits with 2 on usage errors and 0 for --help and --version.
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let default_filter = match cli.command {
         Command::Serve(_) => "info,sqlx=warn",
         _ => "warn",
     };
     telemetry::init(cli.log_format.map(|format| format == LogFormat::Json), default_filter);
-    dailyreps_backup_server::output::set_quiet(cli.quiet);
+    output::set_quiet(cli.quiet);
+    let json = cli.json();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -25,15 +26,20 @@ fn main() -> ExitCode {
     // A blocking task still waiting on a database that Ctrl-C walked away from must not keep
     // the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let status = match result {
+        Ok(status) => status,
         Err(error) => {
-            let code = commands::exit_code(&error);
-            let label = if code == 3 { "warning" } else { "error" };
-            eprintln!("{label}: {}", commands::describe_error(&error));
-            ExitCode::from(code)
+            let status = ExitStatus::of(&error);
+            let message = commands::describe_error(&error);
+            eprintln!("error: {message}");
+            if json {
+                // Scripts read stdout: the failure is a document too, never nothing.
+                let _ = output::print_json(&FailureJson::new(status, &message));
+            }
+            status
         }
-    }
+    };
+    ExitCode::from(status.code())
 }
 
 /// Fixes glibc's mmap threshold at its default, 128 KiB, so large documents never stay with

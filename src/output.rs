@@ -183,6 +183,17 @@ pub fn status(line: &str) {
     }
 }
 
+/// A verdict's warning on stderr, printed even with `--quiet`: `warning: …`.
+pub fn warning(line: &str) {
+    eprintln!("warning: {line}");
+}
+
+/// A verdict's failure on stderr, printed even with `--quiet`: `error: …`, as `main` prints
+/// the error that stops a command.
+pub fn failure(line: &str) {
+    eprintln!("error: {line}");
+}
+
 /// Whether a person is at the terminal (stderr is where prompts and progress go).
 pub fn interactive() -> bool {
     io::stderr().is_terminal()

@@ -1,12 +1,13 @@
 //! `backup-status s3://… --max-age 26h`: is the newest complete backup in the bucket recent,
-//! and as large as the ones before it? Exit 1 when not, so a second place (a CI job on a
+//! and as large as the ones before it? Exit 3 when not, so a second place (a CI job on a
 //! schedule, a cron elsewhere) can watch the backups independently of the job that takes them.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::cli::BackupStatusArgs;
+use crate::commands::ExitStatus;
 use crate::output;
 use crate::remote::Bucket;
 use crate::remote::catalog::{Listed, newest};
@@ -35,7 +36,7 @@ struct Newest {
 }
 
 /// Runs `backup-status`.
-pub async fn run(args: &BackupStatusArgs) -> anyhow::Result<()> {
+pub async fn run(args: &BackupStatusArgs) -> anyhow::Result<ExitStatus> {
     let bucket = Bucket::from_env(&args.url)?;
     let complete = bucket.complete().await?;
     let now = OffsetDateTime::now_utc();
@@ -62,12 +63,13 @@ pub async fn run(args: &BackupStatusArgs) -> anyhow::Result<()> {
         ));
     }
     if !status.ok {
-        bail!("{}", status.problems.join("; "));
+        output::warning(&status.problems.join("; "));
+        return Ok(ExitStatus::Warned);
     }
     if !args.json {
         output::status("ok");
     }
-    Ok(())
+    Ok(ExitStatus::Success)
 }
 
 /// What is wrong with the backups listed (newest first).

@@ -1,7 +1,6 @@
 //! `completions SHELL`: the completion script, generated from the clap definition.
 
 use anyhow::Context;
-use clap::CommandFactory;
 use clap_complete::Shell;
 
 use crate::cli::Cli;
@@ -12,7 +11,7 @@ const BIN_NAME: &str = "dailyreps-backup-server";
 /// Prints the completion script for `shell`.
 pub fn run(shell: Shell) -> anyhow::Result<()> {
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), BIN_NAME, &mut script);
+    clap_complete::generate(shell, &mut Cli::definition(), BIN_NAME, &mut script);
     if shell == Shell::Bash {
         let text = String::from_utf8(script).context("the generated script is not UTF-8")?;
         script = mend_bash_state_names(&text).into_bytes();

@@ -3,15 +3,15 @@
 use anyhow::Context;
 
 use crate::cli::{MigrateAction, MigrateArgs};
-use crate::commands::{Warned, connect_cli};
+use crate::commands::{ExitStatus, connect_cli};
 use crate::db::migrations;
 use crate::output;
 
 /// Runs `migrate [status]`.
-pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
+pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitStatus> {
     let pool = connect_cli(&args.database).await?;
     match args.action {
-        None => apply(&pool).await,
+        None => apply(&pool).await.map(|()| ExitStatus::Success),
         Some(MigrateAction::Status { json, check }) => {
             let mut conn = pool.acquire().await.context("could not get a database connection")?;
             let status = migrations::status(&mut conn).await.context("could not read the migration table")?;
@@ -19,14 +19,14 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
                 .context("could not write the output")?;
             if check && !status.pending.is_empty() {
                 let pending: Vec<String> = status.pending.iter().map(|p| p.version.to_string()).collect();
-                return Err(Warned(format!(
+                output::warning(&format!(
                     "{} migrations pending ({}); run `migrate`",
                     pending.len(),
                     pending.join(", ")
-                ))
-                .into());
+                ));
+                return Ok(ExitStatus::Warned);
             }
-            Ok(())
+            Ok(ExitStatus::Success)
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod backup_status;
 pub mod completions;
 pub mod dev;
 pub mod dump_source;
+pub mod exit;
 pub mod inspect;
 pub mod list_backups;
 pub mod migrate;
@@ -22,27 +23,30 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::PgPool;
 
+pub use self::exit::{Declined, ExitStatus, Interrupted, UsageError};
 use crate::cli::{Cli, Command, DatabaseArgs};
 use crate::config::{DatabaseUrl, HumanDuration};
 use crate::db;
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the parsed command line. A verdict (a check that warns) is the status returned; an
+/// error is what stopped the command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    let done = |result: anyhow::Result<()>| result.map(|()| ExitStatus::Success);
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => done(serve::run(args).await),
         Command::Migrate(args) => migrate::run(args).await,
-        Command::BackupDb(args) => backup_db::run(args).await,
-        Command::RestoreDb(args) => restore_db::run(args).await,
+        Command::BackupDb(args) => done(backup_db::run(args).await),
+        Command::RestoreDb(args) => done(restore_db::run(args).await),
         Command::VerifyBackup(args) => verify_backup::run(&args).await,
-        Command::ListBackups(args) => list_backups::run(&args).await,
+        Command::ListBackups(args) => done(list_backups::run(&args).await),
         Command::BackupStatus(args) => backup_status::run(&args).await,
         Command::Inspect(args) => inspect::run(args).await,
         Command::Prune(args) => prune::run(args).await,
         Command::Scrub(args) => scrub::run(args).await,
-        Command::Reserve(args) => reserve::run(args).await,
-        Command::Request(args) => request::run(args).await,
+        Command::Reserve(args) => done(reserve::run(args).await),
+        Command::Request(args) => done(request::run(args).await),
         Command::SmokeTest(args) => smoke_test::run(args).await,
-        Command::Completions { shell } => completions::run(shell),
+        Command::Completions { shell } => done(completions::run(shell)),
     }
 }
 
@@ -56,22 +60,6 @@ pub async fn connect_to(url: &DatabaseUrl) -> anyhow::Result<PgPool> {
     let settings = db::PoolSettings { max_connections: 2, acquire_timeout: Duration::from_secs(15) };
     Ok(db::connect_now(url, settings).await?)
 }
-
-/// Ctrl-C stopped a command, which left things as the message says; the process exits 130.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Interrupted(pub String);
-
-/// The command ran, and a check it makes warns; the process exits 3.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Warned(pub String);
-
-/// The command line asks for something that cannot be done as asked; the process exits 2, as
-/// for clap's own usage errors.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 /// The moment `duration` (given as `flag`) before `now`; one too far back is a usage error.
 pub fn cutoff(
@@ -107,20 +95,6 @@ pub fn describe_error(error: &anyhow::Error) -> String {
         parts.push(cause.to_string());
     }
     parts.join(": ")
-}
-
-/// The exit status for a command's error: 130 after Ctrl-C, 2 for usage, 3 for a check that
-/// warns, else 1.
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.is::<Interrupted>() {
-        130
-    } else if error.is::<UsageError>() {
-        2
-    } else if error.is::<Warned>() {
-        3
-    } else {
-        1
-    }
 }
 
 /// A table and its rows, as the dump commands report them.

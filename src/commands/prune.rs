@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::cli::PruneArgs;
-use crate::commands::{Interrupted, connect_cli, cutoff, describe_time};
+use crate::commands::{Declined, ExitStatus, UsageError, connect_cli, cutoff, describe_time};
 use crate::db::prune::{self, Deleted, Plan, Policy};
 use crate::output;
 
@@ -41,7 +41,7 @@ struct Selected {
 const LISTED: usize = 10;
 
 /// Runs `prune`.
-pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
+pub async fn run(args: PruneArgs) -> anyhow::Result<ExitStatus> {
     let now = OffsetDateTime::now_utc();
     let policy = Policy {
         older_than: cutoff(args.older_than, now, "--older-than")?,
@@ -65,11 +65,11 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
         report(&planned, args.json && args.dry_run, "Would delete")?;
     }
     if args.dry_run || (planned.users_deleted == 0 && planned.backups_deleted == 0) {
-        return Ok(());
+        return Ok(ExitStatus::Success);
     }
     if !args.yes {
         if !output::interactive() {
-            bail!("not on a terminal: add --yes to delete (or --dry-run to only look)");
+            return Err(UsageError("not on a terminal: add --yes to delete (or --dry-run to only look)".into()).into());
         }
         let question = format!(
             "Delete {} users and {} backups ({} of documents, freeing {})?",
@@ -79,7 +79,7 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
             output::bytes(planned.bytes_freed)
         );
         if !output::confirm(&question).context("could not read the answer")? {
-            bail!("nothing deleted");
+            return Err(Declined("nothing deleted".into()).into());
         }
     }
 
@@ -105,12 +105,11 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
     };
     report(&summary, args.json, "Deleted")?;
     if interrupted {
-        return Err(
-            Interrupted("interrupted: stopped after a whole batch; what is listed above was deleted".into()).into()
-        );
+        output::failure("interrupted: stopped after a whole batch; what is listed above was deleted");
+        return Ok(ExitStatus::Interrupted);
     }
     vacuum(&pool).await;
-    Ok(())
+    Ok(ExitStatus::Success)
 }
 
 /// Vacuums what prune deletes from, so the space it freed is reused now rather than when

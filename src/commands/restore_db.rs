@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::cli::RestoreDbArgs;
 use crate::commands::dump_source::{self, Located, Raw};
-use crate::commands::{Interrupted, TableRows, UsageError, connect_to};
+use crate::commands::{Declined, Interrupted, TableRows, UsageError, connect_to};
 use crate::config::DatabaseUrl;
 use crate::crypt::Identities;
 use crate::db::dump::{self as dump_db, Contents, TABLES};
@@ -158,7 +158,7 @@ fn confirm_replacing(args: &RestoreDbArgs, url: &DatabaseUrl, contents: &Content
         if !output::confirm(&format!("Replace everything in {url} with the dump?"))
             .context("could not read the answer")?
         {
-            bail!("nothing restored; {url} is as it was");
+            return Err(Declined(format!("nothing restored; {url} is as it was")).into());
         }
     }
     Ok(())

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::cli::ScrubArgs;
-use crate::commands::{Interrupted, Warned, connect_cli};
+use crate::commands::{ExitStatus, Interrupted, connect_cli};
 use crate::db::scrub::{self, Batch, DamagedBackup, DamagedChunk};
 use crate::output;
 
@@ -33,7 +33,7 @@ struct Report {
 }
 
 /// Runs `scrub`.
-pub async fn run(args: ScrubArgs) -> anyhow::Result<()> {
+pub async fn run(args: ScrubArgs) -> anyhow::Result<ExitStatus> {
     let pool = connect_cli(&args.database).await?;
     let started = Instant::now();
     let mut report = tokio::select! {
@@ -46,14 +46,14 @@ pub async fn run(args: ScrubArgs) -> anyhow::Result<()> {
     report.ok = report.damaged_chunks.is_empty() && report.damaged_backups.is_empty();
     if args.json { output::print_json(&report) } else { print_text(&report) }.context("could not write the output")?;
     if report.ok {
-        return Ok(());
+        return Ok(ExitStatus::Success);
     }
-    Err(Warned(format!(
+    output::warning(&format!(
         "{} damaged chunks and {} damaged backups",
         report.damaged_chunks.len(),
         report.damaged_backups.len()
-    ))
-    .into())
+    ));
+    Ok(ExitStatus::Warned)
 }
 
 async fn scrub(pool: &PgPool) -> anyhow::Result<Report> {

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::cli::SmokeTestArgs;
 use crate::client::ApiClient;
-use crate::commands::{Interrupted, UsageError};
+use crate::commands::{ExitStatus, UsageError};
 use crate::config::SigningSecrets;
 use crate::output;
 use crate::smoke::{Journey, StepReport};
@@ -23,7 +23,7 @@ struct Report<'a> {
 }
 
 /// Runs the smoke test; fails (exit 1) if any step failed.
-pub async fn run(args: SmokeTestArgs) -> anyhow::Result<()> {
+pub async fn run(args: SmokeTestArgs) -> anyhow::Result<ExitStatus> {
     let url = args.url.or(args.dailyreps_url).ok_or_else(|| {
         UsageError("no deployment to test: pass --url, or set SMOKE_TEST_URL or DAILYREPS_URL".to_owned())
     })?;
@@ -47,14 +47,20 @@ pub async fn run(args: SmokeTestArgs) -> anyhow::Result<()> {
         output::print_table(&table(journey.steps())).context("could not write the report")?;
     }
     if interrupted {
-        return Err(Interrupted("interrupted; cleaned up what this run had made".into()).into());
+        output::failure("interrupted; cleaned up what this run had made");
+        return Ok(ExitStatus::Interrupted);
     }
     if let Some(failed) = journey.steps().iter().find(|step| !step.ok) {
         let status = failed.status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());
-        bail!("step `{}` failed ({status}): {}", failed.name, failed.error.as_deref().unwrap_or("unknown"));
+        output::failure(&format!(
+            "step `{}` failed ({status}): {}",
+            failed.name,
+            failed.error.as_deref().unwrap_or("unknown")
+        ));
+        return Ok(ExitStatus::Failure);
     }
     output::status(&format!("smoke test passed: {} steps against {url}", journey.steps().len()));
-    Ok(())
+    Ok(ExitStatus::Success)
 }
 
 fn table(steps: &[StepReport]) -> comfy_table::Table {

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::cli::VerifyBackupArgs;
-use crate::commands::TableRows;
 use crate::commands::dump_source::{self, Located, Raw};
+use crate::commands::exit::ErrorJson;
+use crate::commands::{ExitStatus, TableRows};
 use crate::crypt::{self, Identities};
 use crate::dump;
 use crate::output;
@@ -25,7 +26,7 @@ struct Checked<'a> {
     header: Option<&'a dump::Header>,
     tables: Vec<TableRows>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    error: Option<ErrorJson<'a>>,
 }
 
 /// What was checked.
@@ -37,7 +38,7 @@ enum Outcome {
 }
 
 /// Runs `verify-backup`.
-pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<()> {
+pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<ExitStatus> {
     let located = Located::find(&args.source).await?;
     let identities = dump_source::identities(args.identity.as_deref())?;
     let path = located.label();
@@ -49,7 +50,8 @@ pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<()> {
         Ok(Outcome::StoredBytes) => (Some("stored_bytes"), None, Vec::new()),
         Err(_) => (None, None, Vec::new()),
     };
-    let error = result.as_ref().err().map(|error| format!("{error:#}"));
+    let failed = result.as_ref().err().map(|error| (ExitStatus::of(error), format!("{path}: {error:#}")));
+    let error = failed.as_ref().map(|(status, message)| ErrorJson { code: status.name(), message });
     let report = Checked { ok: result.is_ok(), path: path.clone(), checked, header, tables, error };
     if args.json {
         output::print_json(&report).context("could not write the result")?;
@@ -63,15 +65,19 @@ pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<()> {
                     header.created_at, header.server_version, header.schema_version
                 ));
             }
-            Ok(())
+            Ok(ExitStatus::Success)
         }
         Ok(Outcome::StoredBytes) => {
             output::status(&format!(
                 "{path}: the stored bytes match its manifest; it is encrypted, so pass --identity FILE to check the dump inside"
             ));
-            Ok(())
+            Ok(ExitStatus::Success)
         }
-        Err(error) => bail!("{path}: {error:#}"),
+        Err(_) => {
+            let (status, message) = failed.expect("a failed check has its message");
+            output::failure(&message);
+            Ok(status)
+        }
     }
 }
 

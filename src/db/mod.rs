@@ -42,6 +42,7 @@ pub struct ConnectError {
     endpoint: String,
     reason: String,
     hint: &'static str,
+    answered: bool,
 }
 
 const PROXY_HINT: &str = "; if this is Fly Postgres, is `fly proxy 15432:5432 -a dailyreps-backup-server-db` running?";
@@ -102,7 +103,14 @@ impl ConnectError {
             _ if url.is_local() => PROXY_HINT,
             _ => "",
         };
-        Self { endpoint: url.endpoint(), reason: describe(error), hint }
+        let answered = matches!(error, sqlx::Error::Database(_));
+        Self { endpoint: url.endpoint(), reason: describe(error), hint, answered }
+    }
+
+    /// Whether nothing answered (no server, no proxy, no route), rather than PostgreSQL
+    /// refusing the database, role or password.
+    pub fn is_unreachable(&self) -> bool {
+        !self.answered
     }
 }
 

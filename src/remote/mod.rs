@@ -137,6 +137,17 @@ fn request_failed(what: &str, bucket: &str, endpoint: &str, error: &object_store
 }
 
 impl RemoteError {
+    /// Whether the bucket's endpoint did not answer at all (exit 4, like a database that does not).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Request { error, .. } if Fault::of(error) == Fault::Unreachable)
+    }
+
+    /// Whether the settings are what is wrong (no credentials, an endpoint that is no URL):
+    /// exit 2, like any missing setting.
+    pub fn is_setting(&self) -> bool {
+        matches!(self, Self::Config { .. })
+    }
+
     /// Whether the key was refused what was asked (an append-only key asked to delete).
     pub fn is_denied(&self) -> bool {
         use object_store::Error::{PermissionDenied, Unauthenticated};

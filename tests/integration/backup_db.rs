@@ -342,7 +342,8 @@ async fn corruption_truncation_and_foreign_files_fail_verification() {
         assert_eq!(outcome.code, 1, "{label}");
         let report: Value = serde_json::from_str(&outcome.stdout).unwrap();
         assert_eq!(report["ok"], false, "{label}");
-        let error = report["error"].as_str().unwrap();
+        assert_eq!(report["error"]["code"], "failed", "{label}");
+        let error = report["error"]["message"].as_str().unwrap();
         assert!(
             error.contains("corrupt") || error.contains("truncated") || error.contains("not a dailyreps"),
             "{label}: {error}"

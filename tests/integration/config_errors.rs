@@ -1,9 +1,10 @@
-//! Each bad setting: one clear line naming it, exit 1, no panic, no secret.
+//! Each bad setting: one clear line naming it, exit 2 (4 when the database does not answer), no
+//! panic, no secret.
 
 use crate::common::{TEST_SECRET, TestDb, binary};
 
-fn assert_clean_failure(outcome: &binary::Outcome, expected: &[&str], secrets: &[&str]) {
-    assert_eq!(outcome.code, 1, "stderr: {}", outcome.stderr);
+fn assert_clean_failure(outcome: &binary::Outcome, code: i32, expected: &[&str], secrets: &[&str]) {
+    assert_eq!(outcome.code, code, "stderr: {}", outcome.stderr);
     let lines: Vec<&str> = outcome.stderr.lines().filter(|line| line.starts_with("error:")).collect();
     assert_eq!(lines.len(), 1, "one error line: {}", outcome.stderr);
     for fragment in expected {
@@ -22,18 +23,18 @@ fn assert_clean_failure(outcome: &binary::Outcome, expected: &[&str], secrets: &
 #[tokio::test]
 async fn missing_database_url_is_named() {
     let outcome = binary::run(&["serve"], &[("APP_SIGNING_SECRET", TEST_SECRET)]).await;
-    assert_clean_failure(&outcome, &["DATABASE_URL is not set", "serve --dev"], &[TEST_SECRET]);
+    assert_clean_failure(&outcome, 2, &["DATABASE_URL is not set", "serve --dev"], &[TEST_SECRET]);
     let outcome = binary::run(&["migrate"], &[]).await;
-    assert_clean_failure(&outcome, &["DATABASE_URL is not set"], &[]);
+    assert_clean_failure(&outcome, 2, &["DATABASE_URL is not set"], &[]);
 }
 
 #[tokio::test]
 async fn malformed_database_url_is_named_without_its_password() {
     let url = "postgres://app:s3cret-pa55word@db.internal:notaport/dailyreps";
     let outcome = binary::run(&["serve"], &[("DATABASE_URL", url), ("APP_SIGNING_SECRET", TEST_SECRET)]).await;
-    assert_clean_failure(&outcome, &["DATABASE_URL is invalid"], &["s3cret-pa55word", TEST_SECRET]);
+    assert_clean_failure(&outcome, 2, &["DATABASE_URL is invalid"], &["s3cret-pa55word", TEST_SECRET]);
     let outcome = binary::run(&["migrate", "--database-url", "mysql://root:s3cret-pa55word@x/y"], &[]).await;
-    assert_clean_failure(&outcome, &["DATABASE_URL is invalid", "postgres://"], &["s3cret-pa55word"]);
+    assert_clean_failure(&outcome, 2, &["DATABASE_URL is invalid", "postgres://"], &["s3cret-pa55word"]);
 }
 
 #[tokio::test]
@@ -44,12 +45,14 @@ async fn unreachable_database_names_host_and_port_and_suggests_the_proxy() {
     // Refused is said as refused (at once), not as a timeout after retrying.
     assert_clean_failure(
         &outcome,
+        4,
         &[&format!("127.0.0.1:{port}: connection refused"), "fly proxy"],
         &["s3cret-pa55word"],
     );
     let outcome = binary::run(&["serve"], &[("DATABASE_URL", &url), ("APP_SIGNING_SECRET", TEST_SECRET)]).await;
     assert_clean_failure(
         &outcome,
+        4,
         &[&format!("could not connect to PostgreSQL at 127.0.0.1:{port}")],
         &["s3cret-pa55word"],
     );
@@ -60,13 +63,18 @@ async fn an_answer_from_postgres_is_its_own_line_without_the_proxy_hint() {
     let db = TestDb::migrated().await;
     let missing_database = crate::common::with_database(&db.url, "no_such_database");
     let outcome = binary::run(&["migrate", "status"], &[("DATABASE_URL", &missing_database)]).await;
-    assert_clean_failure(&outcome, &["database \"no_such_database\" does not exist", "check the database name"], &[]);
+    assert_clean_failure(
+        &outcome,
+        1,
+        &["database \"no_such_database\" does not exist", "check the database name"],
+        &[],
+    );
     assert!(!outcome.stderr.contains("fly proxy"), "PostgreSQL answered: {}", outcome.stderr);
 
     let missing_role = db.url.replacen("postgres://postgres@", "postgres://no_such_role@", 1);
     assert_ne!(missing_role, db.url);
     let outcome = binary::run(&["migrate", "status"], &[("DATABASE_URL", &missing_role)]).await;
-    assert_clean_failure(&outcome, &["role \"no_such_role\" does not exist", "check the user name"], &[]);
+    assert_clean_failure(&outcome, 1, &["role \"no_such_role\" does not exist", "check the user name"], &[]);
     assert!(!outcome.stderr.contains("fly proxy"), "PostgreSQL answered: {}", outcome.stderr);
 }
 
@@ -83,7 +91,7 @@ async fn an_unmigrated_database_says_to_run_migrate() {
         &["backup-db", "-o", dump],
     ] {
         let outcome = binary::run(args, &[("DATABASE_URL", &db.url)]).await;
-        assert_clean_failure(&outcome, &["does not exist", "run `migrate` first"], &[]);
+        assert_clean_failure(&outcome, 1, &["does not exist", "run `migrate` first"], &[]);
         assert_eq!(outcome.stderr.matches("does not exist").count(), 1, "{args:?}, said once: {}", outcome.stderr);
         assert!(!outcome.stderr.contains("at line"), "{}", outcome.stderr);
     }
@@ -108,17 +116,17 @@ async fn timeouts_take_a_duration_on_the_command_line_and_seconds_from_the_envir
     assert_eq!(outcome.code, 2, "{}", outcome.stderr);
     assert!(outcome.stderr.contains("cannot be used with"), "{}", outcome.stderr);
     let outcome = binary::run(&["serve", "--request-timeout", "0s"], &env[..2]).await;
-    assert_clean_failure(&outcome, &["--request-timeout must be longer than 0s"], &[TEST_SECRET]);
+    assert_clean_failure(&outcome, 2, &["--request-timeout must be longer than 0s"], &[TEST_SECRET]);
 }
 
 #[tokio::test]
 async fn missing_or_short_signing_secret_is_named_without_the_secret() {
     let db = TestDb::migrated().await;
     let outcome = binary::run(&["serve"], &[("DATABASE_URL", &db.url)]).await;
-    assert_clean_failure(&outcome, &["APP_SIGNING_SECRET is not set", "32 bytes"], &[]);
+    assert_clean_failure(&outcome, 2, &["APP_SIGNING_SECRET is not set", "32 bytes"], &[]);
     let short = "tooshort-but-secret";
     let outcome = binary::run(&["serve"], &[("DATABASE_URL", &db.url), ("APP_SIGNING_SECRET", short)]).await;
-    assert_clean_failure(&outcome, &["APP_SIGNING_SECRET is invalid", "at least 32"], &[short]);
+    assert_clean_failure(&outcome, 2, &["APP_SIGNING_SECRET is invalid", "at least 32"], &[short]);
 }
 
 #[tokio::test]
@@ -131,7 +139,7 @@ async fn a_port_in_use_is_named_with_its_setting() {
         &[("DATABASE_URL", &db.url), ("APP_SIGNING_SECRET", TEST_SECRET)],
     )
     .await;
-    assert_clean_failure(&outcome, &[&format!("could not listen on {addr}"), "PORT"], &[TEST_SECRET]);
+    assert_clean_failure(&outcome, 1, &[&format!("could not listen on {addr}"), "PORT"], &[TEST_SECRET]);
 }
 
 #[tokio::test]
@@ -154,7 +162,7 @@ async fn a_budget_that_cannot_hold_one_maximal_gzip_upload_is_refused_with_the_m
     let db = TestDb::migrated().await;
     let env = [("DATABASE_URL", db.url.as_str()), ("APP_SIGNING_SECRET", TEST_SECRET)];
     let outcome = binary::run(&["serve", "--memory-budget-mb", "30"], &env).await;
-    assert_clean_failure(&outcome, &["MEMORY_BUDGET_MB (30 MiB)", "needs at least 41 MiB"], &[TEST_SECRET]);
+    assert_clean_failure(&outcome, 2, &["MEMORY_BUDGET_MB (30 MiB)", "needs at least 41 MiB"], &[TEST_SECRET]);
     let too_large = binary::run(&["serve", "--max-backup-bytes", "16777217"], &env).await;
     assert_eq!(too_large.code, 2, "documents over 16 MiB could not be dumped: {}", too_large.stderr);
 }

@@ -1,6 +1,6 @@
 //! `inspect health` against real PostgreSQL: a healthy fresh cluster exits 0, and an inactive
 //! replication slot, a session idle in a transaction, a volume smaller than the database, a
-//! table of dead rows and a missing database backup each warn (exit 1) with what to do; `--ping`
+//! table of dead rows and a missing database backup each warn (exit 3) with what to do; `--ping`
 //! tells a monitor; two round trips at most; and `serve` samples the size daily and exports it
 //! without a query per scrape.
 
@@ -126,7 +126,7 @@ async fn a_fresh_cluster_is_healthy_and_an_inactive_slot_warns_by_name_with_the_
     // Reserves WAL at once, with nobody to consume it.
     sqlx::query("SELECT pg_create_physical_replication_slot('forgotten_replica', true)").execute(&pool).await.unwrap();
     let (code, report) = health(&url, &[]).await;
-    assert_eq!(code, 1, "{report}");
+    assert_eq!(code, 3, "{report}");
     let slots = check(&report, "replication_slots");
     assert_eq!(slots["ok"], false);
     let detail = slots["detail"].as_str().unwrap();
@@ -138,9 +138,9 @@ async fn a_fresh_cluster_is_healthy_and_an_inactive_slot_warns_by_name_with_the_
     let others: Vec<&Value> = report["checks"].as_array().unwrap().iter().filter(|c| c["ok"] == false).collect();
     assert_eq!(others.len(), 1, "only the slot warns: {report}");
 
-    // The text says the same, and why it exits 1.
+    // The text says the same, and why it exits 3.
     let text = binary::run(&["inspect", "health"], &[("DATABASE_URL", &url)]).await;
-    assert_eq!(text.code, 1);
+    assert_eq!(text.code, 3);
     assert!(text.stdout.contains("WARN") && text.stdout.contains("forgotten_replica"), "{}", text.stdout);
     assert!(text.stderr.contains("1 of 10 checks warn: replication_slots"), "{}", text.stderr);
     pool.close().await;
@@ -157,7 +157,7 @@ async fn a_session_idle_in_a_transaction_past_the_threshold_warns_without_its_qu
     let (_, report) = health(&db.url, &[]).await;
     assert_eq!(check(&report, "sessions")["ok"], true, "not yet past the default 5 minutes: {report}");
     let (code, report) = health(&db.url, &["--long-transaction", "0s"]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     let sessions = check(&report, "sessions");
     assert_eq!(sessions["ok"], false, "{report}");
     let detail = sessions["detail"].as_str().unwrap();
@@ -171,7 +171,7 @@ async fn a_session_idle_in_a_transaction_past_the_threshold_warns_without_its_qu
 async fn a_volume_smaller_than_the_database_is_full_now_and_growth_comes_from_daily_samples() {
     let (_cluster, url, pool) = alone().await;
     let (code, report) = health(&url, &["--volume-size", "1MB"]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     assert_eq!(report["days_until_full"], 0, "{report}");
     let disk = check(&report, "disk");
     assert_eq!(disk["ok"], false);
@@ -224,7 +224,7 @@ async fn a_table_of_dead_rows_that_vacuum_never_reached_warns() {
     sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut *conn).await.unwrap();
 
     let (code, report) = health(&db.url, &[]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     let vacuum = check(&report, "vacuum");
     assert_eq!(vacuum["ok"], false, "{report}");
     let detail = vacuum["detail"].as_str().unwrap();
@@ -356,7 +356,7 @@ async fn no_database_backup_warns_and_the_ping_carries_the_warnings_until_a_back
     let (url, mut pings) = ping_stub().await;
 
     let (code, report) = health(&db.url, &["--ping", &url]).await;
-    assert_eq!(code, 1, "{report}");
+    assert_eq!(code, 3, "{report}");
     let backup = check(&report, "backup");
     assert_eq!(backup["ok"], false, "{report}");
     assert!(backup["detail"].as_str().unwrap().contains("no database backup was ever recorded"), "{report}");

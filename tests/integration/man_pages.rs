@@ -1,7 +1,6 @@
 //! The committed man pages (`man/`) are what clap_mangen makes of the command line now, one
 //! page per command as `generate_to` would write them. `man/update.sh` rewrites them.
 
-use clap::CommandFactory;
 use dailyreps_backup_server::cli::Cli;
 
 /// Every page: file name and roff text.
@@ -16,7 +15,7 @@ fn pages() -> Vec<(String, Vec<u8>)> {
         pages.push((man.get_filename(), text));
     }
     // The release without the commit, or every commit would make the pages stale.
-    let mut command = Cli::command().version(env!("CARGO_PKG_VERSION")).disable_help_subcommand(true);
+    let mut command = Cli::definition().version(env!("CARGO_PKG_VERSION")).disable_help_subcommand(true);
     command.build();
     let mut pages = Vec::new();
     collect(command, &mut pages);

@@ -320,7 +320,7 @@ async fn a_missing_bucket_or_an_endpoint_that_does_not_answer_is_named_without_s
     assert!(!missing.stderr.contains('<') && missing.stderr.trim_end().lines().count() == 1, "{}", missing.stderr);
     let silent =
         run_with(&["list-backups", &bucket.url("db")], &bucket, &[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")]).await;
-    assert_eq!(silent.code, 1);
+    assert_eq!(silent.code, 4, "a bucket that does not answer exits 4");
     assert!(
         silent.stderr.contains(&format!("http://127.0.0.1:1 does not answer (bucket {})", bucket.name))
             && silent.stderr.contains("check AWS_ENDPOINT_URL_S3")
@@ -456,11 +456,11 @@ async fn backup_status_fails_when_the_newest_is_stale_or_suspiciously_small() {
         (outcome.code, serde_json::from_str::<Value>(&outcome.stdout).unwrap())
     };
     let (code, empty) = status(&bucket, "26h").await;
-    assert_eq!((code, &empty["newest"]), (1, &Value::Null), "no backup at all: {empty}");
+    assert_eq!((code, &empty["newest"]), (3, &Value::Null), "no backup at all: {empty}");
 
     plant_backup(&bucket, "db", 2).await;
     let (code, stale) = status(&bucket, "26h").await;
-    assert_eq!(code, 1, "{stale}");
+    assert_eq!(code, 3, "{stale}");
     assert!(stale["problems"][0].as_str().unwrap().contains("more than 26 hours"), "{stale}");
     assert!(stale["age_seconds"].as_i64().unwrap() > 2 * 86_399);
     let (code, fine) = status(&bucket, "3d").await;
@@ -482,7 +482,7 @@ async fn backup_status_fails_when_the_newest_is_stale_or_suspiciously_small() {
     manifest["bytes"] = 1.into();
     bucket.put(&manifest_key, manifest.to_string().into_bytes()).await;
     let (code, small) = status(&bucket, "26h").await;
-    assert_eq!(code, 1, "{small}");
+    assert_eq!(code, 3, "{small}");
     assert!(small["problems"][0].as_str().unwrap().contains("less than half"), "{small}");
 }
 

@@ -210,7 +210,7 @@ async fn without_a_terminal_or_yes_nothing_is_deleted() {
     seed_user(&pool, 400, &[100, 200], 100).await;
     let before = counts(&pool).await;
     let outcome = prune(&db.url, &["--older-than", "90d"]).await;
-    assert_eq!(outcome.code, 1);
+    assert_eq!(outcome.code, 2, "a usage error, as for restore-db --force without --yes");
     assert!(outcome.stderr.contains("--yes"), "{}", outcome.stderr);
     assert_eq!(counts(&pool).await, before);
     let no_policy = binary::run(&["prune", "--yes"], &[("DATABASE_URL", &db.url)]).await;

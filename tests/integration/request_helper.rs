@@ -55,7 +55,7 @@ async fn the_readme_walk_through_works_end_to_end() {
 #[tokio::test]
 async fn request_needs_a_secret_and_a_sane_url() {
     let outcome = binary::run(&["request", "GET", "/api/users/me"], &[]).await;
-    assert_eq!(outcome.code, 1);
+    assert_eq!(outcome.code, 2, "a missing setting");
     assert!(outcome.stderr.contains("APP_SIGNING_SECRET is not set"), "{}", outcome.stderr);
     let outcome =
         binary::run(&["request", "GET", "/api/users/me", "--url", "ftp://x"], &[("APP_SIGNING_SECRET", TEST_SECRET)])

@@ -1,7 +1,9 @@
 //! `inspect health`: the facts in at most two round trips, judged by `crate::health`, shown as
-//! a table (or JSON), and told to a monitor with `--ping`; exit 1 when a check warns.
+//! a table (or JSON), and told to a monitor with `--ping`; exit 3 when a check warns.
 
 use anyhow::{Context, bail};
+
+use crate::commands::ExitStatus;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -20,7 +22,7 @@ pub async fn run(
     volume: Option<ByteSize>,
     long_transaction: HumanDuration,
     ping: Option<&str>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitStatus> {
     let checked = match connect_cli(database).await {
         Ok(pool) => check(&pool, json, volume, long_transaction).await,
         Err(error) => Err(error),
@@ -35,9 +37,10 @@ pub async fn run(
     let report = checked?;
     if !report.ok {
         let warned: Vec<&str> = report.checks.iter().filter(|check| !check.ok).map(|check| check.name).collect();
-        bail!("{} of {} checks warn: {}", warned.len(), report.checks.len(), warned.join(", "));
+        output::warning(&format!("{} of {} checks warn: {}", warned.len(), report.checks.len(), warned.join(", ")));
+        return Ok(ExitStatus::Warned);
     }
-    Ok(())
+    Ok(ExitStatus::Success)
 }
 
 /// Each warning as `name: detail`.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::cli::{InspectArgs, InspectView, UserSort};
-use crate::commands::connect_cli;
+use crate::commands::{ExitStatus, connect_cli};
 use crate::cursor;
 use crate::db::backups::After;
 use crate::db::inspect::{self, BackupRow, Stats, UserOrder, UserRow};
@@ -15,7 +15,7 @@ use crate::encoding::hex;
 use crate::output::{self, Fit};
 
 /// Runs `inspect <view>`.
-pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
+pub async fn run(args: InspectArgs) -> anyhow::Result<ExitStatus> {
     // Health connects itself: a database it cannot reach is a verdict its monitor must hear.
     let view = match args.view {
         InspectView::Health { volume_size, long_transaction, ping } => {
@@ -96,9 +96,10 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
 }
 
 /// JSON for scripts, or the text for people.
-fn show(json: bool, value: &impl Serialize, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+fn show(json: bool, value: &impl Serialize, text: impl FnOnce() -> String) -> anyhow::Result<ExitStatus> {
     if json { output::print_json(value) } else { output::write_stdout(&format!("{}\n", text())) }
-        .context("could not write the output")
+        .context("could not write the output")?;
+    Ok(ExitStatus::Success)
 }
 
 /// Where a page of a list stands, for the line under its table.
