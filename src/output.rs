@@ -237,6 +237,16 @@ pub fn confirm(question: &str) -> io::Result<bool> {
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
+/// Asks the operator to type `expected` (a count of what goes), for steps a reflexive "y" must
+/// not take; anything else is no.
+pub fn confirm_typing(question: &str, expected: &str) -> io::Result<bool> {
+    eprint!("{question} ");
+    io::stderr().flush()?;
+    let mut answer = String::new();
+    io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == expected)
+}
+
 /// Bytes for people: `512 B`, `12.40 MiB` (indicatif's binary units), with a sign when negative
 /// (a shrinking database's growth).
 pub fn bytes(n: i64) -> String {

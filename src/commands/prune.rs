@@ -39,6 +39,9 @@ struct Selected {
 
 /// Ids a dry run's table lists of each kind; `--json` has them all.
 const LISTED: usize = 10;
+/// Above this many accounts, a yes is not enough: the operator types how many (a policy
+/// mistyped as `--inactive-users 1d` would take nearly every account).
+const ACCOUNTS_NEEDING_THE_COUNT: usize = 10;
 
 /// Runs `prune`.
 pub async fn run(args: PruneArgs) -> anyhow::Result<ExitStatus> {
@@ -78,7 +81,15 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitStatus> {
             output::bytes(planned.document_bytes),
             output::bytes(planned.bytes_freed)
         );
-        if !output::confirm(&question).context("could not read the answer")? {
+        let many = plan.users.len() > ACCOUNTS_NEEDING_THE_COUNT;
+        let agreed = if many {
+            let count = plan.users.len().to_string();
+            let asked = format!("{question}\nType the number of accounts to delete ({count}) to go on:");
+            output::confirm_typing(&asked, &count)
+        } else {
+            output::confirm(&question)
+        };
+        if !agreed.context("could not read the answer")? {
             return Err(Declined("nothing deleted".into()).into());
         }
     }

@@ -66,6 +66,37 @@ pub async fn run(args: &[&str], env: &[(&str, &str)]) -> Outcome {
     }
 }
 
+/// Runs the binary with `args` on a pseudo-terminal (util-linux `script`), typing `input`: a
+/// person at the prompt. stdout and stderr both come back in `stdout`, as a terminal shows them.
+pub async fn run_on_terminal(args: &[&str], env: &[(&str, &str)], input: &str) -> Outcome {
+    use tokio::io::AsyncWriteExt;
+    let quote = |word: &str| format!("'{}'", word.replace('\'', r"'\''"));
+    let program = env!("CARGO_BIN_EXE_dailyreps-backup-server");
+    let line: Vec<String> = std::iter::once(program).chain(args.iter().copied()).map(quote).collect();
+    let mut script = Command::new("script");
+    for name in SCRUBBED {
+        script.env_remove(name);
+    }
+    let mut child = script
+        .args(["--quiet", "--return", "--command", &line.join(" "), "/dev/null"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("util-linux `script` runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    Outcome {
+        code: output.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// A `serve` process whose JSON log lines we read as they come.
 pub struct Server {
     /// The process.

@@ -204,6 +204,42 @@ async fn a_dry_run_reports_what_a_real_run_then_deletes_and_deletes_nothing() {
 }
 
 #[tokio::test]
+async fn no_at_the_prompt_deletes_nothing_and_exits_5() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    seed_user(&pool, 400, &[100, 200], 100).await;
+    let before = counts(&pool).await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let outcome = binary::run_on_terminal(&["prune", "--older-than", "90d"], &env, "n\n").await;
+    assert_eq!(outcome.code, 5, "declined: {}", outcome.stdout);
+    assert!(outcome.stdout.contains("Delete 0 users and 2 backups") && outcome.stdout.contains("nothing deleted"));
+    assert_eq!(counts(&pool).await, before);
+    let outcome = binary::run_on_terminal(&["prune", "--older-than", "90d"], &env, "y\n").await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stdout);
+    assert_eq!(counts(&pool).await.1, 0, "yes deletes");
+}
+
+#[tokio::test]
+async fn deleting_many_accounts_asks_for_their_count_and_a_yes_is_not_enough() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    for _ in 0..11 {
+        seed_user(&pool, 400, &[300], 100).await;
+    }
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let args = ["prune", "--inactive-users", "200d"];
+    for wrong in ["y\n", "yes\n", "10\n"] {
+        let outcome = binary::run_on_terminal(&args, &env, wrong).await;
+        assert_eq!(outcome.code, 5, "{wrong:?}: {}", outcome.stdout);
+        assert!(outcome.stdout.contains("Type the number of accounts to delete (11)"), "{}", outcome.stdout);
+        assert_eq!(counts(&pool).await.0, 11, "{wrong:?} deletes nothing");
+    }
+    let outcome = binary::run_on_terminal(&args, &env, "11\n").await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stdout);
+    assert_eq!(counts(&pool).await.0, 0, "the count deletes them");
+}
+
+#[tokio::test]
 async fn without_a_terminal_or_yes_nothing_is_deleted() {
     let db = TestDb::migrated().await;
     let pool = db.pool().await;
