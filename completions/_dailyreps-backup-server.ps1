@@ -145,6 +145,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
             [CompletionResult]::new('--identity', '--identity', [CompletionResultType]::ParameterName, 'The age identity file that decrypts an encrypted backup (as age-keygen writes it)')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--create', '--create', [CompletionResultType]::ParameterName, 'Create the database DATABASE_URL names when the server lacks it (on a new cluster), as `pg_restore --create` does; an existing one is used as it is')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked')
             [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'With --force off a terminal (a script, CI): replace without asking, as the answer')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')

@@ -1119,7 +1119,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__restore__subcmd__db)
-            opts="-q -h -V --database-url --identity --force --yes --json --log-format --quiet --help --version"
+            opts="-q -h -V --database-url --identity --create --force --yes --json --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -134,6 +134,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
             cand --identity 'The age identity file that decrypts an encrypted backup (as age-keygen writes it)'
             cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --create 'Create the database DATABASE_URL names when the server lacks it (on a new cluster), as `pg_restore --create` does; an existing one is used as it is'
             cand --force 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked'
             cand --yes 'With --force off a terminal (a script, CI): replace without asking, as the answer'
             cand --json 'Print JSON instead of a table'

@@ -114,6 +114,7 @@ complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_sub
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l identity -d 'The age identity file that decrypts an encrypted backup (as age-keygen writes it)' -r -F
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l log-format -d 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)' -r -f -a "pretty\t'Human-readable lines'
 json\t'One JSON object per line'"
+complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l create -d 'Create the database DATABASE_URL names when the server lacks it (on a new cluster), as `pg_restore --create` does; an existing one is used as it is'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l force -d 'Replace whatever the target database holds (everything in its public schema), in the same transaction; it is named first, and on a terminal you are asked'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l yes -d 'With --force off a terminal (a script, CI): replace without asking, as the answer'
 complete -c dailyreps-backup-server -n "__fish_dailyreps_backup_server_using_subcommand restore-db" -l json -d 'Print JSON instead of a table'

@@ -221,6 +221,11 @@ pub struct RestoreDbArgs {
     #[arg(long, env = "BACKUP_AGE_IDENTITY_FILE", value_name = "FILE")]
     pub identity: Option<PathBuf>,
 
+    /// Create the database DATABASE_URL names when the server lacks it (on a new cluster), as
+    /// `pg_restore --create` does; an existing one is used as it is.
+    #[arg(long)]
+    pub create: bool,
+
     /// Replace whatever the target database holds (everything in its public schema), in the
     /// same transaction; it is named first, and on a terminal you are asked.
     #[arg(long)]

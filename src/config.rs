@@ -295,6 +295,16 @@ impl DatabaseUrl {
         format!("{}:{}", self.options.get_host(), self.options.get_port())
     }
 
+    /// The database's name (never empty: [`Self::parse`] refuses a URL without one).
+    pub fn database(&self) -> &str {
+        self.options.get_database().unwrap_or_default()
+    }
+
+    /// The same server's `postgres` database, where a database is created.
+    pub fn maintenance(&self) -> Self {
+        Self { options: self.options.clone().database("postgres") }
+    }
+
     /// Whether the host is this machine (where a `fly proxy` would listen).
     pub fn is_local(&self) -> bool {
         let host = self.options.get_host();

@@ -63,6 +63,9 @@ pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
         "restoring {path} (schema version {}, taken {}) into {url}",
         header.schema_version, header.created_at
     ));
+    if args.create {
+        create_database(&url).await?;
+    }
     let pool = connect_to(&url).await?;
 
     let restore = restore(&pool, &args, &url, &header, &located, identities);
@@ -138,6 +141,22 @@ async fn restore(
     }
     tx.commit().await.context("could not commit the restore")?;
     Ok((trailer, replaced))
+}
+
+/// `--create`: makes the database `url` names on its server unless it is there already.
+async fn create_database(url: &DatabaseUrl) -> anyhow::Result<()> {
+    let pool = connect_to(&url.maintenance()).await?;
+    let mut conn = pool.acquire().await.context("could not get a database connection")?;
+    let name = url.database();
+    if crate::db::admin::database_exists(&mut conn, name).await.context("could not list the databases")? {
+        output::status(&format!("database {name} exists on {}; restoring into it", url.endpoint()));
+    } else {
+        crate::db::admin::create_database(&mut conn, name, None)
+            .await
+            .with_context(|| format!("could not create database {name} on {}", url.endpoint()))?;
+        output::status(&format!("created database {name} on {}", url.endpoint()));
+    }
+    Ok(())
 }
 
 /// Replacing a database needs `--force`, and a yes as well after naming it: on a terminal

@@ -37,11 +37,16 @@ pub fn command() -> Command {
 
 /// Another build of the binary (e.g. the previous release) with a clean environment.
 pub fn command_of(program: &Path) -> Command {
-    let mut command = Command::new(program);
+    let mut command = clean(Command::new(program));
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    command
+}
+
+/// `command` without the settings that must not leak in from the developer's environment.
+pub fn clean(mut command: Command) -> Command {
     for name in SCRUBBED {
         command.env_remove(name);
     }
-    command.stdin(Stdio::null()).kill_on_drop(true);
     command
 }
 
@@ -73,11 +78,7 @@ pub async fn run_on_terminal(args: &[&str], env: &[(&str, &str)], input: &str) -
     let quote = |word: &str| format!("'{}'", word.replace('\'', r"'\''"));
     let program = env!("CARGO_BIN_EXE_dailyreps-backup-server");
     let line: Vec<String> = std::iter::once(program).chain(args.iter().copied()).map(quote).collect();
-    let mut script = Command::new("script");
-    for name in SCRUBBED {
-        script.env_remove(name);
-    }
-    let mut child = script
+    let mut child = clean(Command::new("script"))
         .args(["--quiet", "--return", "--command", &line.join(" "), "/dev/null"])
         .envs(env.iter().copied())
         .stdin(Stdio::piped())

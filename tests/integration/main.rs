@@ -39,6 +39,7 @@ mod prune;
 mod readiness;
 mod request_helper;
 mod restore_untrusted;
+mod runbook;
 mod secrets;
 mod shutdown;
 mod smoke_test;
