@@ -61,6 +61,11 @@ impl Recipients {
             .map(Self)
     }
 
+    /// The `age1…` public keys, as the manifest records them.
+    pub fn public_keys(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+
     /// How many.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -79,8 +84,13 @@ impl Recipients {
     }
 }
 
-/// Private keys read from an identity file (as `age-keygen` writes it).
-pub struct Identities(Vec<Box<dyn age::Identity + Send + Sync>>);
+/// Private keys read from an identity file (as `age-keygen` writes it), with the file's name
+/// and their public keys, which errors may show.
+pub struct Identities {
+    keys: Vec<Box<dyn age::Identity + Send + Sync>>,
+    path: String,
+    public: Vec<String>,
+}
 
 impl Identities {
     /// Reads an identity file; errors name the file, never what is in it.
@@ -94,17 +104,42 @@ impl Identities {
         if identities.is_empty() {
             return Err(bad("it holds no identity".into()));
         }
-        Ok(Self(identities))
+        // The public halves, which a wrong file is named by: age-keygen writes one identity a
+        // line, and a line that does not parse holds none of ours.
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let public = text
+            .lines()
+            .filter_map(|line| age::x25519::Identity::from_str(line.trim()).ok())
+            .map(|identity| identity.to_public().to_string())
+            .collect();
+        Ok(Self { keys: identities, path: path.display().to_string(), public })
+    }
+
+    /// Whether these identities can open a file encrypted to `recipients` (`age1…` keys, as a
+    /// manifest records them); an error names both sides. An empty list (a manifest from before
+    /// they were recorded) cannot be checked, and passes.
+    pub fn check_opens(&self, recipients: &[String]) -> Result<(), CryptError> {
+        if recipients.is_empty() || self.public.iter().any(|key| recipients.contains(key)) {
+            return Ok(());
+        }
+        Err(self.not_a_recipient(&format!("it was encrypted to {}", recipients.join(", "))))
+    }
+
+    fn not_a_recipient(&self, encrypted_to: &str) -> CryptError {
+        let held = if self.public.is_empty() { "no X25519 identity".to_owned() } else { self.public.join(", ") };
+        CryptError::Decrypt(format!(
+            "{encrypted_to}; the identity file {} holds {held}, none of them a recipient (is it another \
+             backup key?)",
+            self.path
+        ))
     }
 
     /// Decrypts an age file as it is read.
     pub fn decrypt<R: BufRead>(&self, input: R) -> Result<StreamReader<CappedHeader<R>>, CryptError> {
         let input = cap_header(input)?;
         let decryptor = age::Decryptor::new_buffered(input).map_err(|e| CryptError::Decrypt(e.to_string()))?;
-        decryptor.decrypt(self.0.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => {
-                CryptError::Decrypt("none of the identities in the file is one it was encrypted to".into())
-            }
+        decryptor.decrypt(self.keys.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => self.not_a_recipient("it was encrypted to other keys"),
             other => CryptError::Decrypt(other.to_string()),
         })
     }
@@ -164,6 +199,15 @@ impl<R: BufRead> Read for MaybeDecrypted<R> {
 mod tests {
     use super::*;
 
+    /// Identities of `keys`, as if read from a file named `test.key`.
+    fn identities_of(keys: &[age::x25519::Identity]) -> Identities {
+        Identities {
+            keys: keys.iter().map(|key| Box::new(key.clone()) as Box<dyn age::Identity + Send + Sync>).collect(),
+            path: "test.key".to_owned(),
+            public: keys.iter().map(|key| key.to_public().to_string()).collect(),
+        }
+    }
+
     #[test]
     fn what_one_key_encrypts_only_its_identity_opens() {
         let (mine, theirs) = (age::x25519::Identity::generate(), age::x25519::Identity::generate());
@@ -174,12 +218,16 @@ mod tests {
         assert!(is_age(&encrypted));
         assert!(!encrypted.windows(8).any(|w| w == b"the dump"));
 
-        let identities = Identities(vec![Box::new(mine)]);
+        let identities = identities_of(std::slice::from_ref(&mine));
         let mut plain = Vec::new();
         identities.decrypt(encrypted.as_slice()).unwrap().read_to_end(&mut plain).unwrap();
         assert_eq!(plain, b"the dump");
-        let others = Identities(vec![Box::new(theirs)]);
-        assert!(matches!(others.decrypt(encrypted.as_slice()), Err(CryptError::Decrypt(m)) if m.contains("none of")));
+        let others = identities_of(std::slice::from_ref(&theirs));
+        let named = |m: &str| m.contains("none of them") && m.contains(&theirs.to_public().to_string());
+        assert!(matches!(others.decrypt(encrypted.as_slice()), Err(CryptError::Decrypt(m)) if named(&m)));
+        assert!(identities.check_opens(&recipients.public_keys()).is_ok());
+        assert!(others.check_opens(&recipients.public_keys()).is_err());
+        assert!(others.check_opens(&[]).is_ok(), "a manifest without recipients cannot be checked");
         let mut cut = Vec::new();
         let truncated = identities.decrypt(&encrypted[..encrypted.len() - 5]).unwrap().read_to_end(&mut cut);
         assert!(truncated.is_err(), "age authenticates every chunk, the last one too");
@@ -188,7 +236,7 @@ mod tests {
     #[test]
     fn a_header_past_the_cap_is_refused_before_age_parses_it() {
         let mine = age::x25519::Identity::generate();
-        let identities = Identities(vec![Box::new(mine.clone())]);
+        let identities = identities_of(std::slice::from_ref(&mine));
         // Many recipients' worth of stanzas: 2 MiB of header, then a MAC line.
         let stanza =
             "-> X25519 CJM36AHmTbdHSuOQL+NESqyVQE75f2e610iRdLPEN20\nC3ZAeY64NXS4QFrksLm3EGz+uPRyI0eQsWw7LWbbYig\n";

@@ -44,6 +44,17 @@ impl Located {
         Ok(Self::Bucket(bucket, Box::new(found.manifest)))
     }
 
+    /// Encryption before anything else: an identity file holding none of the public keys a
+    /// backup's manifest records is named, with those keys, before a byte of it is read.
+    pub fn check_identity(&self, identities: Option<&Identities>) -> anyhow::Result<()> {
+        if let (Self::Bucket(_, manifest), Some(identities)) = (self, identities)
+            && manifest.encrypted
+        {
+            identities.check_opens(&manifest.recipients).with_context(|| format!("cannot open {}", self.label()))?;
+        }
+        Ok(())
+    }
+
     /// The file's path or the data's s3:// URL.
     pub fn label(&self) -> String {
         match self {

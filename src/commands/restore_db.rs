@@ -41,6 +41,7 @@ struct Restored {
 pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
     let located = Located::find(&args.source).await?;
     let identities = dump_source::identities(args.identity.as_deref())?;
+    located.check_identity(identities.as_deref())?;
     let path = located.label();
     // The header now; every other byte is checked while it loads, and the load commits only if
     // the whole file checked out (one pass over the file instead of two).

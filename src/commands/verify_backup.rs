@@ -41,6 +41,7 @@ enum Outcome {
 pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<ExitStatus> {
     let located = Located::find(&args.source).await?;
     let identities = dump_source::identities(args.identity.as_deref())?;
+    located.check_identity(identities.as_deref())?;
     let path = located.label();
     let (raw, digest) = located.raw().await?;
     let checked = tokio::task::spawn_blocking(move || check(raw, identities)).await?;

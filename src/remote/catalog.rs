@@ -35,6 +35,11 @@ pub struct Manifest {
     pub sha256: String,
     /// Whether the data is an age file.
     pub encrypted: bool,
+    /// The age public keys it is encrypted to (any one's identity opens it), so a restore can
+    /// say at once whether an identity file is one of them. Absent in manifests written before
+    /// they were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
 }
 
 /// A table's rows.

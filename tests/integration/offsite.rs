@@ -52,7 +52,7 @@ async fn an_encrypted_backup_round_trips_through_the_bucket_and_only_its_identit
     let bucket = TestBucket::new().await;
     let keys = scratch_dir("keys");
     let (identity, recipient) = keypair(&keys, "key.txt");
-    let (other_identity, _) = keypair(&keys, "other.txt");
+    let (other_identity, other_recipient) = keypair(&keys, "other.txt");
     let url = bucket.url("db/prod");
     let db = app_url(&app);
     let taken = run_with(
@@ -102,10 +102,30 @@ async fn an_encrypted_backup_round_trips_through_the_bucket_and_only_its_identit
     let tables = serde_json::from_str::<Value>(&whole.stdout).unwrap()["tables"].clone();
     let backups = tables.as_array().unwrap().iter().find(|table| table["name"] == "backups").unwrap();
     assert_eq!(backups["rows"], 12);
-    let wrong =
-        run_with(&["verify-backup", &latest, "--identity", other_identity.to_str().unwrap()], &bucket, &[]).await;
+    // The manifest records whom it is encrypted to, so a wrong identity file is named, with
+    // both sides' public keys, before a byte is read; and so is a manifest from before they
+    // were recorded, when age finds no key of the file's.
+    let manifest_key = bucket.keys().await.into_iter().find(|key| key.ends_with(".manifest.json")).unwrap();
+    let manifest: Value = serde_json::from_slice(&bucket.object(&manifest_key).await).unwrap();
+    assert_eq!(manifest["recipients"], serde_json::json!([recipient]));
+    let other = other_identity.to_str().unwrap();
+    let wrong = run_with(&["verify-backup", &latest, "--identity", other], &bucket, &[]).await;
     assert_eq!(wrong.code, 1);
-    assert!(wrong.stderr.contains("none of the identities"), "{}", wrong.stderr);
+    for named in [recipient.as_str(), other_recipient.as_str(), other, "none of them a recipient"] {
+        assert!(wrong.stderr.contains(named), "{named} missing: {}", wrong.stderr);
+    }
+    let mut older = manifest.clone();
+    older.as_object_mut().unwrap().remove("recipients");
+    bucket.put(&manifest_key, older.to_string().into_bytes()).await;
+    let wrong = run_with(
+        &["restore-db", &latest, "--identity", other],
+        &bucket,
+        &[("DATABASE_URL", "postgres://x@127.0.0.1:1/x")],
+    )
+    .await;
+    assert_eq!(wrong.code, 1);
+    assert!(wrong.stderr.contains(&other_recipient) && wrong.stderr.contains("none of them"), "{}", wrong.stderr);
+    bucket.put(&manifest_key, manifest.to_string().into_bytes()).await;
 
     let target = TestDb::empty().await;
     let restored =

@@ -39,6 +39,7 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
     let snapshot = super::begin_snapshot(&pool).await?;
     let (now, started) = (snapshot.taken_at, std::time::Instant::now());
     let encrypted = recipients.is_some();
+    let public_keys = recipients.as_ref().map(Recipients::public_keys).unwrap_or_default();
     let names = Names::of(now, encrypted);
     let upload = bucket.start_upload(&names.data).await?;
     let record = UploadRecord { data: names.data.clone(), upload_id: upload.id.clone() };
@@ -72,6 +73,7 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
         bytes,
         sha256: hex(&sha256),
         encrypted,
+        recipients: public_keys,
     };
     bucket.create_manifest(&names.manifest, &manifest).await.context("the data is stored, but its manifest is not")?;
     // The backup is complete: what follows is housekeeping, which never makes it a failure
