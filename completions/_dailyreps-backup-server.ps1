@@ -36,6 +36,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('list-backups', 'list-backups', [CompletionResultType]::ParameterValue, 'List the complete backups in a bucket, newest first')
             [CompletionResult]::new('backup-status', 'backup-status', [CompletionResultType]::ParameterValue, 'Exit 3 when the newest backup in a bucket is too old or much smaller than those before it')
             [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
+            [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check the operator''s side: the database reachable, its schema current, the bucket listable, the identity file opening the newest backup, the signing secret, the newest backup''s age. One line each, with its fix; exits 3 when any warns')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('scrub', 'scrub', [CompletionResultType]::ParameterValue, 'Re-read every stored chunk and backup, and name the damaged ones')
             [CompletionResult]::new('reserve', 'reserve', [CompletionResultType]::ParameterValue, 'Keep space in reserve on the database''s volume, or release it when the volume is full')
@@ -312,6 +313,22 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
         'dailyreps-backup-server;inspect;help;help' {
             break
         }
+        'dailyreps-backup-server;doctor' {
+            [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
+            [CompletionResult]::new('--bucket', '--bucket', [CompletionResultType]::ParameterName, 'The backups'' bucket, e.g. s3://dailyreps-backups/db, with the AWS_* settings of `backup-db --to`')
+            [CompletionResult]::new('--identity', '--identity', [CompletionResultType]::ParameterName, 'The age identity file a restore would use')
+            [CompletionResult]::new('--signing-secret', '--signing-secret', [CompletionResultType]::ParameterName, 'The app signing secret(s), comma-separated')
+            [CompletionResult]::new('--max-age', '--max-age', [CompletionResultType]::ParameterName, 'The oldest the newest backup may be')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'dailyreps-backup-server;prune' {
             [CompletionResult]::new('--database-url', '--database-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db')
             [CompletionResult]::new('--older-than', '--older-than', [CompletionResultType]::ParameterName, 'Backups older than this, e.g. 90d')
@@ -413,6 +430,7 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             [CompletionResult]::new('list-backups', 'list-backups', [CompletionResultType]::ParameterValue, 'List the complete backups in a bucket, newest first')
             [CompletionResult]::new('backup-status', 'backup-status', [CompletionResultType]::ParameterValue, 'Exit 3 when the newest backup in a bucket is too old or much smaller than those before it')
             [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Read-only views of users, backups and the database, for operators')
+            [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check the operator''s side: the database reachable, its schema current, the bucket listable, the identity file opening the newest backup, the signing secret, the newest backup''s age. One line each, with its fix; exits 3 when any warns')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete backups (and inactive accounts) by policy, in small batches')
             [CompletionResult]::new('scrub', 'scrub', [CompletionResultType]::ParameterValue, 'Re-read every stored chunk and backup, and name the damaged ones')
             [CompletionResult]::new('reserve', 'reserve', [CompletionResultType]::ParameterValue, 'Keep space in reserve on the database''s volume, or release it when the volume is full')
@@ -468,6 +486,9 @@ Register-ArgumentCompleter -Native -CommandName 'dailyreps-backup-server' -Scrip
             break
         }
         'dailyreps-backup-server;help;inspect;health' {
+            break
+        }
+        'dailyreps-backup-server;help;doctor' {
             break
         }
         'dailyreps-backup-server;help;prune' {

@@ -25,6 +25,9 @@ _dailyreps__backup__server() {
             dailyreps__backup__server,completions)
                 cmd="dailyreps__backup__server__subcmd__completions"
                 ;;
+            dailyreps__backup__server,doctor)
+                cmd="dailyreps__backup__server__subcmd__doctor"
+                ;;
             dailyreps__backup__server,help)
                 cmd="dailyreps__backup__server__subcmd__help"
                 ;;
@@ -69,6 +72,9 @@ _dailyreps__backup__server() {
                 ;;
             dailyreps__backup__server__subcmd__help,completions)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__completions"
+                ;;
+            dailyreps__backup__server__subcmd__help,doctor)
+                cmd="dailyreps__backup__server__subcmd__help__subcmd__doctor"
                 ;;
             dailyreps__backup__server__subcmd__help,help)
                 cmd="dailyreps__backup__server__subcmd__help__subcmd__help"
@@ -179,7 +185,7 @@ _dailyreps__backup__server() {
 
     case "${cmd}" in
         dailyreps__backup__server)
-            opts="-q -h -V --log-format --quiet --help --version serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune scrub reserve request smoke-test completions help"
+            opts="-q -h -V --log-format --quiet --help --version serve migrate backup-db restore-db verify-backup list-backups backup-status inspect doctor prune scrub reserve request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -298,8 +304,46 @@ _dailyreps__backup__server() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        dailyreps__backup__server__subcmd__doctor)
+            opts="-q -h -V --database-url --bucket --identity --signing-secret --max-age --json --log-format --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bucket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --identity)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --signing-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         dailyreps__backup__server__subcmd__help)
-            opts="serve migrate backup-db restore-db verify-backup list-backups backup-status inspect prune scrub reserve request smoke-test completions help"
+            opts="serve migrate backup-db restore-db verify-backup list-backups backup-status inspect doctor prune scrub reserve request smoke-test completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -341,6 +385,20 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dailyreps__backup__server__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -33,6 +33,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand list-backups 'List the complete backups in a bucket, newest first'
             cand backup-status 'Exit 3 when the newest backup in a bucket is too old or much smaller than those before it'
             cand inspect 'Read-only views of users, backups and the database, for operators'
+            cand doctor 'Check the operator''s side: the database reachable, its schema current, the bucket listable, the identity file opening the newest backup, the signing secret, the newest backup''s age. One line each, with its fix; exits 3 when any warns'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand scrub 'Re-read every stored chunk and backup, and name the damaged ones'
             cand reserve 'Keep space in reserve on the database''s volume, or release it when the volume is full'
@@ -284,6 +285,21 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         }
         &'dailyreps-backup-server;inspect;help;help'= {
         }
+        &'dailyreps-backup-server;doctor'= {
+            cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
+            cand --bucket 'The backups'' bucket, e.g. s3://dailyreps-backups/db, with the AWS_* settings of `backup-db --to`'
+            cand --identity 'The age identity file a restore would use'
+            cand --signing-secret 'The app signing secret(s), comma-separated'
+            cand --max-age 'The oldest the newest backup may be'
+            cand --log-format 'Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal)'
+            cand --json 'Print JSON instead of a table'
+            cand -q 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
+            cand --quiet 'No status lines or progress bars on stderr, for scripts: data (stdout), warnings and errors still appear, and the exit status says how it went'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'dailyreps-backup-server;prune'= {
             cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
             cand --older-than 'Backups older than this, e.g. 90d'
@@ -379,6 +395,7 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand list-backups 'List the complete backups in a bucket, newest first'
             cand backup-status 'Exit 3 when the newest backup in a bucket is too old or much smaller than those before it'
             cand inspect 'Read-only views of users, backups and the database, for operators'
+            cand doctor 'Check the operator''s side: the database reachable, its schema current, the bucket listable, the identity file opening the newest backup, the signing secret, the newest backup''s age. One line each, with its fix; exits 3 when any warns'
             cand prune 'Delete backups (and inactive accounts) by policy, in small batches'
             cand scrub 'Re-read every stored chunk and backup, and name the damaged ones'
             cand reserve 'Keep space in reserve on the database''s volume, or release it when the volume is full'
@@ -420,6 +437,8 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
         &'dailyreps-backup-server;help;inspect;stats'= {
         }
         &'dailyreps-backup-server;help;inspect;health'= {
+        }
+        &'dailyreps-backup-server;help;doctor'= {
         }
         &'dailyreps-backup-server;help;prune'= {
         }

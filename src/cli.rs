@@ -66,6 +66,7 @@ impl Cli {
             Command::ListBackups(args) => args.json,
             Command::BackupStatus(args) => args.json,
             Command::Inspect(args) => args.json,
+            Command::Doctor(args) => args.json,
             Command::Prune(args) => args.json,
             Command::Scrub(args) => args.json,
             Command::Reserve(args) => args.json,
@@ -113,6 +114,10 @@ pub enum Command {
     BackupStatus(BackupStatusArgs),
     /// Read-only views of users, backups and the database, for operators.
     Inspect(InspectArgs),
+    /// Check the operator's side: the database reachable, its schema current, the bucket
+    /// listable, the identity file opening the newest backup, the signing secret, the newest
+    /// backup's age. One line each, with its fix; exits 3 when any warns.
+    Doctor(DoctorArgs),
     /// Delete backups (and inactive accounts) by policy, in small batches.
     ///
     /// Backup policies combine: a backup is deleted only if every given policy selects it
@@ -293,6 +298,35 @@ impl RetentionArgs {
             || self.keep_monthly.is_some()
             || self.keep_min.is_some()
     }
+}
+
+/// Settings of `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Where the database is.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The backups' bucket, e.g. s3://dailyreps-backups/db, with the AWS_* settings of
+    /// `backup-db --to`.
+    #[arg(long, env = "BACKUP_BUCKET_URL", value_name = "s3://BUCKET/PREFIX")]
+    pub bucket: Option<crate::remote::BucketUrl>,
+
+    /// The age identity file a restore would use.
+    #[arg(long, env = "BACKUP_AGE_IDENTITY_FILE", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
+    /// The app signing secret(s), comma-separated.
+    #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<SecretString>,
+
+    /// The oldest the newest backup may be.
+    #[arg(long, default_value = "26h")]
+    pub max_age: HumanDuration,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Settings of `list-backups`.

@@ -53,11 +53,13 @@ pub struct Check {
 }
 
 impl Check {
-    fn ok(name: &'static str, detail: String) -> Self {
+    /// A check that passed.
+    pub fn ok(name: &'static str, detail: String) -> Self {
         Self { name, ok: true, detail }
     }
 
-    fn warn(name: &'static str, detail: String) -> Self {
+    /// A check that warns; `detail` says what to do.
+    pub fn warn(name: &'static str, detail: String) -> Self {
         Self { name, ok: false, detail }
     }
 }

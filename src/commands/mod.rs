@@ -4,6 +4,7 @@ pub mod backup_db;
 pub mod backup_status;
 pub mod completions;
 pub mod dev;
+pub mod doctor;
 pub mod dump_source;
 pub mod exit;
 pub mod inspect;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::ListBackups(args) => done(list_backups::run(&args).await),
         Command::BackupStatus(args) => backup_status::run(&args).await,
         Command::Inspect(args) => inspect::run(args).await,
+        Command::Doctor(args) => doctor::run(args).await,
         Command::Prune(args) => prune::run(args).await,
         Command::Scrub(args) => scrub::run(args).await,
         Command::Reserve(args) => done(reserve::run(args).await),

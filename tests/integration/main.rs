@@ -24,6 +24,7 @@ mod dedup;
 mod deploy_drill;
 mod deploy_files;
 mod dev;
+mod doctor;
 mod exit_codes;
 mod full_volume;
 mod health;
