@@ -46,7 +46,6 @@ set edit:completion:arg-completer[dailyreps-backup-server] = {|@words|
             cand --database-url 'PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db'
             cand --bind 'Address to listen on for the API: `HOST:PORT`, or just a port (all interfaces)'
             cand --metrics-bind 'Address of the Prometheus metrics listener (`[::]` so Fly''s private IPv6 network reaches it)'
-            cand --volume-size 'The volume PostgreSQL''s data lives on, e.g. 1GB, exported as `dailyreps_database_volume_bytes` for the "full within 14 days" alert'
             cand --signing-secret 'Secrets the app signs requests with, comma-separated (any one is accepted, for rotation). Each must be at least 32 bytes'
             cand --allowed-origins 'Origins allowed to call the API from a browser, comma-separated exact origins (e.g. https://dailyreps.app). Empty: no cross-origin access'
             cand --max-backup-bytes 'Largest backup document accepted, in bytes, after gzip decoding (at most 16 MiB, the largest a database dump reads back)'

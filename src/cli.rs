@@ -617,11 +617,6 @@ pub struct ServeArgs {
     #[arg(long, env = "METRICS_BIND", default_value = "[::]:9091")]
     pub metrics_bind: SocketAddr,
 
-    /// The volume PostgreSQL's data lives on, e.g. 1GB, exported as
-    /// `dailyreps_database_volume_bytes` for the "full within 14 days" alert.
-    #[arg(long, env = "DATABASE_VOLUME_SIZE")]
-    pub volume_size: Option<ByteSize>,
-
     /// Secrets the app signs requests with, comma-separated (any one is accepted, for rotation).
     /// Each must be at least 32 bytes.
     #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]

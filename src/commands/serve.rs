@@ -157,9 +157,6 @@ async fn serve(
         let _ = signalled.send(true);
     });
     let state = AppState::new(pool.clone(), settings);
-    if let Some(volume) = args.volume_size {
-        state.metrics.set_volume_bytes(volume.0);
-    }
     let server = http::serve(api, metrics, state, wait_for(on_signal.clone()));
     let grace = duration(args.shutdown_grace, args.shutdown_grace_seconds);
     tokio::select! {

@@ -61,7 +61,6 @@ pub struct Metrics {
     database_size: Gauge,
     database_connections: Gauge,
     database_max_connections: Gauge,
-    volume_size: Gauge,
 }
 
 impl Default for Metrics {
@@ -85,8 +84,7 @@ impl Default for Metrics {
             "When the newest recorded backup of the database finished (unix time); 0 until one is recorded",
             backup_last_success.clone(),
         );
-        let [database_size, database_connections, database_max_connections, volume_size] =
-            std::array::from_fn(|_| Gauge::default());
+        let [database_size, database_connections, database_max_connections] = std::array::from_fn(|_| Gauge::default());
         registry.register("database_size_bytes", "The database's size on disk", database_size.clone());
         registry.register(
             "database_connections",
@@ -98,11 +96,6 @@ impl Default for Metrics {
             "The database server's max_connections",
             database_max_connections.clone(),
         );
-        registry.register(
-            "database_volume_bytes",
-            "The database's volume as DATABASE_VOLUME_SIZE gives it; 0 when not set",
-            volume_size.clone(),
-        );
         Self {
             registry,
             requests,
@@ -113,7 +106,6 @@ impl Default for Metrics {
             database_size,
             database_connections,
             database_max_connections,
-            volume_size,
         }
     }
 }
@@ -142,11 +134,6 @@ impl Metrics {
         let (method, route) = (method_label(method), route.to_owned());
         self.latency.get_or_create(&RouteLabels { method, route: route.clone() }).observe(latency.as_secs_f64());
         self.requests.get_or_create(&RequestLabels { method, route, status }).inc();
-    }
-
-    /// Sets the volume size the dashboard's "full within 14 days" alert compares with.
-    pub fn set_volume_bytes(&self, bytes: u64) {
-        self.volume_size.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Refreshes the figures read from the database, now and every minute, until `stop`; and
