@@ -13,7 +13,6 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     telemetry::init(cli.log_format.map(|format| format == LogFormat::Json), default_filter);
-    output::set_quiet(cli.quiet);
     let json = cli.json();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -1,148 +1,116 @@
-//! The only writer to stdout: tables for people, JSON for scripts. Status lines go to stderr.
+//! The only writer to stdout: tables for people, tab-separated rows or JSON for scripts. Status
+//! lines, prompts and progress go to stderr.
+
+mod table;
 
 use std::io::{self, IsTerminal, Write};
-
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
-use comfy_table::{Cell, Color, ColumnConstraint, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-/// Whether `--quiet` was given: no status lines, no progress; data and errors still.
-static QUIET: AtomicBool = AtomicBool::new(false);
+pub use self::table::{Cell, Fit, Rows};
 
-/// Silences status lines and progress bars for the rest of the process (`--quiet`).
-pub fn set_quiet(quiet: bool) {
-    QUIET.store(quiet, Ordering::Relaxed);
+/// How a command speaks: to people at a terminal (tables drawn, progress bars, status lines) or
+/// to a script at a pipe (tab-separated rows; footers and hints on stderr), loud or `--quiet`.
+/// One value, made once from the command line and handed to the command.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    quiet: bool,
+    for_people: bool,
 }
 
-fn quiet() -> bool {
-    QUIET.load(Ordering::Relaxed)
+impl Printer {
+    /// The printer for this process: people's tables when stdout is a terminal (or
+    /// `CLICOLOR_FORCE` asks for a terminal's output), else scripts'.
+    pub fn new(quiet: bool) -> Self {
+        Self { quiet, for_people: io::stdout().is_terminal() || env_set("CLICOLOR_FORCE") }
+    }
+
+    /// Whether stdout is read by people (a drawn table) rather than a script (tab-separated).
+    pub fn for_people(self) -> bool {
+        self.for_people
+    }
+
+    /// A status line on stderr; none with `--quiet`.
+    pub fn status(self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Text beside a table (a footer, a summary): under it on stdout for people; for a script,
+    /// on stderr (none with `--quiet`), so that stdout holds only rows.
+    pub fn aside(self, text: &str) -> io::Result<()> {
+        if self.for_people {
+            write_stdout(&format!("{text}\n"))
+        } else {
+            self.status(text);
+            Ok(())
+        }
+    }
+
+    /// Rows on stdout: a table fitted to the terminal for people, tab-separated for scripts.
+    pub fn rows(self, rows: &Rows) -> io::Result<()> {
+        if self.for_people {
+            write_stdout(&format!("{}\n", rows.for_people(width(), colour(), OffsetDateTime::now_utc())))
+        } else {
+            write_stdout(&rows.for_scripts())
+        }
+    }
+
+    /// A progress bar on stderr counting `unit` (rows, say) towards `total`, drawn only on a
+    /// terminal and without `--quiet`. A total that is an estimate (`about`) is shown with a `~`
+    /// and grows if passed.
+    pub fn progress(self, total: u64, unit: &str, about: bool) -> ProgressBar {
+        let about = if about { "~" } else { "" };
+        let template = format!("{{bar:30}} {{pos}}/{about}{{len}} {unit} ({{rate}}, {{eta}} left) {{msg}}");
+        self.bar(total, &template)
+    }
+
+    /// A progress bar on stderr counting bytes towards `total`, drawn as [`Self::progress`].
+    pub fn progress_bytes(self, total: u64) -> ProgressBar {
+        self.bar(total, "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}")
+    }
+
+    fn bar(self, total: u64, template: &str) -> ProgressBar {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        if !interactive() || self.quiet {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        let style = ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            // A whole count a second (`1,283/s`): indicatif's own {per_sec} prints four decimals.
+            .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", indicatif::HumanCount(state.per_sec() as u64));
+            });
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+}
+
+/// Whether an environment variable is set to something other than empty or `0`.
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|value| !value.is_empty() && value != "0")
 }
 
 /// Whether tables may be coloured: never with `NO_COLOR` set (no-color.org), always with
-/// `CLICOLOR_FORCE` set (not `0`), else when stdout is a terminal.
-pub fn colour() -> bool {
-    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty() && value != "0");
+/// `CLICOLOR_FORCE` set, else when stdout is a terminal.
+fn colour() -> bool {
     if std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty()) {
         return false;
     }
-    set("CLICOLOR_FORCE") || io::stdout().is_terminal()
-}
-
-/// A table with our style: box drawing on a terminal, plain ASCII elsewhere.
-pub fn table<I: IntoIterator<Item = &'static str>>(headers: I) -> Table {
-    let mut table = Table::new();
-    let preset = if io::stdout().is_terminal() { UTF8_FULL_CONDENSED } else { ASCII_MARKDOWN };
-    table.load_style(preset).set_header(headers);
-    // Wrapped to the width there is; whole rows where there is none known (a pipe, or a
-    // terminal that reports no size, where comfy-table would squeeze every column to a letter).
-    match width() {
-        Some(width) => table.set_content_arrangement(ContentArrangement::Dynamic).set_width(width),
-        None => table.set_content_arrangement(ContentArrangement::Disabled),
-    };
-    if colour() {
-        table.enforce_styling();
-    } else {
-        table.force_no_tty();
-    }
-    table
-}
-
-/// A status cell: `good` in green, `bad` in red, where colour is allowed ([`colour`]).
-pub fn verdict(ok: bool, good: &str, bad: &str) -> Cell {
-    if ok { Cell::new(good).fg(Color::Green) } else { Cell::new(bad).fg(Color::Red) }
-}
-
-/// How a column of a [`fitted_table`] gives way when the terminal is narrow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fit {
-    /// Never wrapped nor hidden: ids, which must stay whole to be copied.
-    Whole,
-    /// May wrap.
-    Wrap,
-    /// Hidden when the table is too wide, lowest rank first (a column of little use in a
-    /// narrow terminal; `--json` still has it).
-    Hide(u8),
-}
-
-/// A table fitted to the terminal, and the columns hidden to fit it.
-pub struct Fitted {
-    table: Table,
-    hidden: Vec<&'static str>,
-    width: Option<u16>,
-}
-
-impl std::fmt::Display for Fitted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.table)?;
-        if let (false, Some(width)) = (self.hidden.is_empty(), self.width) {
-            write!(f, "\n(hidden at {width} columns: {}; --json has all)", self.hidden.join(", "))?;
-        }
-        Ok(())
-    }
+    env_set("CLICOLOR_FORCE") || io::stdout().is_terminal()
 }
 
 /// The width tables must fit: `COLUMNS` when set (as shells and `fly ssh console` do), else
-/// the terminal's; none when stdout is not a terminal (scripts get whole rows).
-pub fn width() -> Option<u16> {
+/// the terminal's; none when neither says (whole rows).
+fn width() -> Option<u16> {
     let columns = std::env::var("COLUMNS").ok().and_then(|text| text.trim().parse::<u16>().ok());
-    let terminal = || io::stdout().is_terminal().then(|| Table::new().width()).flatten();
+    let terminal = || io::stdout().is_terminal().then(|| comfy_table::Table::new().width()).flatten();
     columns.or_else(terminal).filter(|&c| c >= 20)
-}
-
-/// A table of `rows` under `columns` that fits [`width`]: ids are never wrapped; columns that
-/// may be hidden go, lowest rank first, until the rest fit; then the wrapping columns wrap.
-pub fn fitted_table(columns: &[(&'static str, Fit)], rows: Vec<Vec<String>>) -> Fitted {
-    let width = width();
-    // Each column's natural width: its widest cell, padded by a space on either side and
-    // followed by a border.
-    let natural: Vec<usize> = (0..columns.len())
-        .map(|index| {
-            let cells = rows.iter().map(|row| row[index].chars().count());
-            cells.chain([columns[index].0.chars().count()]).max().unwrap_or(0) + 3
-        })
-        .collect();
-    let mut shown: Vec<usize> = (0..columns.len()).collect();
-    let mut hidden = Vec::new();
-    if let Some(width) = width {
-        let mut ranked: Vec<(u8, usize)> = (0..columns.len())
-            .filter_map(|i| match columns[i].1 {
-                Fit::Hide(rank) => Some((rank, i)),
-                _ => None,
-            })
-            .collect();
-        ranked.sort();
-        for (_, index) in ranked {
-            if shown.iter().map(|&i| natural[i]).sum::<usize>() < usize::from(width) {
-                break;
-            }
-            shown.retain(|&i| i != index);
-            hidden.push(columns[index].0);
-        }
-    }
-    let mut table = table(shown.iter().map(|&i| columns[i].0));
-    for row in &rows {
-        table.add_row(shown.iter().map(|&i| row[i].clone()));
-    }
-    if width.is_some() {
-        for (position, &index) in shown.iter().enumerate() {
-            if columns[index].1 == Fit::Whole
-                && let Some(column) = table.column_mut(position)
-            {
-                column.set_constraint(ColumnConstraint::ContentWidth);
-            }
-        }
-    }
-    Fitted { table, hidden, width }
-}
-
-/// Prints a table to stdout.
-pub fn print_table(table: &Table) -> io::Result<()> {
-    write_stdout(&format!("{table}\n"))
 }
 
 /// Prints one JSON document to stdout.
@@ -176,13 +144,6 @@ pub fn write_body(bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// A status line for the operator, on stderr (none with `--quiet`).
-pub fn status(line: &str) {
-    if !quiet() {
-        eprintln!("{line}");
-    }
-}
-
 /// A verdict's warning on stderr, printed even with `--quiet`: `warning: …`.
 pub fn warning(line: &str) {
     eprintln!("warning: {line}");
@@ -197,35 +158,6 @@ pub fn failure(line: &str) {
 /// Whether a person is at the terminal (stderr is where prompts and progress go).
 pub fn interactive() -> bool {
     io::stderr().is_terminal()
-}
-
-/// A progress bar on stderr counting `unit` (rows, say) towards `total`, drawn only on a
-/// terminal. A total that is an estimate (`about`) is shown with a `~` and grows if passed.
-pub fn progress(total: u64, unit: &str, about: bool) -> ProgressBar {
-    let template =
-        format!("{{bar:30}} {{pos}}/{}{{len}} {unit} ({{rate}}, {{eta}} left) {{msg}}", if about { "~" } else { "" });
-    bar(total, &template)
-}
-
-/// A progress bar on stderr counting bytes towards `total`, drawn only on a terminal.
-pub fn progress_bytes(total: u64) -> ProgressBar {
-    bar(total, "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}")
-}
-
-fn bar(total: u64, template: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if !interactive() || quiet() {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    let style = ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        // A whole count a second (`1,283/s`): indicatif's own {per_sec} prints four decimals.
-        .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{}/s", indicatif::HumanCount(state.per_sec() as u64));
-        });
-    bar.set_style(style);
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
 }
 
 /// Asks a yes/no question on the terminal; anything but y/yes is no.

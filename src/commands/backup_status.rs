@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::cli::BackupStatusArgs;
 use crate::commands::ExitStatus;
-use crate::output;
+use crate::output::{self, Printer};
 use crate::remote::Bucket;
 use crate::remote::catalog::{Listed, newest};
 use crate::remote::retention::is_ahead;
@@ -36,7 +36,7 @@ struct Newest {
 }
 
 /// Runs `backup-status`.
-pub async fn run(args: &BackupStatusArgs) -> anyhow::Result<ExitStatus> {
+pub async fn run(args: &BackupStatusArgs, printer: Printer) -> anyhow::Result<ExitStatus> {
     let bucket = Bucket::from_env(&args.url)?;
     let complete = bucket.complete().await?;
     let now = OffsetDateTime::now_utc();
@@ -55,7 +55,7 @@ pub async fn run(args: &BackupStatusArgs) -> anyhow::Result<ExitStatus> {
     if args.json {
         output::print_json(&status).context("could not write the status")?;
     } else if let Some(newest) = &status.newest {
-        output::status(&format!(
+        printer.status(&format!(
             "newest backup: {} ({}, {})",
             newest.key,
             output::ago(newest.created_at, now),
@@ -67,7 +67,7 @@ pub async fn run(args: &BackupStatusArgs) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Warned);
     }
     if !args.json {
-        output::status("ok");
+        printer.status("ok");
     }
     Ok(ExitStatus::Success)
 }

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::config::{DatabaseUrl, SigningSecrets};
 use crate::db;
 use crate::local_postgres::{self, ClusterOptions, LocalCluster, PgBinaries};
-use crate::output;
+use crate::output::Printer;
 
 /// The database `serve --dev` creates in its cluster.
 pub const DEV_DATABASE: &str = "dailyreps";
@@ -54,11 +54,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Starts (creating on first use) the cluster under `dir/postgres` and its `dailyreps` database.
-pub async fn start_database(dir: &Path) -> anyhow::Result<(LocalCluster, DatabaseUrl)> {
+pub async fn start_database(dir: &Path, printer: Printer) -> anyhow::Result<(LocalCluster, DatabaseUrl)> {
     let binaries = PgBinaries::find()?;
     let data_dir = local_postgres::reachable_data_dir(&dir.join("postgres"));
     if data_dir != dir.join("postgres") {
-        output::status(&format!(
+        printer.status(&format!(
             "note: PostgreSQL refuses to run as root and its user cannot reach {}; its data lives in {} instead",
             dir.display(),
             data_dir.display()
@@ -69,13 +69,13 @@ pub async fn start_database(dir: &Path) -> anyhow::Result<(LocalCluster, Databas
         .await
         .context("the cluster start was interrupted")??;
     if let Some(previous) = cluster.moved_from {
-        output::status(&format!(
+        printer.status(&format!(
             "note: port {previous}, the development PostgreSQL's last one, is taken; it listens on {} now \
              (export DATABASE_URL again)",
             cluster.port()
         ));
     }
-    output::status(&format!(
+    printer.status(&format!(
         "{} PostgreSQL in {} on port {}",
         if cluster.created { "created and started" } else { "started" },
         cluster.data_dir().display(),

@@ -16,7 +16,7 @@ use crate::config::{MIN_SECRET_BYTES, SigningSecrets};
 use crate::crypt::Identities;
 use crate::db::{database_backups, migrations};
 use crate::health::Check;
-use crate::output;
+use crate::output::{self, Printer};
 use crate::remote::Bucket;
 use crate::remote::catalog::{Manifest, newest};
 
@@ -27,7 +27,7 @@ struct Report {
 }
 
 /// Runs `doctor`.
-pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitStatus> {
+pub async fn run(args: DoctorArgs, printer: Printer) -> anyhow::Result<ExitStatus> {
     let now = OffsetDateTime::now_utc();
     let pool = connect_cli(&args.database).await;
     let mut checks = vec![match &pool {
@@ -43,20 +43,8 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitStatus> {
     checks.push(newest_backup(pool.as_ref(), newest_manifest.as_ref(), &args, now).await);
 
     let report = Report { ok: checks.iter().all(|check| check.ok), checks };
-    if args.json {
-        output::print_json(&report)
-    } else {
-        let mut table = output::table(["Check", "Status", "Detail"]);
-        for check in &report.checks {
-            table.add_row([
-                comfy_table::Cell::new(check.name),
-                output::verdict(check.ok, "ok", "WARN"),
-                comfy_table::Cell::new(&check.detail),
-            ]);
-        }
-        output::print_table(&table)
-    }
-    .context("could not write the report")?;
+    if args.json { output::print_json(&report) } else { printer.rows(&crate::commands::check_rows(&report.checks)) }
+        .context("could not write the report")?;
     if report.ok {
         return Ok(ExitStatus::Success);
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::cli::ListBackupsArgs;
-use crate::output::{self, Fit};
+use crate::output::{self, Cell, Fit, Printer, Rows};
 use crate::remote::Bucket;
 use crate::remote::prune::plan;
 use crate::remote::retention::is_ahead;
@@ -28,7 +28,7 @@ struct Entry {
 }
 
 /// Runs `list-backups`.
-pub async fn run(args: &ListBackupsArgs) -> anyhow::Result<()> {
+pub async fn run(args: &ListBackupsArgs, printer: Printer) -> anyhow::Result<()> {
     let bucket = Bucket::from_env(&args.url)?;
     let now = OffsetDateTime::now_utc();
     let backups: Vec<Entry> = plan(bucket.complete().await?, now, args.retention.policy())
@@ -43,8 +43,8 @@ pub async fn run(args: &ListBackupsArgs) -> anyhow::Result<()> {
         })
         .collect();
     for entry in backups.iter().filter(|entry| is_ahead(entry.created_at, now)) {
-        output::status(&format!(
-            "warning: {} is dated in the future, {} (a clock that was wrong, or a copy renamed); `latest` does not take it",
+        output::warning(&format!(
+            "{} is dated in the future, {} (a clock that was wrong, or a copy renamed); `latest` does not take it",
             entry.key,
             output::rfc3339(entry.created_at)
         ));
@@ -53,7 +53,7 @@ pub async fn run(args: &ListBackupsArgs) -> anyhow::Result<()> {
         return output::print_json(&Listing { backups }).context("could not write the list");
     }
     if backups.is_empty() {
-        output::status(&format!("{} holds no complete backup", args.url));
+        printer.status(&format!("{} holds no complete backup", args.url));
         return Ok(());
     }
     // The key names a backup to restore: never wrapped; the columns it repeats go first.
@@ -66,22 +66,19 @@ pub async fn run(args: &ListBackupsArgs) -> anyhow::Result<()> {
         ("Kept by", Fit::Hide(4)),
         ("Key", Fit::Whole),
     ];
-    let rows = backups
-        .iter()
-        .map(|entry| {
-            vec![
-                output::rfc3339(entry.created_at),
-                output::ago(entry.created_at, now),
-                output::bytes(i64::try_from(entry.bytes).unwrap_or(i64::MAX)),
-                entry.schema_version.to_string(),
-                if entry.encrypted { "yes" } else { "no" }.to_owned(),
-                if entry.kept_by.is_empty() { "(would go)".to_owned() } else { entry.kept_by.join(", ") },
-                entry.key.clone(),
-            ]
-        })
-        .collect();
-    let table = output::fitted_table(&columns, rows);
-    output::write_stdout(&format!("{table}\n")).context("could not write the list")?;
-    output::status(&format!("{} complete backups in {}", backups.len(), args.url));
+    let mut rows = Rows::new(&columns);
+    for entry in &backups {
+        rows.push(vec![
+            Cell::Time(entry.created_at),
+            Cell::Ago(entry.created_at),
+            Cell::Bytes(i64::try_from(entry.bytes).unwrap_or(i64::MAX)),
+            entry.schema_version.into(),
+            if entry.encrypted { "yes" } else { "no" }.into(),
+            if entry.kept_by.is_empty() { "(would go)".to_owned() } else { entry.kept_by.join(", ") }.into(),
+            entry.key.as_str().into(),
+        ]);
+    }
+    printer.rows(&rows).context("could not write the list")?;
+    printer.status(&format!("{} complete backups in {}", backups.len(), args.url));
     Ok(())
 }

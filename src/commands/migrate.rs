@@ -5,17 +5,17 @@ use anyhow::Context;
 use crate::cli::{MigrateAction, MigrateArgs};
 use crate::commands::{ExitStatus, connect_cli};
 use crate::db::migrations;
-use crate::output;
+use crate::output::{self, Cell, Printer, Rows};
 
 /// Runs `migrate [status]`.
-pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitStatus> {
+pub async fn run(args: MigrateArgs, printer: Printer) -> anyhow::Result<ExitStatus> {
     let pool = connect_cli(&args.database).await?;
     match args.action {
-        None => apply(&pool).await.map(|()| ExitStatus::Success),
+        None => apply(&pool, printer).await.map(|()| ExitStatus::Success),
         Some(MigrateAction::Status { json, check }) => {
             let mut conn = pool.acquire().await.context("could not get a database connection")?;
             let status = migrations::status(&mut conn).await.context("could not read the migration table")?;
-            if json { output::print_json(&status) } else { output::print_table(&status_table(&status)) }
+            if json { output::print_json(&status) } else { printer.rows(&status_rows(&status)) }
                 .context("could not write the output")?;
             if check && !status.pending.is_empty() {
                 let pending: Vec<String> = status.pending.iter().map(|p| p.version.to_string()).collect();
@@ -31,7 +31,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitStatus> {
     }
 }
 
-async fn apply(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+async fn apply(pool: &sqlx::PgPool, printer: Printer) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await.context("could not get a database connection")?;
     let before = migrations::status(&mut conn).await.context("could not read the migration table")?;
     drop(conn);
@@ -46,7 +46,7 @@ async fn apply(pool: &sqlx::PgPool) -> anyhow::Result<()> {
         .filter(|done| !before.applied.iter().any(|was| was.version == done.version))
         .map(|done| format!("{} {}", done.version, done.description))
         .collect();
-    output::status(&match new.len() {
+    printer.status(&match new.len() {
         0 => format!("already up to date: schema version {version}"),
         1 => format!("applied 1 migration ({}); schema version {version}", new[0]),
         n => format!("applied {n} migrations ({}); schema version {version}", new.join(", ")),
@@ -54,18 +54,18 @@ async fn apply(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status_table(status: &migrations::Status) -> comfy_table::Table {
-    let mut table = output::table(["Version", "Description", "State", "Applied at"]);
+fn status_rows(status: &migrations::Status) -> Rows {
+    let mut rows = Rows::plain(&["Version", "Description", "State", "Applied at"]);
     for applied in &status.applied {
-        table.add_row([
-            applied.version.to_string(),
-            applied.description.clone(),
+        rows.push(vec![
+            applied.version.into(),
+            applied.description.as_str().into(),
             "applied".into(),
-            output::rfc3339(applied.applied_at),
+            Cell::Time(applied.applied_at),
         ]);
     }
     for pending in &status.pending {
-        table.add_row([pending.version.to_string(), pending.description.clone(), "pending".into(), String::new()]);
+        rows.push(vec![pending.version.into(), pending.description.as_str().into(), "pending".into(), "".into()]);
     }
-    table
+    rows
 }

@@ -28,26 +28,28 @@ pub use self::exit::{Declined, ExitStatus, Interrupted, UsageError};
 use crate::cli::{Cli, Command, DatabaseArgs};
 use crate::config::{DatabaseUrl, HumanDuration};
 use crate::db;
+use crate::output::Printer;
 
 /// Runs the parsed command line. A verdict (a check that warns) is the status returned; an
 /// error is what stopped the command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    let printer = Printer::new(cli.quiet);
     let done = |result: anyhow::Result<()>| result.map(|()| ExitStatus::Success);
     match cli.command {
-        Command::Serve(args) => done(serve::run(args).await),
-        Command::Migrate(args) => migrate::run(args).await,
-        Command::BackupDb(args) => done(backup_db::run(args).await),
-        Command::RestoreDb(args) => done(restore_db::run(args).await),
-        Command::VerifyBackup(args) => verify_backup::run(&args).await,
-        Command::ListBackups(args) => done(list_backups::run(&args).await),
-        Command::BackupStatus(args) => backup_status::run(&args).await,
-        Command::Inspect(args) => inspect::run(args).await,
-        Command::Doctor(args) => doctor::run(args).await,
-        Command::Prune(args) => prune::run(args).await,
-        Command::Scrub(args) => scrub::run(args).await,
-        Command::Reserve(args) => done(reserve::run(args).await),
+        Command::Serve(args) => done(serve::run(args, printer).await),
+        Command::Migrate(args) => migrate::run(args, printer).await,
+        Command::BackupDb(args) => done(backup_db::run(args, printer).await),
+        Command::RestoreDb(args) => done(restore_db::run(args, printer).await),
+        Command::VerifyBackup(args) => verify_backup::run(&args, printer).await,
+        Command::ListBackups(args) => done(list_backups::run(&args, printer).await),
+        Command::BackupStatus(args) => backup_status::run(&args, printer).await,
+        Command::Inspect(args) => inspect::run(args, printer).await,
+        Command::Doctor(args) => doctor::run(args, printer).await,
+        Command::Prune(args) => prune::run(args, printer).await,
+        Command::Scrub(args) => scrub::run(args, printer).await,
+        Command::Reserve(args) => done(reserve::run(args, printer).await),
         Command::Request(args) => done(request::run(args).await),
-        Command::SmokeTest(args) => smoke_test::run(args).await,
+        Command::SmokeTest(args) => smoke_test::run(args, printer).await,
         Command::Completions { shell } => done(completions::run(shell)),
     }
 }
@@ -99,6 +101,16 @@ pub fn describe_error(error: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// Checks as rows: name, `ok` or `WARN`, and the detail (with its fix).
+pub fn check_rows(checks: &[crate::health::Check]) -> crate::output::Rows {
+    use crate::output::{Cell, Fit, Rows};
+    let mut rows = Rows::new(&[("Check", Fit::Whole), ("Status", Fit::Whole), ("Detail", Fit::Wrap)]);
+    for check in checks {
+        rows.push(vec![check.name.into(), Cell::verdict(check.ok, "ok", "WARN"), check.detail.as_str().into()]);
+    }
+    rows
+}
+
 /// A table and its rows, as the dump commands report them.
 #[derive(Debug, Serialize)]
 pub struct TableRows {
@@ -109,13 +121,13 @@ pub struct TableRows {
 }
 
 impl TableRows {
-    /// A table of them for people.
-    pub fn table(rows: &[Self]) -> comfy_table::Table {
-        let mut table = crate::output::table(["Table", "Rows"]);
-        for t in rows {
-            table.add_row([t.name.clone(), t.rows.to_string()]);
+    /// Them as rows to print.
+    pub fn rows(tables: &[Self]) -> crate::output::Rows {
+        let mut rows = crate::output::Rows::plain(&["Table", "Rows"]);
+        for t in tables {
+            rows.push(vec![t.name.as_str().into(), t.rows.to_string().into()]);
         }
-        table
+        rows
     }
 
     /// The tables of a dump's manifest.

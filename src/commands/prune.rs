@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::cli::PruneArgs;
 use crate::commands::{Declined, ExitStatus, UsageError, connect_cli, cutoff, describe_time};
 use crate::db::prune::{self, Deleted, Plan, Policy};
-use crate::output;
+use crate::output::{self, Cell, Printer, Rows};
 
 #[derive(Debug, Serialize)]
 struct Summary {
@@ -44,7 +44,7 @@ const LISTED: usize = 10;
 const ACCOUNTS_NEEDING_THE_COUNT: usize = 10;
 
 /// Runs `prune`.
-pub async fn run(args: PruneArgs) -> anyhow::Result<ExitStatus> {
+pub async fn run(args: PruneArgs, printer: Printer) -> anyhow::Result<ExitStatus> {
     let now = OffsetDateTime::now_utc();
     let policy = Policy {
         older_than: cutoff(args.older_than, now, "--older-than")?,
@@ -52,7 +52,7 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitStatus> {
         inactive_since: cutoff(args.inactive_users, now, "--inactive-users")?,
         user: args.user,
     };
-    describe_policy(&args, &policy);
+    describe_policy(&args, &policy, printer);
     let pool = connect_cli(&args.database).await?;
     let plan = prune::plan(&pool, &policy).await.context("could not work out what the policy selects")?;
     let planned = Summary {
@@ -65,7 +65,7 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitStatus> {
         selected: args.dry_run.then(|| Selected { users: plan.users.clone(), backups: plan.backups.clone() }),
     };
     if !args.json || args.dry_run {
-        report(&planned, args.json && args.dry_run, "Would delete")?;
+        report(&planned, args.json && args.dry_run, "Would delete", printer)?;
     }
     if args.dry_run || (planned.users_deleted == 0 && planned.backups_deleted == 0) {
         return Ok(ExitStatus::Success);
@@ -98,11 +98,11 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitStatus> {
     let stop_on_signal = Arc::clone(&stop);
     let listener = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            output::status("stopping after the current batch…");
+            printer.status("stopping after the current batch…");
             stop_on_signal.store(true, Ordering::SeqCst);
         }
     });
-    let done = delete(&pool, &plan, policy, args.batch_size as usize, &stop).await;
+    let done = delete(&pool, &plan, policy, args.batch_size as usize, &stop, printer).await;
     listener.abort();
     let (deleted, interrupted) = done?;
     let summary = Summary {
@@ -114,27 +114,27 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitStatus> {
         interrupted,
         selected: None,
     };
-    report(&summary, args.json, "Deleted")?;
+    report(&summary, args.json, "Deleted", printer)?;
     if interrupted {
         output::failure("interrupted: stopped after a whole batch; what is listed above was deleted");
         return Ok(ExitStatus::Interrupted);
     }
-    vacuum(&pool).await;
+    vacuum(&pool, printer).await;
     Ok(ExitStatus::Success)
 }
 
 /// Vacuums what prune deletes from, so the space it freed is reused now rather than when
 /// autovacuum comes by. On a full volume VACUUM needs room it lacks: that is a warning, with
 /// the way out.
-async fn vacuum(pool: &sqlx::PgPool) {
-    output::status("vacuuming, so the space freed is reused now");
+async fn vacuum(pool: &sqlx::PgPool, printer: Printer) {
+    printer.status("vacuuming, so the space freed is reused now");
     match prune::vacuum(pool).await {
         Ok(()) => {}
-        Err(error) if crate::db::is_disk_full(&error) => output::status(
-            "warning: the volume is full, and VACUUM needs room: run `reserve --release`, which gives room \
+        Err(error) if crate::db::is_disk_full(&error) => output::warning(
+            "the volume is full, and VACUUM needs room: run `reserve --release`, which gives room \
              back and vacuums; until then the space deleted is not reused",
         ),
-        Err(error) => output::status(&format!("warning: VACUUM failed; autovacuum will come by: {error}")),
+        Err(error) => output::warning(&format!("VACUUM failed; autovacuum will come by: {error}")),
     }
 }
 
@@ -145,8 +145,9 @@ async fn delete(
     policy: Policy,
     batch_size: usize,
     stop: &AtomicBool,
+    printer: Printer,
 ) -> anyhow::Result<(Deleted, bool)> {
-    let bar = output::progress((plan.users.len() + plan.backups.len()) as u64, "rows", false);
+    let bar = printer.progress((plan.users.len() + plan.backups.len()) as u64, "rows", false);
     let mut total = Deleted::default();
     let batches = plan
         .users
@@ -175,50 +176,50 @@ async fn delete(
 }
 
 /// Says what the policy selects, with the cutoffs it computed, before anything else.
-fn describe_policy(args: &PruneArgs, policy: &Policy) {
+fn describe_policy(args: &PruneArgs, policy: &Policy, printer: Printer) {
     if let (Some(duration), Some(at)) = (args.older_than, policy.older_than) {
-        output::status(&format!("selecting backups older than {} ({duration})", describe_time(at)));
+        printer.status(&format!("selecting backups older than {} ({duration})", describe_time(at)));
     }
     if let Some(keep) = policy.keep_last {
-        output::status(&format!("selecting backups beyond each user's newest {keep}"));
+        printer.status(&format!("selecting backups beyond each user's newest {keep}"));
     }
     if let (Some(duration), Some(at)) = (args.inactive_users, policy.inactive_since) {
-        output::status(&format!(
+        printer.status(&format!(
             "selecting accounts with no backup since {} ({duration}), with all their data",
             describe_time(at)
         ));
     }
     if let Some(user) = policy.user {
-        output::status(&format!("only account {user}"));
+        printer.status(&format!("only account {user}"));
     }
 }
 
-fn report(summary: &Summary, json: bool, verb: &'static str) -> anyhow::Result<()> {
+fn report(summary: &Summary, json: bool, verb: &'static str, printer: Printer) -> anyhow::Result<()> {
     if json {
         return output::print_json(summary).context("could not write the output");
     }
-    let mut table = output::table([verb, "Count"]);
-    table.add_row(["users (with their data)".to_owned(), summary.users_deleted.to_string()]);
-    table.add_row(["backups".to_owned(), summary.backups_deleted.to_string()]);
-    table.add_row(["documents".to_owned(), output::bytes(summary.document_bytes)]);
-    table.add_row(["storage freed".to_owned(), output::bytes(summary.bytes_freed)]);
-    let mut text = format!("{table}\n");
+    let mut rows = Rows::plain(&[verb, "Count"]);
+    rows.push(vec!["users (with their data)".into(), summary.users_deleted.into()]);
+    rows.push(vec!["backups".into(), summary.backups_deleted.into()]);
+    rows.push(vec!["documents".into(), Cell::Bytes(summary.document_bytes)]);
+    rows.push(vec!["storage freed".into(), Cell::Bytes(summary.bytes_freed)]);
+    printer.rows(&rows).context("could not write the output")?;
     if let Some(selected) = &summary.selected {
-        text.push_str(&ids("accounts", &selected.users));
-        text.push_str(&ids("backups of accounts that stay", &selected.backups));
+        for (what, ids) in [("accounts", &selected.users), ("backups of accounts that stay", &selected.backups)] {
+            if !ids.is_empty() {
+                printer.aside(&listed(what, ids)).context("could not write the output")?;
+            }
+        }
     }
-    output::write_stdout(&text).context("could not write the output")
+    Ok(())
 }
 
 /// `WHAT: id, id, …` with the first [`LISTED`] ids, saying how many more `--json` lists.
-fn ids(what: &str, ids: &[uuid::Uuid]) -> String {
-    if ids.is_empty() {
-        return String::new();
-    }
+fn listed(what: &str, ids: &[uuid::Uuid]) -> String {
     let shown: Vec<String> = ids.iter().take(LISTED).map(ToString::to_string).collect();
     let more = match ids.len().saturating_sub(LISTED) {
         0 => String::new(),
         more => format!(" … and {more} more (--json lists every one)"),
     };
-    format!("{what}: {}{more}\n", shown.join(", "))
+    format!("{what}: {}{more}", shown.join(", "))
 }

@@ -8,6 +8,7 @@ use crate::cli::ReserveArgs;
 use crate::commands::connect_cli;
 use crate::db::{self, reserve};
 use crate::output;
+use crate::output::Printer;
 
 /// Written per statement, so a full volume stops it within one step.
 const STEP_BYTES: i64 = 8 * 1024 * 1024;
@@ -21,25 +22,25 @@ struct Summary {
 }
 
 /// Runs `reserve`.
-pub async fn run(args: ReserveArgs) -> anyhow::Result<()> {
+pub async fn run(args: ReserveArgs, printer: Printer) -> anyhow::Result<()> {
     let pool = connect_cli(&args.database).await?;
     let before = reserve::size(&pool).await.context("could not read the reserve")?;
     if args.release {
         reserve::release(&pool).await.context("could not release the reserve")?;
-        output::status(&format!(
+        printer.status(&format!(
             "released {} kept in reserve: the volume has that much room again",
             output::bytes(before)
         ));
         // With room, VACUUM can run: rows deleted while the volume was full become reusable.
         db::prune::vacuum(&pool).await.context("released the reserve, but VACUUM failed")?;
-        output::status(
+        printer.status(
             "vacuumed: what was deleted is reused. Now make room for good: `prune` (it vacuums too), or extend \
              the volume (`fly volumes extend <id> --size <GB>`); then run `reserve` again",
         );
         return report(&args, 0, -before);
     }
     let target = i64::try_from(args.size.0).unwrap_or(i64::MAX);
-    let bar = output::progress(u64::try_from(target).unwrap_or(0), "bytes", false);
+    let bar = printer.progress(u64::try_from(target).unwrap_or(0), "bytes", false);
     bar.set_position(u64::try_from(before).unwrap_or(0));
     let mut now = before;
     while now < target {
@@ -59,7 +60,7 @@ pub async fn run(args: ReserveArgs) -> anyhow::Result<()> {
         bar.set_position(u64::try_from(now).unwrap_or(0));
     }
     bar.finish_and_clear();
-    output::status(&format!(
+    printer.status(&format!(
         "{} kept in reserve; on a full volume, `reserve --release` gives it back at once",
         output::bytes(now)
     ));

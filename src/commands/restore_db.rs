@@ -24,7 +24,7 @@ use crate::db::{copy_binary, migrations};
 use crate::dump::reader::Event;
 use crate::dump::sequences::SequenceValue;
 use crate::dump::{self, Header, Trailer};
-use crate::output;
+use crate::output::{self, Printer};
 
 /// Bytes of the file's events in flight between the reader and the database, in KiB: a
 /// slow database cannot make the reader run ahead with a file's worth of rows.
@@ -38,7 +38,7 @@ struct Restored {
 }
 
 /// Runs `restore-db`.
-pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
+pub async fn run(args: RestoreDbArgs, printer: Printer) -> anyhow::Result<()> {
     let located = Located::find(&args.source).await?;
     let identities = dump_source::identities(args.identity.as_deref())?;
     located.check_identity(identities.as_deref())?;
@@ -60,16 +60,16 @@ pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
         );
     }
     let url = DatabaseUrl::from_setting(args.database.database_url.as_ref())?;
-    output::status(&format!(
+    printer.status(&format!(
         "restoring {path} (schema version {}, taken {}) into {url}",
         header.schema_version, header.created_at
     ));
     if args.create {
-        create_database(&url).await?;
+        create_database(&url, printer).await?;
     }
     let pool = connect_to(&url).await?;
 
-    let restore = restore(&pool, &args, &url, &header, &located, identities);
+    let restore = restore(&pool, &args, &url, &header, &located, identities, printer);
     let (trailer, replaced) = tokio::select! {
         restored = restore => restored?,
         _ = tokio::signal::ctrl_c() => {
@@ -81,12 +81,12 @@ pub async fn run(args: RestoreDbArgs) -> anyhow::Result<()> {
     if args.json {
         output::print_json(&Restored { ok: true, path: path.clone(), tables: TableRows::of(&trailer) })?;
     } else {
-        output::print_table(&TableRows::table(&TableRows::of(&trailer)))?;
+        printer.rows(&TableRows::rows(&TableRows::of(&trailer)))?;
     }
     if let Some(replaced) = replaced {
-        output::status(&format!("replaced what {url} held ({})", describe(&replaced)));
+        printer.status(&format!("replaced what {url} held ({})", describe(&replaced)));
     }
-    output::status(&format!("restored {path} into {url}"));
+    printer.status(&format!("restored {path} into {url}"));
     Ok(())
 }
 
@@ -99,12 +99,13 @@ async fn restore(
     header: &Header,
     located: &Located,
     identities: Option<Arc<Identities>>,
+    printer: Printer,
 ) -> anyhow::Result<(Trailer, Option<Contents>)> {
     // Asked before the transaction begins: a prompt left unanswered holds no lock and no
     // snapshot. What was named must still be what is replaced.
     let named = dump_db::contents(&mut *pool.acquire().await?).await?;
     if named.tables > 0 {
-        confirm_replacing(args, url, &named)?;
+        confirm_replacing(args, url, &named, printer)?;
     }
     let mut tx = pool.begin().await?;
     let contents = dump_db::contents(&mut tx).await?;
@@ -124,7 +125,7 @@ async fn restore(
     dump_db::create_schema(&mut tx, header.schema_version).await.map_err(|e| rolled_back(e.into()))?;
     // The stored bytes are what is known in advance (the rows are counted in the manifest at
     // the dump's end), so the bar counts them as they are read; the message names the table.
-    let bar = output::progress_bytes(located.stored_bytes().unwrap_or(0));
+    let bar = printer.progress_bytes(located.stored_bytes().unwrap_or(0));
     let (raw, digest) = located.raw().await?;
     let raw: Raw = Box::new(bar.wrap_read(raw));
     let (trailer, loaded) = load(&mut tx, raw, identities, &located.label(), &bar).await.map_err(rolled_back)?;
@@ -145,24 +146,29 @@ async fn restore(
 }
 
 /// `--create`: makes the database `url` names on its server unless it is there already.
-async fn create_database(url: &DatabaseUrl) -> anyhow::Result<()> {
+async fn create_database(url: &DatabaseUrl, printer: Printer) -> anyhow::Result<()> {
     let pool = connect_to(&url.maintenance()).await?;
     let mut conn = pool.acquire().await.context("could not get a database connection")?;
     let name = url.database();
     if crate::db::admin::database_exists(&mut conn, name).await.context("could not list the databases")? {
-        output::status(&format!("database {name} exists on {}; restoring into it", url.endpoint()));
+        printer.status(&format!("database {name} exists on {}; restoring into it", url.endpoint()));
     } else {
         crate::db::admin::create_database(&mut conn, name, None)
             .await
             .with_context(|| format!("could not create database {name} on {}", url.endpoint()))?;
-        output::status(&format!("created database {name} on {}", url.endpoint()));
+        printer.status(&format!("created database {name} on {}", url.endpoint()));
     }
     Ok(())
 }
 
 /// Replacing a database needs `--force`, and a yes as well after naming it: on a terminal
 /// asked, elsewhere given as `--yes`.
-fn confirm_replacing(args: &RestoreDbArgs, url: &DatabaseUrl, contents: &Contents) -> anyhow::Result<()> {
+fn confirm_replacing(
+    args: &RestoreDbArgs,
+    url: &DatabaseUrl,
+    contents: &Contents,
+    printer: Printer,
+) -> anyhow::Result<()> {
     let holds = format!("{url} is not empty: it holds {}", describe(contents));
     if !args.force {
         bail!("{holds}; restore into an empty database, or add --force to replace everything in it");
@@ -174,7 +180,7 @@ fn confirm_replacing(args: &RestoreDbArgs, url: &DatabaseUrl, contents: &Content
         .into());
     }
     if output::interactive() && !args.yes {
-        output::status(&holds);
+        printer.status(&holds);
         if !output::confirm(&format!("Replace everything in {url} with the dump?"))
             .context("could not read the answer")?
         {

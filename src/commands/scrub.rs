@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::cli::ScrubArgs;
 use crate::commands::{ExitStatus, Interrupted, connect_cli};
 use crate::db::scrub::{self, Batch, DamagedBackup, DamagedChunk};
-use crate::output;
+use crate::output::{self, Fit, Printer, Rows};
 
 /// Chunks per statement: about 8 KiB each, so some 8 MiB re-hashed per round trip.
 const CHUNKS_PER_BATCH: i64 = 1000;
@@ -33,18 +33,19 @@ struct Report {
 }
 
 /// Runs `scrub`.
-pub async fn run(args: ScrubArgs) -> anyhow::Result<ExitStatus> {
+pub async fn run(args: ScrubArgs, printer: Printer) -> anyhow::Result<ExitStatus> {
     let pool = connect_cli(&args.database).await?;
     let started = Instant::now();
     let mut report = tokio::select! {
-        report = scrub(&pool) => report?,
+        report = scrub(&pool, printer) => report?,
         _ = tokio::signal::ctrl_c() => {
             return Err(Interrupted("interrupted: the scrub only reads, so nothing was changed".into()).into());
         }
     };
     report.seconds = started.elapsed().as_secs_f64();
     report.ok = report.damaged_chunks.is_empty() && report.damaged_backups.is_empty();
-    if args.json { output::print_json(&report) } else { print_text(&report) }.context("could not write the output")?;
+    if args.json { output::print_json(&report) } else { print_text(&report, printer) }
+        .context("could not write the output")?;
     if report.ok {
         return Ok(ExitStatus::Success);
     }
@@ -56,9 +57,9 @@ pub async fn run(args: ScrubArgs) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Warned)
 }
 
-async fn scrub(pool: &PgPool) -> anyhow::Result<Report> {
+async fn scrub(pool: &PgPool, printer: Printer) -> anyhow::Result<Report> {
     let (chunks, backups) = scrub::totals(pool).await.context("could not count the chunks and backups")?;
-    let bar = output::progress(u64::try_from(chunks + backups).unwrap_or(0).max(1), "rows", false);
+    let bar = printer.progress(u64::try_from(chunks + backups).unwrap_or(0).max(1), "rows", false);
     bar.set_message("chunks");
     let chunks = pass(0, &bar, |after| scrub::chunk_batch(pool, after, CHUNKS_PER_BATCH))
         .await
@@ -105,8 +106,8 @@ where
     }
 }
 
-fn print_text(report: &Report) -> std::io::Result<()> {
-    output::status(&format!(
+fn print_text(report: &Report, printer: Printer) -> std::io::Result<()> {
+    printer.status(&format!(
         "checked {} chunks ({}) and {} backups ({} of documents) in {:.1} s",
         report.chunks_checked,
         output::bytes(report.chunk_bytes),
@@ -115,22 +116,28 @@ fn print_text(report: &Report) -> std::io::Result<()> {
         report.seconds
     ));
     if report.ok {
-        output::status("no damage: every chunk hashes to its name, every backup to its SHA-256");
+        printer.status("no damage: every chunk hashes to its name, every backup to its SHA-256");
         return Ok(());
     }
-    let mut table = output::table(["Damaged", "Id", "User", "Backups", "Can it heal?"]);
+    let mut rows = Rows::new(&[
+        ("Damaged", Fit::Wrap),
+        ("Id", Fit::Whole),
+        ("User", Fit::Whole),
+        ("Backups", Fit::Wrap),
+        ("Can it heal?", Fit::Wrap),
+    ]);
     for chunk in &report.damaged_chunks {
         let heal = if chunk.in_latest {
             "yes: the latest backup names it, so the app's next upload sends its bytes again"
         } else {
             "only if the app uploads these bytes again; older backups only"
         };
-        table.add_row([
-            "chunk".to_owned(),
-            chunk.chunk_id.to_string(),
-            chunk.user_id.to_string(),
-            chunk.backups.to_string(),
-            heal.to_owned(),
+        rows.push(vec![
+            "chunk".into(),
+            chunk.chunk_id.to_string().into(),
+            chunk.user_id.to_string().into(),
+            chunk.backups.into(),
+            heal.into(),
         ]);
     }
     for backup in &report.damaged_backups {
@@ -140,13 +147,13 @@ fn print_text(report: &Report) -> std::io::Result<()> {
             (_, false) => "with its chunks (above)",
         };
         let what = if backup.latest { "backup (latest)" } else { "backup" };
-        table.add_row([
-            what.to_owned(),
-            backup.backup_id.to_string(),
-            backup.user_id.to_string(),
-            "1".to_owned(),
-            heal.to_owned(),
+        rows.push(vec![
+            what.into(),
+            backup.backup_id.to_string().into(),
+            backup.user_id.to_string().into(),
+            1.into(),
+            heal.into(),
         ]);
     }
-    output::print_table(&table)
+    printer.rows(&rows)
 }

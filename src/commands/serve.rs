@@ -16,9 +16,10 @@ use crate::http::connections::ConnectionLimits;
 use crate::http::{self, state::ApiSettings, state::AppState};
 use crate::local_postgres::LocalCluster;
 use crate::output;
+use crate::output::Printer;
 
 /// Runs the server.
-pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: ServeArgs, printer: Printer) -> anyhow::Result<()> {
     let dev_secret = match (&args.signing_secret, args.dev) {
         (None, true) => Some(dev::load_or_create_secret(&args.dev_data_dir)?),
         _ => None,
@@ -28,10 +29,10 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     }
     let settings = ApiSettings::try_from(&args)?;
     // Before the development PostgreSQL starts: a port in use fails at once, with nothing to undo.
-    let listeners = Listeners::bind(&args).await?;
+    let listeners = Listeners::bind(&args, printer).await?;
     let (cluster, url) = match (&args.database.database_url, args.dev) {
         (None, true) => {
-            let (cluster, url) = dev::start_database(&args.dev_data_dir).await?;
+            let (cluster, url) = dev::start_database(&args.dev_data_dir, printer).await?;
             (Some(cluster), url)
         }
         (raw, _) => (None, DatabaseUrl::from_setting(raw.as_ref())?),
@@ -40,7 +41,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     let result = serve(&args, listeners, &url, settings, dev_secret.as_ref(), cluster.as_ref()).await;
     if let Some(cluster) = cluster {
         match cluster.stop() {
-            Ok(()) => output::status("stopped the development PostgreSQL"),
+            Ok(()) => printer.status("stopped the development PostgreSQL"),
             Err(e) => tracing::warn!(error = %e, "could not stop the development PostgreSQL"),
         }
     }
@@ -101,7 +102,7 @@ impl Listeners {
     /// Binds both. In `--dev`, an unspecified address (the defaults' 0.0.0.0 and [::]) becomes
     /// 127.0.0.1, so a laptop's server is not the whole network's, and a metrics port in use
     /// gives way to a free one, said on the terminal.
-    async fn bind(args: &ServeArgs) -> anyhow::Result<Self> {
+    async fn bind(args: &ServeArgs, printer: Printer) -> anyhow::Result<Self> {
         let local = |addr: SocketAddr| {
             if args.dev && addr.ip().is_unspecified() {
                 SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
@@ -114,7 +115,7 @@ impl Listeners {
         let metrics = match TcpListener::bind(wanted).await {
             Err(error) if args.dev && error.kind() == std::io::ErrorKind::AddrInUse => {
                 let metrics = bind(SocketAddr::new(wanted.ip(), 0), "METRICS_BIND / --metrics-bind").await?;
-                output::status(&format!(
+                printer.status(&format!(
                     "port {} is in use: metrics on {} instead",
                     wanted.port(),
                     metrics.local_addr()?

@@ -9,7 +9,7 @@ use crate::cli::SmokeTestArgs;
 use crate::client::ApiClient;
 use crate::commands::{ExitStatus, UsageError};
 use crate::config::SigningSecrets;
-use crate::output;
+use crate::output::{self, Cell, Printer, Rows};
 use crate::smoke::{Journey, StepReport};
 
 /// How long one request may take.
@@ -23,7 +23,7 @@ struct Report<'a> {
 }
 
 /// Runs the smoke test; fails (exit 1) if any step failed.
-pub async fn run(args: SmokeTestArgs) -> anyhow::Result<ExitStatus> {
+pub async fn run(args: SmokeTestArgs, printer: Printer) -> anyhow::Result<ExitStatus> {
     let url = args.url.or(args.dailyreps_url).ok_or_else(|| {
         UsageError("no deployment to test: pass --url, or set SMOKE_TEST_URL or DAILYREPS_URL".to_owned())
     })?;
@@ -44,7 +44,7 @@ pub async fn run(args: SmokeTestArgs) -> anyhow::Result<ExitStatus> {
     if args.json {
         output::print_json(&report).context("could not write the report")?;
     } else {
-        output::print_table(&table(journey.steps())).context("could not write the report")?;
+        printer.rows(&rows(journey.steps())).context("could not write the report")?;
     }
     if interrupted {
         output::failure("interrupted; cleaned up what this run had made");
@@ -59,20 +59,20 @@ pub async fn run(args: SmokeTestArgs) -> anyhow::Result<ExitStatus> {
         ));
         return Ok(ExitStatus::Failure);
     }
-    output::status(&format!("smoke test passed: {} steps against {url}", journey.steps().len()));
+    printer.status(&format!("smoke test passed: {} steps against {url}", journey.steps().len()));
     Ok(ExitStatus::Success)
 }
 
-fn table(steps: &[StepReport]) -> comfy_table::Table {
-    let mut table = output::table(["Step", "OK", "Status", "Time", "Error"]);
+fn rows(steps: &[StepReport]) -> Rows {
+    let mut rows = Rows::plain(&["Step", "OK", "Status", "Time (ms)", "Error"]);
     for step in steps {
-        table.add_row([
-            comfy_table::Cell::new(step.name),
-            output::verdict(step.ok, "yes", "NO"),
-            comfy_table::Cell::new(step.status.map(|s| s.to_string()).unwrap_or_default()),
-            comfy_table::Cell::new(format!("{} ms", step.ms)),
-            comfy_table::Cell::new(step.error.clone().unwrap_or_default()),
+        rows.push(vec![
+            step.name.into(),
+            Cell::verdict(step.ok, "yes", "NO"),
+            step.status.map(|s| s.to_string()).unwrap_or_default().into(),
+            step.ms.to_string().into(),
+            step.error.clone().unwrap_or_default().into(),
         ]);
     }
-    table
+    rows
 }

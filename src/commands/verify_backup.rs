@@ -12,7 +12,7 @@ use crate::commands::exit::ErrorJson;
 use crate::commands::{ExitStatus, TableRows};
 use crate::crypt::{self, Identities};
 use crate::dump;
-use crate::output;
+use crate::output::{self, Printer};
 
 /// The result of checking a dump: what the text says, for scripts.
 #[derive(Serialize)]
@@ -38,7 +38,7 @@ enum Outcome {
 }
 
 /// Runs `verify-backup`.
-pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<ExitStatus> {
+pub async fn run(args: &VerifyBackupArgs, printer: Printer) -> anyhow::Result<ExitStatus> {
     let located = Located::find(&args.source).await?;
     let identities = dump_source::identities(args.identity.as_deref())?;
     located.check_identity(identities.as_deref())?;
@@ -60,8 +60,8 @@ pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<ExitStatus> {
     match &result {
         Ok(Outcome::Dump(header, _)) => {
             if !args.json {
-                output::print_table(&TableRows::table(&report.tables)).context("could not write the result")?;
-                output::status(&format!(
+                printer.rows(&TableRows::rows(&report.tables)).context("could not write the result")?;
+                printer.status(&format!(
                     "{path} is intact: taken {} by version {}, schema version {}",
                     header.created_at, header.server_version, header.schema_version
                 ));
@@ -69,7 +69,7 @@ pub async fn run(args: &VerifyBackupArgs) -> anyhow::Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Ok(Outcome::StoredBytes) => {
-            output::status(&format!(
+            printer.status(&format!(
                 "{path}: the stored bytes match its manifest; it is encrypted, so pass --identity FILE to check the dump inside"
             ));
             Ok(ExitStatus::Success)

@@ -30,6 +30,10 @@ const SCRUBBED: &[&str] = &[
     "BACKUP_AGE_IDENTITY_FILE",
 ];
 
+/// The environment that makes stdout's tables those a terminal shows (drawn, with headers and
+/// footers, sizes and ages for people), without colour: what a person at a terminal reads.
+pub const AS_ON_A_TERMINAL: [(&str, &str); 2] = [("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")];
+
 /// The binary with a clean environment.
 pub fn command() -> Command {
     command_of(Path::new(env!("CARGO_BIN_EXE_dailyreps-backup-server")))

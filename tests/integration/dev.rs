@@ -139,7 +139,9 @@ async fn the_banner_exports_what_request_and_inspect_read() {
     assert_eq!(registered.code, 0, "{}", registered.stderr);
     let answer: serde_json::Value = serde_json::from_str(&registered.stdout).unwrap();
     let user_id = answer["user_id"].as_str().unwrap().to_owned();
-    let inspected = binary::run(&["inspect", "user", &user_id], &env).await;
+    let mut people = env.to_vec();
+    people.extend(binary::AS_ON_A_TERMINAL);
+    let inspected = binary::run(&["inspect", "user", &user_id], &people).await;
     assert_eq!(inspected.code, 0, "{}", inspected.stderr);
     assert!(inspected.stdout.contains(&user_id), "{}", inspected.stdout);
 

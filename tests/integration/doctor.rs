@@ -7,12 +7,10 @@ use crate::backup_db::{app_url, populated_app};
 use crate::common::s3::TestBucket;
 use crate::common::{TEST_SECRET, TestDb, binary};
 
+/// An age key pair: (identity file's path, public key).
 fn keypair(dir: &std::path::Path, name: &str) -> (String, String) {
-    let path = dir.join(name);
-    let made = std::process::Command::new("age-keygen").arg("-o").arg(&path).output();
-    assert!(made.expect("age-keygen (apt-get install age)").status.success());
-    let public = std::process::Command::new("age-keygen").arg("-y").arg(&path).output().unwrap();
-    (path.to_str().unwrap().to_owned(), String::from_utf8(public.stdout).unwrap().trim().to_owned())
+    let (path, public) = crate::offsite::keypair(dir, name);
+    (path.to_str().unwrap().to_owned(), public)
 }
 
 /// `doctor --json` with `env`: (exit code, check name → (ok, detail)).

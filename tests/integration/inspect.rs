@@ -146,7 +146,8 @@ async fn inspect_stats_match_sql() {
     assert_eq!(days[12]["backups"], 1, "yesterday");
     assert_eq!(days.iter().map(|d| d["backups"].as_i64().unwrap()).sum::<i64>(), 4, "the 20-day-old one is outside");
 
-    let table = binary::run(&["inspect", "stats"], &[("DATABASE_URL", &db.url)]).await;
+    let [force, no_colour] = binary::AS_ON_A_TERMINAL;
+    let table = binary::run(&["inspect", "stats"], &[("DATABASE_URL", &db.url), force, no_colour]).await;
     assert_eq!(table.code, 0, "{}", table.stderr);
     assert!(table.stdout.contains("Backups per day") && table.stdout.contains('█'), "{}", table.stdout);
     assert!(table.stdout.contains("KiB"), "sizes for people: {}", table.stdout);
@@ -164,7 +165,7 @@ async fn inspect_stats_match_sql() {
     let stats = inspect(&db.url, &["stats"]).await;
     assert_eq!(stats["last_database_backup"]["location"], "s3://b/db/x.sql.zst.age");
     assert!((30 * 3600..31 * 3600).contains(&stats["last_database_backup"]["age_seconds"].as_i64().unwrap()));
-    let table = binary::run(&["inspect", "stats"], &[("DATABASE_URL", &db.url)]).await;
+    let table = binary::run(&["inspect", "stats"], &[("DATABASE_URL", &db.url), force, no_colour]).await;
     assert!(
         table.stdout.contains("1 day ago") && table.stdout.contains("warning: older than 26 hours"),
         "{}",
@@ -247,7 +248,8 @@ async fn inspect_users_over_a_slow_link_costs_a_few_round_trips_not_one_per_user
 async fn inspect_text(url: &str, args: &[&str], columns: &str) -> String {
     let mut all = vec!["inspect"];
     all.extend_from_slice(args);
-    let outcome = binary::run(&all, &[("DATABASE_URL", url), ("COLUMNS", columns)]).await;
+    let [force, no_colour] = binary::AS_ON_A_TERMINAL;
+    let outcome = binary::run(&all, &[("DATABASE_URL", url), ("COLUMNS", columns), force, no_colour]).await;
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
     outcome.stdout
 }
@@ -300,7 +302,39 @@ async fn tables_say_how_much_there_is_and_fit_80_columns() {
             assert!(text.contains("(hidden at 80 columns: SHA-256"), "{text}");
         }
     }
-    // Piped without COLUMNS, nothing is hidden.
-    let outcome = binary::run(&["inspect", "backups"], &[("DATABASE_URL", url)]).await;
-    assert!(outcome.stdout.contains("SHA-256") && !outcome.stdout.contains("hidden"), "{}", outcome.stdout);
+    // Piped, for a script, nothing is hidden nor cut, whatever COLUMNS says: the whole SHA-256.
+    let outcome = binary::run(&["inspect", "backups"], &[("DATABASE_URL", url), ("COLUMNS", "80")]).await;
+    let sha256 = json["backups"][0]["sha256"].as_str().unwrap();
+    assert!(outcome.stdout.contains(sha256) && !outcome.stdout.contains("hidden"), "{}", outcome.stdout);
+}
+
+#[tokio::test]
+async fn piped_tables_are_for_scripts_rows_only_exact_values_and_footers_on_stderr() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let user = seed_user(&pool, 3, &[1], 5000).await;
+    let outcome = binary::run(&["inspect", "backups"], &[("DATABASE_URL", &db.url)]).await;
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let json = inspect(&db.url, &["backups"]).await;
+    let backup = &json["backups"][0];
+    // Backup, user, created, size, SHA-256: each exact, nothing cut, no header, no border.
+    let expected = [
+        backup["backup_id"].as_str().unwrap().to_owned(),
+        user.to_string(),
+        backup["created_at"].as_str().unwrap().to_owned(),
+        backup["size_bytes"].to_string(),
+        backup["sha256"].as_str().unwrap().to_owned(),
+    ];
+    assert_eq!(outcome.stdout, format!("{}\n", expected.join("\t")));
+    assert!(outcome.stderr.contains("Showing 1 of 1 backup"), "the footer goes to stderr: {}", outcome.stderr);
+    let quiet = binary::run(&["inspect", "backups", "--quiet"], &[("DATABASE_URL", &db.url)]).await;
+    assert_eq!((quiet.stdout.as_str(), quiet.stderr.as_str()), (outcome.stdout.as_str(), ""));
+
+    // The users' view: integer bytes, an RFC 3339 time.
+    let users = binary::run(&["inspect", "users"], &[("DATABASE_URL", &db.url)]).await;
+    let fields: Vec<&str> = users.stdout.trim_end().split('\t').collect();
+    assert_eq!(fields.len(), 6, "{:?}", users.stdout);
+    assert_eq!(fields[0], user.to_string());
+    assert!(time::OffsetDateTime::parse(fields[1], &time::format_description::well_known::Rfc3339).is_ok());
+    assert!(fields[4].parse::<i64>().is_ok_and(|bytes| bytes > 4000), "{fields:?}");
 }

@@ -81,11 +81,20 @@ async fn two_concurrent_migrates_apply_each_migration_once() {
 #[tokio::test]
 async fn status_prints_a_table_by_default() {
     let db = TestDb::migrated().await;
-    let outcome = binary::run(&["migrate", "status"], &[("DATABASE_URL", &db.url)]).await;
+    let [force, no_colour] = binary::AS_ON_A_TERMINAL;
+    let outcome = binary::run(&["migrate", "status"], &[("DATABASE_URL", &db.url), force, no_colour]).await;
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
     assert!(outcome.stdout.contains("Version"), "{}", outcome.stdout);
     assert!(outcome.stdout.contains("applied"), "{}", outcome.stdout);
     assert!(outcome.stdout.contains(&known_versions()[0].to_string()), "{}", outcome.stdout);
+
+    // Piped, for a script: a tab-separated line a migration, no header, the exact time.
+    let piped = binary::run(&["migrate", "status"], &[("DATABASE_URL", &db.url)]).await;
+    let lines: Vec<Vec<&str>> = piped.stdout.lines().map(|line| line.split('\t').collect()).collect();
+    assert_eq!(lines.len(), known_versions().len(), "{}", piped.stdout);
+    assert_eq!(lines[0][..3], [known_versions()[0].to_string().as_str(), "initial schema", "applied"]);
+    let applied_at = time::OffsetDateTime::parse(lines[0][3], &time::format_description::well_known::Rfc3339);
+    assert!(applied_at.is_ok(), "RFC 3339: {:?}", lines[0][3]);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use crate::common::s3::{SECRET_KEY, TestBucket};
 use crate::common::{TestDb, binary, scratch_dir, wait_until_blocked_on_lock};
 
 /// An age key pair made with the age CLI: (identity file, public key).
-fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+pub(crate) fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
     std::fs::create_dir_all(dir).unwrap();
     let identity = dir.join(name);
     let made = std::process::Command::new("age-keygen").arg("-o").arg(&identity).stderr(Stdio::null()).status();
@@ -85,7 +85,8 @@ async fn an_encrypted_backup_round_trips_through_the_bucket_and_only_its_identit
     assert_eq!(listed["backups"][0]["encrypted"], true);
     assert_eq!(listed["backups"][0]["bytes"], stored.len());
     // For people at 80 columns: the key whole on one line, nothing wider.
-    let text = run_with(&["list-backups", &url], &bucket, &[("COLUMNS", "80")]).await;
+    let [force, no_colour] = binary::AS_ON_A_TERMINAL;
+    let text = run_with(&["list-backups", &url], &bucket, &[("COLUMNS", "80"), force, no_colour]).await;
     assert!(text.stdout.lines().any(|line| line.contains(data_key.as_str())), "{}", text.stdout);
     assert!(text.stdout.lines().all(|line| line.chars().count() <= 80), "{}", text.stdout);
 

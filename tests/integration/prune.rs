@@ -179,7 +179,9 @@ async fn a_dry_run_reports_what_a_real_run_then_deletes_and_deletes_nothing() {
     let (users, backups) = (listed("users"), listed("backups"));
     assert_eq!(users.len() as i64, planned["users_deleted"].as_i64().unwrap());
     assert!(!backups.is_empty(), "{planned}");
-    let text = binary::run(&["prune", dry[0], dry[1], dry[2], dry[3], "--dry-run"], &[("DATABASE_URL", &db.url)]).await;
+    let [force, no_colour] = binary::AS_ON_A_TERMINAL;
+    let env = [("DATABASE_URL", db.url.as_str()), force, no_colour];
+    let text = binary::run(&["prune", dry[0], dry[1], dry[2], dry[3], "--dry-run"], &env).await;
     assert!(
         text.stdout.contains(&format!("accounts: {}", users[0])) && text.stdout.contains(&backups[0].to_string()),
         "{}",

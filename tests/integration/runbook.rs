@@ -119,10 +119,7 @@ async fn the_disaster_runbook_restores_from_the_bucket_as_written() {
     let (app, users) = populated_app().await;
     let dir = crate::common::scratch_dir("runbook");
     std::fs::create_dir(&dir).unwrap();
-    let made = std::process::Command::new("age-keygen").arg("-o").arg(dir.join("backup-key.txt")).output();
-    assert!(made.expect("age-keygen (apt-get install age)").status.success());
-    let recipient = std::process::Command::new("age-keygen").arg("-y").arg(dir.join("backup-key.txt")).output();
-    let recipient = String::from_utf8(recipient.unwrap().stdout).unwrap().trim().to_owned();
+    let (_, recipient) = crate::offsite::keypair(&dir, "backup-key.txt");
     let (bucket, read_only) = TestBucket::with_policy(&["s3:GetObject", "s3:ListBucket"]).await;
     let mut taking: Vec<(&str, String)> = bucket.env();
     taking.push(("DATABASE_URL", app_url(&app)));

@@ -9,13 +9,13 @@ use crate::cli::BackupDbArgs;
 use crate::commands::{TableRows, UsageError, connect_cli};
 use crate::crypt::Recipients;
 use crate::encoding::{HashingReader, HashingWriter, hex};
-use crate::output;
+use crate::output::{self, Printer};
 use crate::remote::catalog::{MANIFEST_FORMAT, Manifest, Names, TableCount, UploadRecord};
 use crate::remote::upload::{Sent, Upload};
 use crate::remote::{Bucket, BucketUrl};
 
 /// Dumps into the bucket.
-pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary> {
+pub async fn run(args: &BackupDbArgs, url: &BucketUrl, printer: Printer) -> anyhow::Result<Summary> {
     if args.keep.is_some() {
         return Err(
             UsageError("--keep rotates a folder; a bucket's retention is --keep-daily and the like".into()).into()
@@ -34,7 +34,7 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
         }
     };
     let bucket = Bucket::from_env(url)?;
-    abort_unfinished(&bucket).await?;
+    abort_unfinished(&bucket, printer).await?;
     let pool = connect_cli(&args.database).await?;
     let snapshot = super::begin_snapshot(&pool).await?;
     let (now, started) = (snapshot.taken_at, std::time::Instant::now());
@@ -45,7 +45,7 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
     let record = UploadRecord { data: names.data.clone(), upload_id: upload.id.clone() };
     let recorded = bucket.record_upload(&names.upload, &record).await;
     let stored = match recorded {
-        Ok(()) => send(&bucket, &upload, snapshot, recipients).await,
+        Ok(()) => send(&bucket, &upload, snapshot, recipients, printer).await,
         Err(error) => Err(error.into()),
     };
     let (taken, bytes, sha256) = match stored {
@@ -61,7 +61,7 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
         }
     };
 
-    check_stored(&bucket, &names.data, bytes, &sha256, args.no_reread).await?;
+    check_stored(&bucket, &names.data, bytes, &sha256, args.no_reread, printer).await?;
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT,
         data: names.data.clone(),
@@ -81,8 +81,8 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
     // An append-only key (one that may put, get and list but not delete) is refused it.
     match bucket.delete(&names.upload).await {
         Err(error) if error.is_denied() => {}
-        Err(error) => output::status(&format!(
-            "warning: the backup is complete, but the record of its upload could not be deleted: {error}"
+        Err(error) => output::warning(&format!(
+            "the backup is complete, but the record of its upload could not be deleted: {error}"
         )),
         Ok(()) => {}
     }
@@ -91,16 +91,16 @@ pub async fn run(args: &BackupDbArgs, url: &BucketUrl) -> anyhow::Result<Summary
     match bucket.apply_retention(args.retention.policy(), now).await {
         Ok(deleted) => {
             for name in deleted {
-                output::status(&format!("deleted {} (retention)", bucket.describe(&name)));
+                printer.status(&format!("deleted {} (retention)", bucket.describe(&name)));
             }
         }
-        Err(error) if error.is_denied() => output::status(&format!(
-            "warning: retention was not applied: this key may not delete in {} (access denied), so nothing \
+        Err(error) if error.is_denied() => output::warning(&format!(
+            "retention was not applied: this key may not delete in {} (access denied), so nothing \
              was deleted; grant it s3:DeleteObject and s3:AbortMultipartUpload to prune",
             bucket.url
         )),
-        Err(error) => output::status(&format!(
-            "warning: the backup is complete, but applying retention failed (the next run tries again): {error}"
+        Err(error) => output::warning(&format!(
+            "the backup is complete, but applying retention failed (the next run tries again): {error}"
         )),
     }
     Ok(Summary {
@@ -121,11 +121,12 @@ async fn send(
     upload: &Upload,
     snapshot: crate::db::dump::Snapshot,
     recipients: Option<Recipients>,
+    printer: Printer,
 ) -> anyhow::Result<Stored> {
     let (parts, queue) = Bucket::part_writer();
     let interrupted =
         format!("interrupted: aborted the upload of {}; no backup was written", bucket.describe(&upload.name));
-    let dump = take(snapshot, interrupted, move |header, pieces, bar| {
+    let dump = take(snapshot, interrupted, printer, move |header, pieces, bar| {
         let sink = HashingWriter::new(parts);
         let (trailer, sink) = match recipients {
             None => write_pieces(sink, &header, pieces, &bar)?,
@@ -163,6 +164,7 @@ async fn check_stored(
     bytes: u64,
     sha256: &[u8; 32],
     no_reread: bool,
+    printer: Printer,
 ) -> anyhow::Result<()> {
     let stored = bucket.size(name).await?;
     if stored != bytes {
@@ -180,20 +182,20 @@ async fn check_stored(
     if read != bytes || &digest != sha256 {
         bail!("{} does not read back as it was sent", bucket.describe(name));
     }
-    output::status(&format!("read {} back: {bytes} bytes, SHA-256 as sent", bucket.describe(name)));
+    printer.status(&format!("read {} back: {bytes} bytes, SHA-256 as sent", bucket.describe(name)));
     Ok(())
 }
 
 /// Aborts the uploads that killed runs left (each recorded its id before its first part).
-async fn abort_unfinished(bucket: &Bucket) -> anyhow::Result<()> {
+async fn abort_unfinished(bucket: &Bucket, printer: Printer) -> anyhow::Result<()> {
     for (record_name, record) in bucket.unfinished_uploads().await? {
         let upload = Upload { name: record.data, id: record.upload_id };
         match bucket.abort(&upload).await {
-            Ok(()) => output::status(&format!("aborted the unfinished upload of {}", bucket.describe(&upload.name))),
+            Ok(()) => printer.status(&format!("aborted the unfinished upload of {}", bucket.describe(&upload.name))),
             Err(error) if error.is_denied() => {
                 // The new backup need not wait for the cleanup.
-                output::status(&format!(
-                    "warning: this key may not abort the unfinished upload of {} (access denied): its parts \
+                output::warning(&format!(
+                    "this key may not abort the unfinished upload of {} (access denied): its parts \
                      stay until a key with s3:AbortMultipartUpload or a lifecycle rule removes them",
                     bucket.describe(&upload.name)
                 ));

@@ -13,7 +13,7 @@ use crate::cli::BackupDbArgs;
 use crate::commands::{TableRows, UsageError, connect_cli};
 use crate::dump::naming;
 use crate::encoding::{HashingWriter, hex};
-use crate::output;
+use crate::output::Printer;
 
 /// A dump being written is `.NAME.partial` beside its final name.
 const PARTIAL_SUFFIX: &str = ".partial";
@@ -21,7 +21,7 @@ const PARTIAL_SUFFIX: &str = ".partial";
 const STALE_PARTIAL_AGE: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// Dumps into the folder or file `--output` names.
-pub async fn run(args: &BackupDbArgs) -> anyhow::Result<Summary> {
+pub async fn run(args: &BackupDbArgs, printer: Printer) -> anyhow::Result<Summary> {
     if args.retention.given() {
         return Err(UsageError(
             "--keep-daily, --keep-weekly, --keep-monthly and --keep-min are a bucket's retention (with --to); \
@@ -41,7 +41,7 @@ pub async fn run(args: &BackupDbArgs) -> anyhow::Result<Summary> {
         .create(&dir)
         .with_context(|| format!("could not create {}", dir.display()))?;
     // Files' ages are by this machine's clock, as their modification times are.
-    sweep_stale_partials(&dir, OffsetDateTime::now_utc())?;
+    sweep_stale_partials(&dir, OffsetDateTime::now_utc(), printer)?;
     let file_name = path.file_name().context("the output has no file name")?.to_string_lossy().into_owned();
     let partial = dir.join(format!(".{file_name}{PARTIAL_SUFFIX}"));
 
@@ -54,7 +54,7 @@ pub async fn run(args: &BackupDbArgs) -> anyhow::Result<Summary> {
         .with_context(|| format!("could not create {}", partial.display()))?;
     let interrupted = format!("interrupted: removed the unfinished {}; no dump was written", partial.display());
     let writing = partial.display().to_string();
-    let taken = take(snapshot, interrupted, move |header, pieces, bar| {
+    let taken = take(snapshot, interrupted, printer, move |header, pieces, bar| {
         let written = (|| {
             let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
             let (trailer, sink) = write_pieces(sink, &header, pieces, &bar)?;
@@ -76,7 +76,7 @@ pub async fn run(args: &BackupDbArgs) -> anyhow::Result<Summary> {
     fs::rename(&partial, &path).with_context(|| format!("could not move the dump to {}", path.display()))?;
     File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("could not sync {}", dir.display()))?;
     if let Some(keep) = args.keep {
-        rotate(&dir, keep as usize, &path)?;
+        rotate(&dir, keep as usize, &path, printer)?;
     }
     let (bytes, sha256) = taken.written;
     Ok(Summary {
@@ -154,7 +154,7 @@ fn files_in(dir: &Path) -> anyhow::Result<Vec<(String, fs::Metadata)>> {
 /// Deletes the oldest of this tool's timestamped dumps in `dir` so that `keep` remain with
 /// `written`, by the time in their names. Nothing else in the folder is touched, and never
 /// the dump just written.
-fn rotate(dir: &Path, keep: usize, written: &Path) -> anyhow::Result<()> {
+fn rotate(dir: &Path, keep: usize, written: &Path, printer: Printer) -> anyhow::Result<()> {
     let written = written.file_name().and_then(|n| n.to_str());
     let mut dumps: Vec<(PrimitiveDateTime, String)> = files_in(dir)?
         .into_iter()
@@ -165,14 +165,14 @@ fn rotate(dir: &Path, keep: usize, written: &Path) -> anyhow::Result<()> {
     for (_, old) in dumps.iter().skip(keep.saturating_sub(1)) {
         let old = dir.join(old);
         fs::remove_file(&old).with_context(|| format!("could not delete {}", old.display()))?;
-        output::status(&format!("deleted old dump {}", old.display()));
+        printer.status(&format!("deleted old dump {}", old.display()));
     }
     Ok(())
 }
 
 /// Removes what killed runs left in `dir`: unfinished dumps of ours older than a day (one
 /// younger may be another run's, still being written).
-fn sweep_stale_partials(dir: &Path, now: OffsetDateTime) -> anyhow::Result<()> {
+fn sweep_stale_partials(dir: &Path, now: OffsetDateTime, printer: Printer) -> anyhow::Result<()> {
     if !dir.is_dir() {
         return Ok(());
     }
@@ -182,7 +182,7 @@ fn sweep_stale_partials(dir: &Path, now: OffsetDateTime) -> anyhow::Result<()> {
         if ours && metadata.modified().is_ok_and(|modified| modified < day_ago) {
             let stale = dir.join(&name);
             fs::remove_file(&stale).with_context(|| format!("could not delete {}", stale.display()))?;
-            output::status(&format!("deleted {}, left unfinished by a run more than a day ago", stale.display()));
+            printer.status(&format!("deleted {}, left unfinished by a run more than a day ago", stale.display()));
         }
     }
     Ok(())

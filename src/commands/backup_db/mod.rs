@@ -22,7 +22,7 @@ use crate::db;
 use crate::db::dump::{Snapshot, TABLES};
 use crate::dump::writer::DumpWriter;
 use crate::dump::{self, FORMAT_VERSION, Header, Trailer};
-use crate::output;
+use crate::output::{self, Printer};
 use crate::ping::Ping;
 
 /// What the database side hands the writer thread.
@@ -54,15 +54,15 @@ struct Summary {
 }
 
 /// Runs `backup-db`.
-pub async fn run(args: BackupDbArgs) -> anyhow::Result<()> {
+pub async fn run(args: BackupDbArgs, printer: Printer) -> anyhow::Result<()> {
     let started = Instant::now();
     let ping = args.ping.as_deref().and_then(Ping::new);
     if let Some(ping) = &ping {
         ping.start().await;
     }
     let taken = match &args.to {
-        Some(url) => bucket::run(&args, url).await,
-        None => folder::run(&args).await,
+        Some(url) => bucket::run(&args, url, printer).await,
+        None => folder::run(&args, printer).await,
     };
     let summary = match taken {
         Ok(summary) => Summary { seconds: started.elapsed().as_secs_f64(), ..summary },
@@ -80,8 +80,8 @@ pub async fn run(args: BackupDbArgs) -> anyhow::Result<()> {
     if args.json {
         return output::print_json(&summary).context("could not write the summary");
     }
-    output::print_table(&TableRows::table(&summary.tables)).context("could not write the summary")?;
-    output::status(&format!(
+    printer.rows(&TableRows::rows(&summary.tables)).context("could not write the summary")?;
+    printer.status(&format!(
         "wrote {} ({}) in {:.1} s; schema version {}; check it with `verify-backup`",
         summary.path,
         output::bytes(i64::try_from(summary.bytes).unwrap_or(i64::MAX)),
@@ -100,7 +100,7 @@ async fn record(args: &BackupDbArgs, summary: &Summary) {
         anyhow::Ok(())
     };
     if let Err(error) = recorded.await {
-        output::status(&format!("warning: the backup is complete, but recording it in the database failed: {error:#}"));
+        output::warning(&format!("the backup is complete, but recording it in the database failed: {error:#}"));
     }
 }
 
@@ -128,6 +128,7 @@ async fn begin_snapshot(pool: &PgPool) -> anyhow::Result<Snapshot> {
 async fn take<T: Send + 'static>(
     mut snapshot: Snapshot,
     interrupted: String,
+    printer: Printer,
     write: impl FnOnce(Header, mpsc::Receiver<Piece>, ProgressBar) -> anyhow::Result<(Trailer, T)> + Send + 'static,
 ) -> anyhow::Result<Taken<T>> {
     let now = snapshot.taken_at;
@@ -142,7 +143,7 @@ async fn take<T: Send + 'static>(
     };
     let estimated = snapshot.estimated_rows().await?;
     let (sender, receiver) = mpsc::channel(PIECES_IN_FLIGHT);
-    let bar = output::progress(u64::try_from(estimated).unwrap_or(0).max(1), "rows", true);
+    let bar = printer.progress(u64::try_from(estimated).unwrap_or(0).max(1), "rows", true);
     let (writer_header, writer_bar) = (header.clone(), bar.clone());
     // A blocking thread, awaited rather than joined: the task waiting for it may also be the
     // one draining what it writes (a bucket's parts).

@@ -12,7 +12,7 @@ use crate::commands::connect_cli;
 use crate::config::{ByteSize, HumanDuration};
 use crate::db::health::{self, TableHealth};
 use crate::health::{Limits, Report, judge};
-use crate::output;
+use crate::output::{self, Cell, Printer, Rows};
 use crate::ping::Ping;
 
 /// Runs `inspect health`, and pings `ping` with the verdict.
@@ -22,9 +22,10 @@ pub async fn run(
     volume: Option<ByteSize>,
     long_transaction: HumanDuration,
     ping: Option<&str>,
+    printer: Printer,
 ) -> anyhow::Result<ExitStatus> {
     let checked = match connect_cli(database).await {
-        Ok(pool) => check(&pool, json, volume, long_transaction).await,
+        Ok(pool) => check(&pool, json, volume, long_transaction, printer).await,
         Err(error) => Err(error),
     };
     if let Some(ping) = ping.and_then(Ping::new) {
@@ -54,6 +55,7 @@ async fn check(
     json: bool,
     volume: Option<ByteSize>,
     long_transaction: HumanDuration,
+    printer: Printer,
 ) -> anyhow::Result<Report> {
     // One connection for both statements: a second from the pool would cost its own handshake.
     let mut conn = pool.acquire().await.context("could not connect")?;
@@ -74,7 +76,7 @@ async fn check(
     if json {
         output::print_json(&HealthJson { report: &report, tables: &facts.tables })
     } else {
-        output::write_stdout(&format!("{}\n", text(&report, &facts.tables, now)))
+        print(&report, &facts.tables, printer)
     }
     .context("could not write the output")?;
     Ok(report)
@@ -87,37 +89,34 @@ struct HealthJson<'a> {
     tables: &'a [TableHealth],
 }
 
-fn text(report: &Report, tables: &[TableHealth], now: OffsetDateTime) -> String {
+/// The summary beside the checks' rows; for people, the largest tables under them.
+fn print(report: &Report, tables: &[TableHealth], printer: Printer) -> std::io::Result<()> {
     let growth = report.growth_bytes_per_day;
     let rate = |rate: Option<f64>| rate.map_or_else(|| "unknown".to_owned(), |r| output::bytes(r.round() as i64));
-    let mut text = format!(
+    let mut summary = format!(
         "Database {}; growth a day: {} (7 days), {} (30 days)",
         output::bytes(report.database_bytes),
         rate(growth.last_7_days),
         rate(growth.last_30_days)
     );
     if let Some(days) = report.days_until_full {
-        text.push_str(&format!("; the volume is full in about {days} days"));
+        summary.push_str(&format!("; the volume is full in about {days} days"));
     }
-    let mut checks = output::table(["Check", "Status", "Detail"]);
-    for check in &report.checks {
-        checks.add_row([
-            comfy_table::Cell::new(check.name),
-            output::verdict(check.ok, "ok", "WARN"),
-            comfy_table::Cell::new(&check.detail),
-        ]);
+    printer.aside(&summary)?;
+    printer.rows(&crate::commands::check_rows(&report.checks))?;
+    if !printer.for_people() {
+        return Ok(());
     }
-    let mut largest = output::table(["Largest tables", "Size", "Rows", "Dead rows", "Last vacuum", "Last analyze"]);
-    let when = |at: Option<OffsetDateTime>| at.map_or_else(|| "never".to_owned(), |at| output::ago(at, now));
+    let mut largest = Rows::plain(&["Largest tables", "Size", "Rows", "Dead rows", "Last vacuum", "Last analyze"]);
     for table in tables {
-        largest.add_row([
-            table.name.clone(),
-            output::bytes(table.bytes),
-            table.live_rows.to_string(),
-            table.dead_rows.to_string(),
-            when(table.last_vacuum),
-            when(table.last_analyze),
+        largest.push(vec![
+            table.name.as_str().into(),
+            Cell::Bytes(table.bytes),
+            table.live_rows.into(),
+            table.dead_rows.into(),
+            table.last_vacuum.into(),
+            table.last_analyze.into(),
         ]);
     }
-    format!("{text}\n{checks}\n{largest}")
+    printer.rows(&largest)
 }

@@ -12,14 +12,15 @@ use crate::cursor;
 use crate::db::backups::After;
 use crate::db::inspect::{self, BackupRow, Stats, UserOrder, UserRow};
 use crate::encoding::hex;
-use crate::output::{self, Fit};
+use crate::output::{self, Cell, Fit, Printer, Rows};
 
 /// Runs `inspect <view>`.
-pub async fn run(args: InspectArgs) -> anyhow::Result<ExitStatus> {
+pub async fn run(args: InspectArgs, printer: Printer) -> anyhow::Result<ExitStatus> {
     // Health connects itself: a database it cannot reach is a verdict its monitor must hear.
     let view = match args.view {
         InspectView::Health { volume_size, long_transaction, ping } => {
-            return health::run(&args.database, args.json, volume_size, long_transaction, ping.as_deref()).await;
+            return health::run(&args.database, args.json, volume_size, long_transaction, ping.as_deref(), printer)
+                .await;
         }
         view => view,
     };
@@ -47,7 +48,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<ExitStatus> {
             users.truncate(limit as usize);
             let page = Page { shown: users.len(), skipped: offset, total, next_cursor: next_cursor.as_deref() };
             show(args.json, &UsersJson { users: &users, total, next_cursor: page.next_cursor }, || {
-                page.under(users_table(&users, now), "user", "users")
+                page.under(&users_rows(&users), "user", "users", printer)
             })
         }
         InspectView::User { id } => {
@@ -58,12 +59,15 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<ExitStatus> {
             let (backups, _) =
                 inspect::backups(&pool, Some(id), None, None, 100_000).await.context("could not list the backups")?;
             show(args.json, &UserDetailJson { user: &user, backups: &backups }, || {
-                let list = if backups.is_empty() {
-                    "No backups.".to_owned()
+                // A script gets the backups' rows; people, the account above them.
+                if printer.for_people() {
+                    printer.rows(&users_rows(std::slice::from_ref(&user)))?;
+                }
+                if backups.is_empty() {
+                    printer.aside("No backups.")
                 } else {
-                    backups_table(&backups, now, false).to_string()
-                };
-                format!("{}\n{list}", users_table(std::slice::from_ref(&user), now))
+                    printer.rows(&backups_rows(&backups, false))
+                }
             })
         }
         InspectView::Backups { user, since, limit, cursor } => {
@@ -84,21 +88,20 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<ExitStatus> {
             backups.truncate(limit as usize);
             let page = Page { shown: backups.len(), skipped: 0, total, next_cursor: next_cursor.as_deref() };
             show(args.json, &BackupsJson { backups: &backups, total, next_cursor: page.next_cursor }, || {
-                page.under(backups_table(&backups, now, true), "backup", "backups")
+                page.under(&backups_rows(&backups, true), "backup", "backups", printer)
             })
         }
         InspectView::Stats => {
             let stats = inspect::stats(&pool, 10).await.context("could not read the statistics")?;
-            show(args.json, &stats, || stats_text(&stats))
+            show(args.json, &stats, || print_stats(&stats, printer))
         }
         InspectView::Health { .. } => unreachable!("answered before connecting"),
     }
 }
 
-/// JSON for scripts, or the text for people.
-fn show(json: bool, value: &impl Serialize, text: impl FnOnce() -> String) -> anyhow::Result<ExitStatus> {
-    if json { output::print_json(value) } else { output::write_stdout(&format!("{}\n", text())) }
-        .context("could not write the output")?;
+/// JSON, or what `print` prints.
+fn show(json: bool, value: &impl Serialize, print: impl FnOnce() -> std::io::Result<()>) -> anyhow::Result<ExitStatus> {
+    if json { output::print_json(value) } else { print() }.context("could not write the output")?;
     Ok(ExitStatus::Success)
 }
 
@@ -111,9 +114,12 @@ struct Page<'a> {
 }
 
 impl Page<'_> {
-    /// The page's table with its footer under it; only the footer when the page is empty.
-    fn under(&self, table: output::Fitted, one: &str, many: &str) -> String {
-        if self.shown == 0 { self.footer(one, many) } else { format!("{table}\n{}", self.footer(one, many)) }
+    /// The page's rows with its footer beside them; only the footer when the page is empty.
+    fn under(&self, rows: &Rows, one: &str, many: &str, printer: Printer) -> std::io::Result<()> {
+        if self.shown > 0 {
+            printer.rows(rows)?;
+        }
+        printer.aside(&self.footer(one, many))
     }
 
     /// "Showing 50 of 312 users; next page: --cursor 50", or what an empty page means.
@@ -160,77 +166,80 @@ struct UserDetailJson<'a> {
 /// run plus two hours of slack).
 const BACKUP_WARNING_AGE: time::Duration = time::Duration::hours(26);
 
-fn users_table(users: &[UserRow], now: OffsetDateTime) -> output::Fitted {
-    let columns = [
+fn users_rows(users: &[UserRow]) -> Rows {
+    let mut rows = Rows::new(&[
         ("User", Fit::Whole),
         ("Created", Fit::Hide(2)),
         ("Last backup", Fit::Wrap),
         ("Backups", Fit::Wrap),
         ("Size", Fit::Hide(1)),
         ("Stored", Fit::Wrap),
-    ];
-    let rows = users
-        .iter()
-        .map(|user| {
-            vec![
-                user.user_id.to_string(),
-                output::ago(user.created_at, now),
-                user.last_backup_at.map_or_else(|| "never".to_owned(), |at| output::ago(at, now)),
-                user.backup_count.to_string(),
-                output::bytes(user.total_bytes),
-                output::bytes(user.stored_bytes),
-            ]
-        })
-        .collect();
-    output::fitted_table(&columns, rows)
+    ]);
+    for user in users {
+        rows.push(vec![
+            user.user_id.to_string().into(),
+            Cell::Ago(user.created_at),
+            user.last_backup_at.into(),
+            user.backup_count.into(),
+            Cell::Bytes(user.total_bytes),
+            Cell::Bytes(user.stored_bytes),
+        ]);
+    }
+    rows
 }
 
-fn backups_table(backups: &[BackupRow], now: OffsetDateTime, with_owner: bool) -> output::Fitted {
+fn backups_rows(backups: &[BackupRow], with_owner: bool) -> Rows {
     let mut columns =
         vec![("Backup", Fit::Whole), ("Created", Fit::Wrap), ("Size", Fit::Wrap), ("SHA-256", Fit::Hide(1))];
     if with_owner {
         columns.insert(1, ("User", Fit::Hide(2)));
     }
-    let rows = backups
-        .iter()
-        .map(|backup| {
-            let mut row = vec![
-                backup.backup_id.to_string(),
-                output::ago(backup.created_at, now),
-                output::bytes(backup.size_bytes.into()),
-                hex(backup.sha256.get(..6).unwrap_or_default()),
-            ];
-            if with_owner {
-                row.insert(1, backup.user_id.to_string());
-            }
-            row
-        })
-        .collect();
-    output::fitted_table(&columns, rows)
+    let mut rows = Rows::new(&columns);
+    for backup in backups {
+        let mut row = vec![
+            backup.backup_id.to_string().into(),
+            Cell::Ago(backup.created_at),
+            Cell::Bytes(backup.size_bytes.into()),
+            Cell::Hash(hex(&backup.sha256)),
+        ];
+        if with_owner {
+            row.insert(1, backup.user_id.to_string().into());
+        }
+        rows.push(row);
+    }
+    rows
 }
 
-fn stats_text(stats: &Stats) -> String {
-    let mut totals = output::table(["Users", "Backups", "Backup bytes", "Stored", "Database size"]);
-    totals.add_row([
-        stats.users.to_string(),
-        stats.backups.to_string(),
-        output::bytes(stats.total_bytes),
-        output::bytes(stats.stored_bytes),
-        output::bytes(stats.database_bytes),
+/// The totals for a script; for people, the tables' sizes, the largest users, the last
+/// database backup and a chart of backups a day beside them.
+fn print_stats(stats: &Stats, printer: Printer) -> std::io::Result<()> {
+    let mut totals = Rows::plain(&["Users", "Backups", "Backup bytes", "Stored", "Database size"]);
+    totals.push(vec![
+        stats.users.into(),
+        stats.backups.into(),
+        Cell::Bytes(stats.total_bytes),
+        Cell::Bytes(stats.stored_bytes),
+        Cell::Bytes(stats.database_bytes),
     ]);
-    let mut tables = output::table(["Table", "Rows", "Size on disk"]);
-    for table in &stats.tables {
-        tables.add_row([table.name.clone(), table.rows.to_string(), output::bytes(table.bytes)]);
+    printer.rows(&totals)?;
+    if !printer.for_people() {
+        return Ok(());
     }
-    let mut largest = output::table(["Largest users", "Backups", "Size", "Stored"]);
+    let mut tables = Rows::plain(&["Table", "Rows", "Size on disk"]);
+    for table in &stats.tables {
+        tables.push(vec![table.name.as_str().into(), table.rows.into(), Cell::Bytes(table.bytes)]);
+    }
+    printer.rows(&tables)?;
+    let mut largest = Rows::plain(&["Largest users", "Backups", "Size", "Stored"]);
     for user in &stats.largest_users {
-        largest.add_row([
-            user.user_id.to_string(),
-            user.backup_count.to_string(),
-            output::bytes(user.total_bytes),
-            output::bytes(user.stored_bytes),
+        largest.push(vec![
+            user.user_id.to_string().into(),
+            user.backup_count.into(),
+            Cell::Bytes(user.total_bytes),
+            Cell::Bytes(user.stored_bytes),
         ]);
     }
+    printer.rows(&largest)?;
     let now = OffsetDateTime::now_utc();
     let last = match &stats.last_database_backup {
         None => {
@@ -250,7 +259,7 @@ fn stats_text(stats: &Stats) -> String {
             line
         }
     };
-    format!("{totals}\n{tables}\n{largest}\n{last}Backups per day (UTC):\n{}", bar_chart(&stats.backups_per_day))
+    output::write_stdout(&format!("{last}Backups per day (UTC):\n{}", bar_chart(&stats.backups_per_day)))
 }
 
 /// One line a day: the date, a bar scaled to the busiest day, the count.
