@@ -702,9 +702,19 @@ pub struct ServeArgs {
     #[arg(long)]
     pub dev: bool,
 
-    /// Folder for `--dev`'s PostgreSQL cluster and signing secret, kept between runs.
+    /// Folder for `--dev`'s PostgreSQL cluster, its password and the signing secret, kept between runs.
     #[arg(long, env = "DEV_DATA_DIR", default_value = ".dailyreps", requires = "dev")]
     pub dev_data_dir: PathBuf,
+
+    /// Delete what `--dev` keeps for --dev-data-dir (the cluster, wherever it lives, /var/tmp
+    /// included; its password; the signing secret) and exit, instead of serving. It is named
+    /// first; on a terminal you are asked.
+    #[arg(long, requires = "dev")]
+    pub remove_dev_data: bool,
+
+    /// With --remove-dev-data off a terminal (a script): delete without asking.
+    #[arg(long, requires = "remove_dev_data")]
+    pub yes: bool,
 }
 
 /// `migrate` and its subcommands.

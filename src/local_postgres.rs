@@ -1,8 +1,9 @@
 //! A private PostgreSQL cluster on this machine, for `serve --dev` and the test harness.
 //!
-//! It uses the machine's own `initdb` and `pg_ctl`, listens on a loopback port with `trust`
-//! authentication (the one it had last time when still free, so a `DATABASE_URL` exported for
-//! a kept cluster keeps working), and is stopped by a watchdog when this process ends, however it
+//! It uses the machine's own `initdb` and `pg_ctl`, listens on a loopback port (the one it had
+//! last time when still free, so a `DATABASE_URL` exported for a kept cluster keeps working)
+//! with `trust` authentication until [`LocalCluster::require_passwords`] (which `serve --dev`
+//! calls: another user of a shared machine must not get in), and is stopped by a watchdog when this process ends, however it
 //! ends: the watchdog is a shell that waits for EOF on a pipe whose only writer is this
 //! process, so even a SIGKILL stops the cluster. PostgreSQL refuses to run as root, so when
 //! we are root the cluster is owned by and run as the unprivileged `postgres` (or `nobody`)
@@ -179,7 +180,8 @@ impl LocalCluster {
         &self.data_dir
     }
 
-    /// A connection URL for `database` as the superuser (trust authentication: no password).
+    /// A connection URL for `database` as the superuser, without a password (one the cluster
+    /// asks for comes from elsewhere: `PGPASSFILE`).
     pub fn url(&self, database: &str) -> String {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
     }
@@ -197,6 +199,31 @@ impl LocalCluster {
         let mut pg_ctl = self.command("pg_ctl");
         pg_ctl.args(["stop", "-w", "-m", "fast", "-D"]).arg(&self.data_dir);
         run_tool(pg_ctl, "pg_ctl stop")
+    }
+
+    /// From now on every connection needs a password (SCRAM), as on a machine other people use:
+    /// `trust` lines in `pg_hba.conf` become `scram-sha-256`, and the server reloads. Set the
+    /// superuser's password first, or nobody gets in.
+    pub fn require_passwords(&self) -> Result<(), LocalPgError> {
+        let hba = self.data_dir.join("pg_hba.conf");
+        let cannot = |e: std::io::Error| failed(format!("could not require passwords in {}: {e}", hba.display()));
+        let text = fs::read_to_string(&hba).map_err(cannot)?;
+        let rewritten: String = text
+            .lines()
+            .map(|line| match line.split_whitespace().last() {
+                Some("trust") if !line.trim_start().starts_with('#') => {
+                    format!("{}scram-sha-256\n", line.trim_end().strip_suffix("trust").unwrap_or(line))
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        if rewritten == text {
+            return Ok(());
+        }
+        fs::write(&hba, rewritten).map_err(cannot)?;
+        let mut pg_ctl = self.command("pg_ctl");
+        pg_ctl.arg("reload").arg("-D").arg(&self.data_dir);
+        run_tool(pg_ctl, "pg_ctl reload")
     }
 
     /// Starts the server again after [`Self::stop_server`], on the same port.

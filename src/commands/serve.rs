@@ -14,12 +14,14 @@ use crate::config::{AllowedOrigins, ConfigError, DatabaseUrl, HumanDuration, Lim
 use crate::db::{self, migrations};
 use crate::http::connections::ConnectionLimits;
 use crate::http::{self, state::ApiSettings, state::AppState};
-use crate::local_postgres::LocalCluster;
 use crate::output;
 use crate::output::Printer;
 
 /// Runs the server.
 pub async fn run(mut args: ServeArgs, printer: Printer) -> anyhow::Result<()> {
+    if args.remove_dev_data {
+        return dev::remove_data(&args.dev_data_dir, args.yes, printer);
+    }
     let dev_secret = match (&args.signing_secret, args.dev) {
         (None, true) => Some(dev::load_or_create_secret(&args.dev_data_dir)?),
         _ => None,
@@ -30,16 +32,17 @@ pub async fn run(mut args: ServeArgs, printer: Printer) -> anyhow::Result<()> {
     let settings = ApiSettings::try_from(&args)?;
     // Before the development PostgreSQL starts: a port in use fails at once, with nothing to undo.
     let listeners = Listeners::bind(&args, printer).await?;
-    let (cluster, url) = match (&args.database.database_url, args.dev) {
+    let (dev_database, url) = match (&args.database.database_url, args.dev) {
         (None, true) => {
-            let (cluster, url) = dev::start_database(&args.dev_data_dir, printer).await?;
-            (Some(cluster), url)
+            let database = dev::start_database(&args.dev_data_dir, printer).await?;
+            let url = database.url.clone();
+            (Some(database), url)
         }
         (raw, _) => (None, DatabaseUrl::from_setting(raw.as_ref())?),
     };
 
-    let result = serve(&args, listeners, &url, settings, dev_secret.as_ref(), cluster.as_ref()).await;
-    if let Some(cluster) = cluster {
+    let result = serve(&args, listeners, &url, settings, dev_secret.as_ref(), dev_database.as_ref()).await;
+    if let Some(dev::DevDatabase { cluster, .. }) = dev_database {
         match cluster.stop() {
             Ok(()) => printer.status("stopped the development PostgreSQL"),
             Err(e) => tracing::warn!(error = %e, "could not stop the development PostgreSQL"),
@@ -136,7 +139,7 @@ async fn serve(
     url: &DatabaseUrl,
     settings: ApiSettings,
     dev_secret: Option<&dev::DevSecret>,
-    cluster: Option<&LocalCluster>,
+    dev_database: Option<&dev::DevDatabase>,
 ) -> anyhow::Result<()> {
     let pool_settings = db::PoolSettings { max_connections: args.pool_size, acquire_timeout: Duration::from_secs(5) };
     let pool = db::connect(url, pool_settings).await?;
@@ -147,7 +150,7 @@ async fn serve(
     let (api_addr, metrics_addr) = (api.local_addr()?, metrics.local_addr()?);
     tracing::info!(%api_addr, %metrics_addr, database = %url, version = env!("CARGO_PKG_VERSION"), commit = env!("DAILYREPS_BUILD_COMMIT"), "listening");
     if args.dev {
-        print_dev_banner(api_addr, metrics_addr, url, dev_secret, cluster)?;
+        print_dev_banner(api_addr, metrics_addr, url, dev_secret, dev_database)?;
     }
 
     let (signalled, on_signal) = watch::channel(false);
@@ -197,7 +200,7 @@ fn print_dev_banner(
     metrics: SocketAddr,
     url: &DatabaseUrl,
     dev_secret: Option<&dev::DevSecret>,
-    cluster: Option<&LocalCluster>,
+    dev_database: Option<&dev::DevDatabase>,
 ) -> anyhow::Result<()> {
     let local = |addr: SocketAddr| {
         if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() }
@@ -207,14 +210,16 @@ fn print_dev_banner(
         "\nDailyReps backup server, development mode\n  API:      {api_url}\n  Metrics:  http://{metrics}/metrics\n  Database: {url}\n",
         metrics = local(metrics),
     );
-    if let Some(cluster) = cluster {
-        text.push_str(&format!("            (data kept in {})\n", cluster.data_dir().display()));
+    if let Some(database) = dev_database {
+        text.push_str(&format!("            (data kept in {})\n", database.cluster.data_dir().display()));
     }
     // What `request`, `inspect` and the rest read, ready to paste into another shell. The
-    // database URL only for the private cluster: it has no password, and a given URL may.
+    // database URL only for the private cluster, whose password is in a file PGPASSFILE names
+    // (a given URL may hold one, and no password is ever printed).
     text.push_str(&format!("  In another shell:\n    export DAILYREPS_URL={api_url}\n"));
-    if let Some(cluster) = cluster {
-        text.push_str(&format!("    export DATABASE_URL={}\n", cluster.url(dev::DEV_DATABASE)));
+    if let Some(database) = dev_database {
+        text.push_str(&format!("    export DATABASE_URL={}\n", database.cluster.url(dev::DEV_DATABASE)));
+        text.push_str(&format!("    export PGPASSFILE={}\n", database.pgpass.display()));
     }
     if let Some(secret) = dev_secret {
         text.push_str(&format!(

@@ -7,6 +7,13 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Sets a role's password; PostgreSQL stores only its SCRAM verifier.
+pub async fn set_password(conn: &mut PgConnection, role: &str, password: &str) -> Result<(), sqlx::Error> {
+    // A password cannot be bound as a parameter of ALTER ROLE: it is a quoted literal here.
+    let statement = format!("ALTER ROLE {} PASSWORD '{}'", quote_ident(role), password.replace('\'', "''"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(conn).await.map(drop)
+}
+
 /// Whether a database of that name exists.
 pub async fn database_exists(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)").bind(name).fetch_one(conn).await

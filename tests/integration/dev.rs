@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use reqwest::StatusCode;
+use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::common::{binary, scratch_dir};
@@ -114,7 +115,23 @@ async fn dev_mode_runs_its_own_database_and_keeps_it_between_runs() {
     let database_url = exported(&first.stdout, "DATABASE_URL");
     assert!(database_url.starts_with("postgres://postgres@127.0.0.1:"), "{database_url}");
 
-    let second = run_dev_server(&dir).await;
+    // The cluster asks for its password, which the banner never shows: a file PGPASSFILE names,
+    // kept beside the signing secret and readable by this user only.
+    let pgpass = exported(&first.stdout, "PGPASSFILE");
+    assert_eq!(Path::new(&pgpass), std::path::absolute(dir.join("pgpass")).unwrap());
+    let kept = std::fs::read_to_string(&pgpass).unwrap();
+    let password = kept.trim().rsplit(':').next().unwrap();
+    assert!(password.len() >= 32 && !first.stdout.contains(password) && !first.stderr.contains(password));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&pgpass).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let second = start_dev_server(&dir).await;
+    let without = sqlx::PgConnection::connect(&database_url).await.map(drop);
+    let refused = without.expect_err("a connection without the password is refused").to_string();
+    assert!(refused.contains("password authentication failed"), "{refused}");
+    let with = sqlx::PgConnection::connect(&database_url.replacen("postgres@", &format!("postgres:{password}@"), 1));
+    with.await.expect("the kept password is the cluster's");
+    let second = second.stop().await;
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert_eq!(exported(&second.stdout, "DATABASE_URL"), database_url, "the database keeps its port between runs");
     assert!(second.stderr.contains("started PostgreSQL") && !second.stderr.contains("created"), "{}", second.stderr);
@@ -133,6 +150,7 @@ async fn the_banner_exports_what_request_and_inspect_read() {
         ("DAILYREPS_URL", url.as_str()),
         ("APP_SIGNING_SECRET", &exported_secret(&server.banner)),
         ("DATABASE_URL", &exported(&server.banner, "DATABASE_URL")),
+        ("PGPASSFILE", &exported(&server.banner, "PGPASSFILE")),
     ];
     // The README's first request, on a port that is not 8080, with nothing but the exports.
     let registered = binary::run(&["request", "POST", "/api/users"], &env).await;
@@ -191,4 +209,29 @@ async fn a_taken_api_port_fails_before_the_development_postgresql_starts() {
     assert!(!stderr.contains("PostgreSQL in"), "PostgreSQL was started first: {stderr}");
     drop(taken);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn remove_dev_data_names_what_it_deletes_and_asks_for_yes_off_a_terminal() {
+    let dir = scratch_dir("dev-remove");
+    let first = run_dev_server(&dir).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let data = first.stderr.lines().find_map(|line| line.split(" PostgreSQL in ").nth(1)).unwrap();
+    let cluster = std::path::PathBuf::from(data.split(" on port").next().unwrap());
+    assert!(cluster.join("PG_VERSION").exists(), "{}", cluster.display());
+    let remove = |extra: &'static [&'static str]| {
+        let mut args = vec!["serve", "--dev", "--remove-dev-data", "--dev-data-dir", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        async move { binary::run(&args, &[]).await }
+    };
+    let refused = remove(&[]).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains(&cluster.display().to_string()) && refused.stderr.contains("--yes"));
+    assert!(cluster.join("PG_VERSION").exists(), "nothing deleted without --yes");
+    let removed = remove(&["--yes"]).await;
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert!(removed.stderr.contains("deleted") && removed.stderr.contains("pgpass"), "{}", removed.stderr);
+    assert!(!cluster.exists() && !dir.join("signing-secret").exists() && !dir.join("pgpass").exists());
+    let again = remove(&["--yes"]).await;
+    assert!(again.code == 0 && again.stderr.contains("nothing to remove"), "{}", again.stderr);
 }
