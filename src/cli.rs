@@ -15,12 +15,12 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("
 #[command(name = "dailyreps-backup-server", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// Log format: `pretty` for people, `json` for log collectors (default: pretty on a terminal).
-    #[arg(long, env = "LOG_FORMAT", global = true, value_enum)]
+    #[arg(long, value_name = "FORMAT", env = "LOG_FORMAT", global = true, value_enum, help_heading = "Global options")]
     pub log_format: Option<LogFormat>,
 
     /// No status lines or progress bars on stderr, for scripts: data (stdout), warnings and
     /// errors still appear, and the exit status says how it went.
-    #[arg(long, short = 'q', global = true)]
+    #[arg(long, short = 'q', global = true, help_heading = "Global options")]
     pub quiet: bool,
 
     /// What to do.
@@ -41,13 +41,146 @@ Exit status:
   130  interrupted (Ctrl-C); nothing was left half-done
 With --json, a failure is one JSON document on stdout too: {\"ok\": false, \"error\": {\"code\", \"message\"}}.";
 
+/// Each command's examples, by its path under the binary (`inspect users`), as `--help` and
+/// the man pages show them.
+pub fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
+    match path {
+        "" => &[
+            ("The API on a private local PostgreSQL", "serve --dev"),
+            ("Is everything on the operator's side in order?", "doctor --bucket s3://dailyreps-backups/db"),
+            ("Every command's own help", "help prune"),
+        ],
+        "serve" => &[
+            ("On a private local PostgreSQL, with a generated signing secret", "serve --dev"),
+            ("Against a database, on another port", "serve --bind 127.0.0.1:3000"),
+            ("Delete what --dev keeps (the cluster, its password, the secret)", "serve --dev --remove-dev-data"),
+        ],
+        "migrate" => &[
+            ("Apply what is pending (safe to run twice, and from two machines)", "migrate"),
+            ("Fail a script when the database is behind this binary", "migrate status --check"),
+        ],
+        "migrate status" => &[
+            ("Applied and pending", "migrate status"),
+            ("For a script", "migrate status --json | jq '.pending | length'"),
+        ],
+        "backup-db" => &[
+            ("A dump into ./backups/, keeping the newest seven", "backup-db --output backups/ --keep 7"),
+            (
+                "Encrypted to a bucket, with a dead-man's switch",
+                "backup-db --to s3://dailyreps-backups/db --ping https://hc-ping.com/UUID",
+            ),
+        ],
+        "restore-db" => &[
+            (
+                "The newest backup in a bucket into a new database",
+                "restore-db s3://dailyreps-backups/db/latest --identity backup-key.txt --create",
+            ),
+            (
+                "A file into a database that holds data (asks first)",
+                "restore-db backups/dailyreps-20261207T030000.000Z.sql.zst --force",
+            ),
+        ],
+        "verify-backup" => &[
+            ("A file", "verify-backup backups/dailyreps-20261207T030000.000Z.sql.zst"),
+            (
+                "The newest in a bucket, decrypted and read through",
+                "verify-backup s3://dailyreps-backups/db/latest --identity backup-key.txt",
+            ),
+        ],
+        "list-backups" => &[
+            ("What is there, and what retention keeps", "list-backups s3://dailyreps-backups/db"),
+            (
+                "The newest one's key, for a script",
+                "list-backups s3://dailyreps-backups/db --json | jq -r '.backups[0].key'",
+            ),
+        ],
+        "backup-status" => &[
+            (
+                "From a scheduled job: exit 3 when the newest is stale or small",
+                "backup-status s3://dailyreps-backups/db --max-age 26h",
+            ),
+            ("The newest one's age, for a script", "backup-status s3://dailyreps-backups/db --json | jq .age_seconds"),
+        ],
+        "inspect" => &[
+            ("Totals, sizes, largest users, backups per day", "inspect stats"),
+            ("The heaviest accounts", "inspect users --sort size --limit 20"),
+            ("Is the database healthy; when is the volume full?", "inspect health --volume-size 1GB"),
+        ],
+        "inspect users" => &[("The next page", "inspect users --cursor 50"), ("For a script", "inspect users --json")],
+        "inspect user" => &[
+            ("One account and its backups", "inspect user 0b6f9a8e-7f0a-4d5e-9f55-2a3c2b1d4e5f"),
+            ("For a script", "inspect user 0b6f9a8e-7f0a-4d5e-9f55-2a3c2b1d4e5f --json"),
+        ],
+        "inspect backups" => &[
+            ("The newest ten", "inspect backups --limit 10"),
+            (
+                "One account's backups of the last week",
+                "inspect backups --user 0b6f9a8e-7f0a-4d5e-9f55-2a3c2b1d4e5f --since 7d",
+            ),
+        ],
+        "inspect stats" => &[
+            ("Totals, table sizes, largest users, backups per day", "inspect stats"),
+            ("For a script", "inspect stats --json"),
+        ],
+        "inspect health" => &[
+            ("Every hour, pinging a monitor", "inspect health --volume-size 1GB --ping https://hc-ping.com/UUID"),
+            ("Sessions idle in a transaction for a minute warn", "inspect health --long-transaction 1m"),
+        ],
+        "doctor" => &[
+            (
+                "From the laptop, with the read-only key and the age key",
+                "doctor --bucket s3://dailyreps-backups/db --identity backup-key.txt",
+            ),
+            ("For a script", "doctor --json | jq '.checks[] | select(.ok | not)'"),
+        ],
+        "prune" => &[
+            ("See what would go", "prune --older-than 90d --keep-last 5 --dry-run"),
+            ("Accounts silent for a year, with their data, from a script", "prune --inactive-users 365d --yes"),
+            ("Everything of one account", "prune --user 0b6f9a8e-7f0a-4d5e-9f55-2a3c2b1d4e5f"),
+        ],
+        "scrub" => &[("Every chunk and backup re-hashed", "scrub"), ("For a script", "scrub --json")],
+        "reserve" => &[
+            ("Keep 64 MiB in reserve (once, after setting up)", "reserve"),
+            ("The volume is full: give it back, so uploads and prune work", "reserve --release"),
+        ],
+        "request" => &[
+            ("Register an account", "request POST /api/users"),
+            ("Upload a backup", "request POST /api/backup --data @backup.json"),
+            ("The newest backup, with the status and headers", "request GET /api/backups/latest --include"),
+        ],
+        "smoke-test" => &[
+            ("After a deploy", "smoke-test --url https://dailyreps-backup-server.fly.dev --wait 90s"),
+            ("For CI", "smoke-test --url https://dailyreps-backup-server.fly.dev --json"),
+        ],
+        "completions" => &[
+            ("bash", "completions bash > ~/.local/share/bash-completion/completions/dailyreps-backup-server"),
+            ("zsh", "completions zsh > ~/.zfunc/_dailyreps-backup-server"),
+        ],
+        _ => &[],
+    }
+}
+
 impl Cli {
-    /// The command line as clap sees it, with the exit statuses under every command's help.
+    /// The command line as clap sees it, with examples and the exit statuses under every
+    /// command's help.
     pub fn definition() -> clap::Command {
-        fn decorate(command: clap::Command) -> clap::Command {
-            command.after_help(EXIT_STATUS).mut_subcommands(decorate)
+        fn decorate(command: clap::Command, path: &str) -> clap::Command {
+            let examples: String = examples(path)
+                .iter()
+                .map(|(what, line)| format!("  # {what}\n  $ dailyreps-backup-server {line}\n"))
+                .collect();
+            let after = if examples.is_empty() {
+                EXIT_STATUS.to_owned()
+            } else {
+                format!("Examples:\n{examples}\n{EXIT_STATUS}")
+            };
+            command.after_help(after).mut_subcommands(|sub| {
+                let path =
+                    if path.is_empty() { sub.get_name().to_owned() } else { format!("{path} {}", sub.get_name()) };
+                decorate(sub, &path)
+            })
         }
-        decorate(Self::command())
+        decorate(Self::command(), "")
     }
 
     /// Parses the process's arguments against [`Self::definition`]; exits 2 on a usage error
@@ -167,12 +300,12 @@ pub struct BackupDbArgs {
 
     /// A folder for UTC-timestamped dumps (created if missing), or a file ending in .sql.zst.
     /// A path that does not exist and does not end in .sql.zst is a folder.
-    #[arg(long, short = 'o', default_value = "backups/")]
+    #[arg(long, value_name = "PATH", short = 'o', default_value = "backups/")]
     pub output: PathBuf,
 
     /// After a successful dump, keep only the newest N of this tool's timestamped dumps in the
     /// output folder (by the time in their names; other files are never touched).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: Option<u32>,
 
     /// Overwrite the file --output names if it exists.
@@ -267,16 +400,16 @@ pub struct VerifyBackupArgs {
 #[derive(Debug, Clone, Copy, Args)]
 pub struct RetentionArgs {
     /// Keep the newest backup of each of the last N days that have one [default: 7].
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub keep_daily: Option<u32>,
     /// Keep the newest of each of the last N weeks that have one [default: 4].
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub keep_weekly: Option<u32>,
     /// Keep the newest of each of the last N months that have one [default: 6].
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub keep_monthly: Option<u32>,
     /// Keep the newest N, whatever their dates [default: 3].
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub keep_min: Option<u32>,
 }
 
@@ -317,11 +450,11 @@ pub struct DoctorArgs {
     pub identity: Option<PathBuf>,
 
     /// The app signing secret(s), comma-separated.
-    #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
+    #[arg(long, value_name = "SECRETS", env = "APP_SIGNING_SECRET", hide_env_values = true)]
     pub signing_secret: Option<SecretString>,
 
     /// The oldest the newest backup may be.
-    #[arg(long, default_value = "26h")]
+    #[arg(long, value_name = "DURATION", default_value = "26h")]
     pub max_age: HumanDuration,
 
     /// Print JSON instead of a table.
@@ -351,7 +484,7 @@ pub struct BackupStatusArgs {
     pub url: crate::remote::BucketUrl,
 
     /// The oldest the newest backup may be, e.g. 26h for a daily schedule.
-    #[arg(long, default_value = "26h")]
+    #[arg(long, value_name = "DURATION", default_value = "26h")]
     pub max_age: HumanDuration,
 
     /// Print JSON instead of a line.
@@ -384,13 +517,13 @@ pub enum InspectView {
         #[arg(long, value_enum, default_value = "created")]
         sort: UserSort,
         /// Rows to show (1–1000).
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
         limit: i64,
         /// Rows to skip.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..), conflicts_with = "cursor")]
+        #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..), conflicts_with = "cursor")]
         offset: i64,
         /// `next_cursor` of the previous page.
-        #[arg(long)]
+        #[arg(long, value_name = "CURSOR")]
         cursor: Option<String>,
     },
     /// One account and its backups.
@@ -401,16 +534,16 @@ pub enum InspectView {
     /// Backups, newest first.
     Backups {
         /// Only this account's.
-        #[arg(long)]
+        #[arg(long, value_name = "USER_ID")]
         user: Option<uuid::Uuid>,
         /// Only those stored in this last period, e.g. 7d.
-        #[arg(long)]
+        #[arg(long, value_name = "DURATION")]
         since: Option<HumanDuration>,
         /// Rows to show (1–1000).
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
         limit: i64,
         /// `next_cursor` of the previous page.
-        #[arg(long)]
+        #[arg(long, value_name = "CURSOR")]
         cursor: Option<String>,
     },
     /// Totals, database and table sizes, largest users, backups per day.
@@ -426,10 +559,10 @@ pub enum InspectView {
     /// warns) and WAL archiving (failing warns). Two database round trips at most.
     Health {
         /// The volume PostgreSQL's data lives on, e.g. 1GB (Fly's sizes are GB: 10^9 bytes).
-        #[arg(long, env = "DATABASE_VOLUME_SIZE")]
+        #[arg(long, value_name = "SIZE", env = "DATABASE_VOLUME_SIZE")]
         volume_size: Option<ByteSize>,
         /// A transaction open, or a statement running, longer than this warns.
-        #[arg(long, default_value = "5m")]
+        #[arg(long, value_name = "DURATION", default_value = "5m")]
         long_transaction: HumanDuration,
         /// A monitor to ping (healthchecks.io's convention): URL when every check is ok,
         /// URL/fail with the warnings (or the error) otherwise. Scheduled beside the backup, it
@@ -462,19 +595,19 @@ pub struct PruneArgs {
     pub database: DatabaseArgs,
 
     /// Backups older than this, e.g. 90d.
-    #[arg(long)]
+    #[arg(long, value_name = "DURATION")]
     pub older_than: Option<HumanDuration>,
 
     /// Keep each user's newest N backups.
-    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
     pub keep_last: Option<i64>,
 
     /// Accounts with no backup in this long (and older than it), deleted with their data, e.g. 365d.
-    #[arg(long)]
+    #[arg(long, value_name = "DURATION")]
     pub inactive_users: Option<HumanDuration>,
 
     /// Only this account.
-    #[arg(long)]
+    #[arg(long, value_name = "USER_ID")]
     pub user: Option<uuid::Uuid>,
 
     /// Show what would be deleted, and stop.
@@ -486,7 +619,7 @@ pub struct PruneArgs {
     pub yes: bool,
 
     /// Rows per batch (each batch is its own short statement).
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
 
     /// Print JSON instead of a table.
@@ -514,7 +647,7 @@ pub struct ReserveArgs {
     pub database: DatabaseArgs,
 
     /// How much to keep in reserve, e.g. 64MiB (about 6% of a 1 GB volume).
-    #[arg(long, default_value = "64MiB")]
+    #[arg(long, value_name = "SIZE", default_value = "64MiB")]
     pub size: ByteSize,
 
     /// Give the reserve back to the volume (when it is full).
@@ -531,19 +664,19 @@ pub struct ReserveArgs {
 pub struct SmokeTestArgs {
     /// The deployment, e.g. https://dailyreps-backup-server.fly.dev (or DAILYREPS_URL, as
     /// `request` reads it).
-    #[arg(long, env = "SMOKE_TEST_URL")]
+    #[arg(long, value_name = "URL", env = "SMOKE_TEST_URL")]
     pub url: Option<String>,
 
     /// `--url` from the variable `request` reads too.
-    #[arg(long = "dailyreps-url", env = "DAILYREPS_URL", hide = true)]
+    #[arg(long = "dailyreps-url", value_name = "URL", env = "DAILYREPS_URL", hide = true)]
     pub dailyreps_url: Option<String>,
 
     /// The app signing secret (the first, if several).
-    #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
+    #[arg(long, value_name = "SECRETS", env = "APP_SIGNING_SECRET", hide_env_values = true)]
     pub signing_secret: Option<SecretString>,
 
     /// How long to wait for the deployment to answer /healthz (machines that start on demand).
-    #[arg(long, default_value = "60s")]
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub wait: HumanDuration,
 
     /// Print JSON instead of a table.
@@ -561,7 +694,7 @@ pub struct RequestArgs {
     pub path: String,
 
     /// Body: text, `@FILE`, or `@-` for stdin. Sent as application/json unless -H says otherwise.
-    #[arg(long, short = 'd')]
+    #[arg(long, value_name = "BODY", short = 'd')]
     pub data: Option<String>,
 
     /// Gzip the body (sent with Content-Encoding: gzip).
@@ -569,7 +702,7 @@ pub struct RequestArgs {
     pub gzip: bool,
 
     /// Extra header, `Name: value`; repeatable.
-    #[arg(long = "header", short = 'H')]
+    #[arg(long = "header", value_name = "HEADER", short = 'H')]
     pub headers: Vec<String>,
 
     /// Print the status line and headers to stderr.
@@ -577,19 +710,19 @@ pub struct RequestArgs {
     pub include: bool,
 
     /// The server.
-    #[arg(long, env = "DAILYREPS_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, value_name = "URL", env = "DAILYREPS_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
 
     /// Bearer token of the account (from POST /api/users).
-    #[arg(long, env = "DAILYREPS_TOKEN", hide_env_values = true)]
+    #[arg(long, value_name = "TOKEN", env = "DAILYREPS_TOKEN", hide_env_values = true)]
     pub token: Option<SecretString>,
 
     /// The app signing secret to sign with (the first, if several).
-    #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
+    #[arg(long, value_name = "SECRETS", env = "APP_SIGNING_SECRET", hide_env_values = true)]
     pub signing_secret: Option<SecretString>,
 
     /// How long to wait for the answer, e.g. 60s.
-    #[arg(long, default_value = "60s")]
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub timeout: HumanDuration,
 }
 
@@ -597,7 +730,7 @@ pub struct RequestArgs {
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<SecretString>,
 }
 
@@ -610,110 +743,130 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
 
     /// Address to listen on for the API: `HOST:PORT`, or just a port (all interfaces).
-    #[arg(long, env = "PORT", default_value = "0.0.0.0:8080")]
+    #[arg(help_heading = "Listening", long, value_name = "ADDR", env = "PORT", default_value = "0.0.0.0:8080")]
     pub bind: BindAddr,
 
     /// Address of the Prometheus metrics listener (`[::]` so Fly's private IPv6 network reaches it).
-    #[arg(long, env = "METRICS_BIND", default_value = "[::]:9091")]
+    #[arg(help_heading = "Listening", long, value_name = "ADDR", env = "METRICS_BIND", default_value = "[::]:9091")]
     pub metrics_bind: SocketAddr,
 
     /// Secrets the app signs requests with, comma-separated (any one is accepted, for rotation).
     /// Each must be at least 32 bytes.
-    #[arg(long, env = "APP_SIGNING_SECRET", hide_env_values = true)]
+    #[arg(help_heading = "Requests", long, value_name = "SECRETS", env = "APP_SIGNING_SECRET", hide_env_values = true)]
     pub signing_secret: Option<SecretString>,
 
     /// Origins allowed to call the API from a browser, comma-separated exact origins
     /// (e.g. https://dailyreps.app). Empty: no cross-origin access.
-    #[arg(long, env = "ALLOWED_ORIGINS", default_value = "")]
+    #[arg(help_heading = "Requests", long, value_name = "ORIGINS", env = "ALLOWED_ORIGINS", default_value = "")]
     pub allowed_origins: String,
 
     /// Largest backup document accepted, in bytes, after gzip decoding (at most 16 MiB, the
     /// largest a database dump reads back).
-    #[arg(long, env = "MAX_BACKUP_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(2..=crate::dump::MAX_DOCUMENT_BYTES as u64))]
+    #[arg(help_heading = "Limits", long, value_name = "BYTES", env = "MAX_BACKUP_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(2..=crate::dump::MAX_DOCUMENT_BYTES as u64))]
     pub max_backup_bytes: u64,
 
     /// Backups kept per user; older ones are deleted when a new one arrives.
-    #[arg(long, env = "MAX_BACKUPS_KEPT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(help_heading = "Limits", long, value_name = "N", env = "MAX_BACKUPS_KEPT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_backups_kept: u32,
 
     /// Memory that request bodies and documents in flight may hold together, in MiB; beyond
     /// it requests are answered 503 with Retry-After. Must hold one upload of the largest size
     /// in every encoding: a gzip body, the decoded document and the database driver's two copies
     /// (a little over four times MAX_BACKUP_BYTES).
-    #[arg(long, env = "MEMORY_BUDGET_MB", default_value_t = 96, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(help_heading = "Limits", long, value_name = "MIB", env = "MEMORY_BUDGET_MB", default_value_t = 96, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub memory_budget_mb: u64,
 
     /// Account registrations per minute from one client IP (0: no limit).
-    #[arg(long, env = "RATE_LIMIT_REGISTER_PER_MINUTE", default_value_t = 10)]
+    #[arg(
+        help_heading = "Limits",
+        long,
+        value_name = "N",
+        env = "RATE_LIMIT_REGISTER_PER_MINUTE",
+        default_value_t = 10
+    )]
     pub rate_limit_register_per_minute: u32,
 
     /// API requests per minute from one user (0: no limit).
-    #[arg(long, env = "RATE_LIMIT_USER_PER_MINUTE", default_value_t = 120)]
+    #[arg(help_heading = "Limits", long, value_name = "N", env = "RATE_LIMIT_USER_PER_MINUTE", default_value_t = 120)]
     pub rate_limit_user_per_minute: u32,
 
     /// API requests per minute from one client IP (0: no limit).
-    #[arg(long, env = "RATE_LIMIT_IP_PER_MINUTE", default_value_t = 600)]
+    #[arg(help_heading = "Limits", long, value_name = "N", env = "RATE_LIMIT_IP_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_ip_per_minute: u32,
 
     /// How long a client may take to send a request body, e.g. 60s (then 408; a slow client
     /// cannot hold the memory budget). [env: BODY_TIMEOUT_SECONDS, in seconds]
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    #[arg(help_heading = "Timeouts", long, value_name = "DURATION", default_value = "60s")]
     pub body_timeout: HumanDuration,
     /// `--body-timeout` in seconds, as the environment gives it.
-    #[arg(long, env = "BODY_TIMEOUT_SECONDS", hide = true, conflicts_with = "body_timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(help_heading = "Timeouts", long, env = "BODY_TIMEOUT_SECONDS", hide = true, conflicts_with = "body_timeout", value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout_seconds: Option<u64>,
 
     /// How long the server may take over a request once its body is in, e.g. 30s (then 503
     /// with Retry-After). [env: REQUEST_TIMEOUT_SECONDS, in seconds]
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    #[arg(help_heading = "Timeouts", long, value_name = "DURATION", default_value = "30s")]
     pub request_timeout: HumanDuration,
     /// `--request-timeout` in seconds, as the environment gives it.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", hide = true, conflicts_with = "request_timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(help_heading = "Timeouts", long, env = "REQUEST_TIMEOUT_SECONDS", hide = true, conflicts_with = "request_timeout", value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_seconds: Option<u64>,
 
     /// How long a client may take to send a request's headers, and may stay idle between
     /// requests on a kept-alive connection, e.g. 15s (then the connection is closed).
     /// [env: HEADER_TIMEOUT_SECONDS, in seconds]
-    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    #[arg(help_heading = "Timeouts", long, value_name = "DURATION", default_value = "15s")]
     pub header_timeout: HumanDuration,
     /// `--header-timeout` in seconds, as the environment gives it.
-    #[arg(long, env = "HEADER_TIMEOUT_SECONDS", hide = true, conflicts_with = "header_timeout", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(help_heading = "Timeouts", long, env = "HEADER_TIMEOUT_SECONDS", hide = true, conflicts_with = "header_timeout", value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_seconds: Option<u64>,
 
     /// Most client connections open at once; beyond it new ones wait to be accepted.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    #[arg(help_heading = "Listening", long, value_name = "N", env = "MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_connections: u32,
 
     /// Most database connections the server holds open.
-    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(help_heading = "Database", long, value_name = "N", env = "DATABASE_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,
 
     /// How long in-flight requests may take after SIGINT or SIGTERM before the process exits
     /// anyway, e.g. 25s (below fly.toml's kill_timeout). [env: SHUTDOWN_GRACE_SECONDS, in seconds]
-    #[arg(long, value_name = "DURATION", default_value = "25s")]
+    #[arg(help_heading = "Timeouts", long, value_name = "DURATION", default_value = "25s")]
     pub shutdown_grace: HumanDuration,
     /// `--shutdown-grace` in seconds, as the environment gives it.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", hide = true, conflicts_with = "shutdown_grace")]
+    #[arg(
+        help_heading = "Timeouts",
+        long,
+        value_name = "SECONDS",
+        env = "SHUTDOWN_GRACE_SECONDS",
+        hide = true,
+        conflicts_with = "shutdown_grace"
+    )]
     pub shutdown_grace_seconds: Option<u64>,
 
     /// Development mode: without DATABASE_URL, start a private local PostgreSQL; apply
     /// migrations; generate a signing secret when none is set; listen on 127.0.0.1 where the
     /// address is 0.0.0.0 or [::] (the defaults), and on a free metrics port when 9091 is taken.
-    #[arg(long)]
+    #[arg(help_heading = "Development", long)]
     pub dev: bool,
 
     /// Folder for `--dev`'s PostgreSQL cluster, its password and the signing secret, kept between runs.
-    #[arg(long, env = "DEV_DATA_DIR", default_value = ".dailyreps", requires = "dev")]
+    #[arg(
+        help_heading = "Development",
+        long,
+        value_name = "DIR",
+        env = "DEV_DATA_DIR",
+        default_value = ".dailyreps",
+        requires = "dev"
+    )]
     pub dev_data_dir: PathBuf,
 
     /// Delete what `--dev` keeps for --dev-data-dir (the cluster, wherever it lives, /var/tmp
     /// included; its password; the signing secret) and exit, instead of serving. It is named
     /// first; on a terminal you are asked.
-    #[arg(long, requires = "dev")]
+    #[arg(help_heading = "Development", long, requires = "dev")]
     pub remove_dev_data: bool,
 
     /// With --remove-dev-data off a terminal (a script): delete without asking.
-    #[arg(long, requires = "remove_dev_data")]
+    #[arg(help_heading = "Development", long, requires = "remove_dev_data")]
     pub yes: bool,
 }
 
@@ -742,4 +895,40 @@ pub enum MigrateAction {
         #[arg(long)]
         check: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command's path under the binary, and the command.
+    fn commands(command: &clap::Command, path: &str, all: &mut Vec<String>) {
+        all.push(path.to_owned());
+        for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set() && sub.get_name() != "help") {
+            let path = if path.is_empty() { sub.get_name().to_owned() } else { format!("{path} {}", sub.get_name()) };
+            commands(sub, &path, all);
+        }
+    }
+
+    #[test]
+    fn every_command_has_two_to_four_examples_that_parse() {
+        let mut all = Vec::new();
+        commands(&Cli::definition(), "", &mut all);
+        assert!(all.contains(&"inspect health".to_owned()) && all.len() > 20, "{all:?}");
+        for path in all {
+            let examples = examples(&path);
+            assert!((2..=4).contains(&examples.len()), "`{path}` has {} examples", examples.len());
+            for (_, line) in examples {
+                // The command line, before any pipe or redirection.
+                let line = line.split(" | ").next().unwrap().split(" > ").next().unwrap();
+                let words = std::iter::once("dailyreps-backup-server").chain(line.split_whitespace());
+                let parsed = Cli::definition().try_get_matches_from(words).map(drop);
+                let help = parsed.as_ref().is_err_and(|e| e.kind() == clap::error::ErrorKind::DisplayHelp);
+                assert!(parsed.is_ok() || help, "`{line}` does not parse: {}", parsed.unwrap_err());
+                if !path.is_empty() && !line.starts_with("help") {
+                    assert!(line.starts_with(&path), "`{line}` is an example of `{path}`");
+                }
+            }
+        }
+    }
 }
