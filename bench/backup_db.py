@@ -93,7 +93,10 @@ def dev_database(label):
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         try:
-            yield next(m.group(1) for line in dev.stdout if (m := re.search(r"Database: (postgres://\S+)", line))), folder
+            url = next(m.group(1) for line in dev.stdout if (m := re.search(r"Database: (postgres://\S+)", line)))
+            # The cluster asks for the password it keeps there; every tool run from here reads it.
+            os.environ["PGPASSFILE"] = os.path.join(folder, "pgpass")
+            yield url, folder
         finally:
             dev.send_signal(signal.SIGINT)
             dev.wait(timeout=120)

@@ -40,6 +40,8 @@ def start_dev_database(folder):
     for line in dev.stdout:
         match = re.search(r"Database: (postgres://\S+)", line)
         if match:
+            # The cluster asks for the password it keeps there; every tool run from here reads it.
+            os.environ["PGPASSFILE"] = os.path.join(os.path.abspath(folder), "pgpass")
             return dev, match.group(1)
     sys.exit("serve --dev did not print its database URL")
 

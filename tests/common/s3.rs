@@ -79,7 +79,7 @@ impl Key {
 }
 
 /// Requests a bucket on an IAM-checking moto may make unsigned, before every request needs a key
-/// (`TestBucket::with_policy`'s set-up takes four; the rest are the test's).
+/// (`TestBucket::with_keys`' set-up takes one and three a key; the rest are the test's).
 const UNCHECKED_REQUESTS: usize = 24;
 
 impl TestBucket {
@@ -100,28 +100,33 @@ impl TestBucket {
     /// policy allows `actions` (`s3:PutObject` …) on it. Until [`Self::enforce_keys`], this
     /// helper's own requests (planting objects) pass unchecked.
     pub async fn with_policy(actions: &[&str]) -> (Self, Key) {
+        let (bucket, mut keys) = Self::with_keys(&[actions]).await;
+        (bucket, keys.remove(0))
+    }
+
+    /// As [`Self::with_policy`], with a key for each list of actions (a user of its own each).
+    pub async fn with_keys(policies: &[&[&str]]) -> (Self, Vec<Key>) {
         let count = UNCHECKED_REQUESTS.to_string();
         let bucket = Self::create(start_moto(&[("INITIAL_NO_AUTH_ACTION_COUNT", &count)]).await).await;
-        bucket.iam(&[("Action", "CreateUser"), ("UserName", "backup")]).await;
-        let created = bucket.iam(&[("Action", "CreateAccessKey"), ("UserName", "backup")]).await;
-        let key = Key {
-            id: elements(&created, "AccessKeyId").remove(0),
-            secret: elements(&created, "SecretAccessKey").remove(0),
-        };
-        let arn = format!("arn:aws:s3:::{}", bucket.name);
-        let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": actions, "Resource": [arn.clone(), format!("{arn}/*")]}
-        ]});
-        let policy = policy.to_string();
-        bucket
-            .iam(&[
-                ("Action", "PutUserPolicy"),
-                ("UserName", "backup"),
-                ("PolicyName", "backup"),
-                ("PolicyDocument", &policy),
-            ])
-            .await;
-        (bucket, key)
+        let mut keys = Vec::new();
+        for (n, actions) in policies.iter().enumerate() {
+            let user = format!("user{n}");
+            bucket.iam(&[("Action", "CreateUser"), ("UserName", &user)]).await;
+            let created = bucket.iam(&[("Action", "CreateAccessKey"), ("UserName", &user)]).await;
+            keys.push(Key {
+                id: elements(&created, "AccessKeyId").remove(0),
+                secret: elements(&created, "SecretAccessKey").remove(0),
+            });
+            let arn = format!("arn:aws:s3:::{}", bucket.name);
+            let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": actions, "Resource": [arn.clone(), format!("{arn}/*")]}
+            ]});
+            let policy = policy.to_string();
+            let form =
+                [("Action", "PutUserPolicy"), ("UserName", &user), ("PolicyName", &user), ("PolicyDocument", &policy)];
+            bucket.iam(&form).await;
+        }
+        (bucket, keys)
     }
 
     /// From now on every request needs a key: spends what is left of the unchecked ones.
