@@ -219,6 +219,14 @@ async fn restore_refuses_a_non_empty_target_unless_forced() {
     let untouched: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
     assert_eq!(untouched, 1);
 
+    // Asked on a terminal, a no leaves it as it was, and says so with exit 5.
+    let env = [("DATABASE_URL", target.url.as_str())];
+    let declined = binary::run_on_terminal(&["restore-db", &path, "--force"], &env, "n\n").await;
+    assert_eq!(declined.code, 5, "{}", declined.stdout);
+    assert!(declined.stdout.contains("Replace everything in") && declined.stdout.contains("is as it was"));
+    let untouched: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
+    assert_eq!(untouched, 1);
+
     let forced = restore(&target.url, &path, &["--force", "--yes"]).await;
     assert_eq!(forced.code, 0, "{}", forced.stderr);
     assert_eq!(fingerprint(&pool).await, fingerprint(&app.pool).await);
