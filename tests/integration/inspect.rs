@@ -171,31 +171,42 @@ async fn inspect_stats_match_sql() {
     );
 }
 
-/// A proxy to `upstream` that counts round trips: each time a client speaks again after the
-/// server answered, on any connection. Chunking does not change the count, nor does a busy
-/// machine.
+/// A proxy to `upstream` that counts the statements' round trips: each ReadyForQuery the server
+/// sends (one when the connection is ready, one for each simple query or each Sync of an
+/// extended one), on any connection, except the answer to a Sync sent alone (sqlx's check of a
+/// connection given back to its pool, which nothing waits for and the process's exit may cut
+/// short). Unlike a timing over a slow link, a busy machine cannot change the count.
 pub(crate) async fn round_trip_counter(upstream: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// The SSLRequest code: the server answers it with one unframed byte.
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 47];
+    /// A Sync message on its own.
+    const LONE_SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let turns = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&turns);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&ready);
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
             let (mut client_read, mut client_write) = client.into_split();
             let (mut server_read, mut server_write) = server.into_split();
-            // Whether the server spoke last on this connection: the client's next chunk is a
-            // new round trip.
-            let answered = Arc::new(AtomicBool::new(true));
-            let (answered_up, turns) = (Arc::clone(&answered), Arc::clone(&counted));
+            let probed = Arc::new(AtomicBool::new(false));
+            let lone_syncs = Arc::new(AtomicUsize::new(0));
+            let (probed_by_client, ready) = (Arc::clone(&probed), Arc::clone(&counted));
+            let lone_syncs_sent = Arc::clone(&lone_syncs);
             tokio::spawn(async move {
                 let mut buffer = vec![0u8; 64 * 1024];
+                let mut first = true;
                 while let Ok(n @ 1..) = client_read.read(&mut buffer).await {
-                    if answered_up.swap(false, Ordering::SeqCst) {
-                        turns.fetch_add(1, Ordering::SeqCst);
+                    // Known before the server can answer: it answers only what it was sent.
+                    if std::mem::take(&mut first) && buffer[..n].starts_with(&SSL_REQUEST) {
+                        probed_by_client.store(true, Ordering::SeqCst);
+                    }
+                    if buffer[..n] == LONE_SYNC {
+                        lone_syncs_sent.fetch_add(1, Ordering::SeqCst);
                     }
                     if server_write.write_all(&buffer[..n]).await.is_err() {
                         break;
@@ -205,8 +216,27 @@ pub(crate) async fn round_trip_counter(upstream: String) -> (u16, std::sync::Arc
             });
             tokio::spawn(async move {
                 let mut buffer = vec![0u8; 64 * 1024];
+                let mut pending: Vec<u8> = Vec::new();
+                let mut skip_answer = true;
                 while let Ok(n @ 1..) = server_read.read(&mut buffer).await {
-                    answered.store(true, Ordering::SeqCst);
+                    pending.extend_from_slice(&buffer[..n]);
+                    if std::mem::take(&mut skip_answer) && probed.load(Ordering::SeqCst) {
+                        pending.remove(0); // 'N': no TLS here
+                    }
+                    // Whole messages: a type byte, then a length that counts itself.
+                    while pending.len() >= 5 {
+                        let length = u32::from_be_bytes(pending[1..5].try_into().unwrap()) as usize;
+                        if pending.len() < 1 + length {
+                            break;
+                        }
+                        let answers_lone_sync = || {
+                            lone_syncs.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+                        };
+                        if pending[0] == b'Z' && !answers_lone_sync() {
+                            ready.fetch_add(1, Ordering::SeqCst);
+                        }
+                        pending.drain(..1 + length);
+                    }
                     if client_write.write_all(&buffer[..n]).await.is_err() {
                         break;
                     }
@@ -215,7 +245,7 @@ pub(crate) async fn round_trip_counter(upstream: String) -> (u16, std::sync::Arc
             });
         }
     });
-    (port, turns)
+    (port, ready)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
