@@ -533,6 +533,13 @@ async fn proxy(upstream: String, fail: &'static str, corrupt: &'static str) -> S
                 }
                 let text = String::from_utf8_lossy(&head).into_owned();
                 if text.lines().next().unwrap_or_default().contains(fail) {
+                    // The body read first, as a store does: closing on a client still sending
+                    // would make its failure a dropped connection, not this answer.
+                    let length = text.lines().find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<u64>().ok()).flatten()
+                    });
+                    let _ = tokio::io::copy(&mut (&mut client).take(length.unwrap_or(0)), &mut tokio::io::sink()).await;
                     let _ = client
                         .write_all(
                             b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
