@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The disaster runbook timed from the bucket, on a database of a real size.
 
-Usage: python3 bench/runbook.py [BACKUPS]   (default 210000: bench/backup_db.py's dataset;
+Usage: cargo build --release && python3 bench/runbook.py [BACKUPS]
+       (default 210000: bench/backup_db.py's dataset, made by the release binary's `serve --dev`;
        needs what `cargo test` needs, moto and age included, as .ci/run installs them)
 
 Generates the dataset of bench/backup_db.py (BACKUPS/5 users with five workout-log backups
