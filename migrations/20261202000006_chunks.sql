@@ -3,6 +3,16 @@
 -- so a user's 30 backups take little more than the space of one (bench/README.md). Chunks are
 -- never shared between users: no account can learn what another stored, and deleting an
 -- account stays one cascade.
+-- The release before keeps serving while this runs (Fly's release_command comes before the
+-- machines are replaced), and its uploads write `backups` in their own transactions. One that
+-- committed after the conversion below had read `backups` was copied without its chunks, or
+-- dropped with the old table: acknowledged, then lost. So writers wait until this commits (and
+-- then fail on the new table, unacknowledged, for the app to retry); readers go on. The wait
+-- for the lock itself is bounded: behind a long transaction the deploy fails and is retried.
+-- (Corrected in place before any release carrying this migration was deployed: issue #24.)
+SET LOCAL lock_timeout = '5s';
+LOCK TABLE backups IN EXCLUSIVE MODE;
+
 CREATE TABLE chunks (
     id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     user_id uuid   NOT NULL REFERENCES users (id) ON DELETE CASCADE,

@@ -14,6 +14,10 @@
 --
 -- A new name, so the release before this one keeps calling store_backup unchanged while this
 -- migration is deployed; store_backup goes in a later release.
+-- A migration runs while the release before serves: it waits at most this long for a lock
+-- (and fails, to be retried, rather than stall every upload queued behind it).
+SET LOCAL lock_timeout = '5s';
+
 CREATE FUNCTION store_backup_v3(
     p_user_id uuid,
     p_id uuid,
