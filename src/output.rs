@@ -162,21 +162,23 @@ pub fn interactive() -> bool {
 
 /// Asks a yes/no question on the terminal; anything but y/yes is no.
 pub fn confirm(question: &str) -> io::Result<bool> {
-    eprint!("{question} [y/N] ");
-    io::stderr().flush()?;
-    let mut answer = String::new();
-    io::stdin().read_line(&mut answer)?;
-    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    let answer = ask(&format!("{question} [y/N]"))?;
+    Ok(matches!(answer.to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 /// Asks the operator to type `expected` (a count of what goes), for steps a reflexive "y" must
 /// not take; anything else is no.
 pub fn confirm_typing(question: &str, expected: &str) -> io::Result<bool> {
+    Ok(ask(question)? == expected)
+}
+
+/// The operator's answer to `question`, asked on stderr, without surrounding whitespace.
+fn ask(question: &str) -> io::Result<String> {
     eprint!("{question} ");
     io::stderr().flush()?;
     let mut answer = String::new();
     io::stdin().read_line(&mut answer)?;
-    Ok(answer.trim() == expected)
+    Ok(answer.trim().to_owned())
 }
 
 /// Bytes for people: `512 B`, `12.40 MiB` (indicatif's binary units), with a sign when negative

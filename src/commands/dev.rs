@@ -34,15 +34,20 @@ pub fn load_or_create_secret(dir: &Path) -> anyhow::Result<DevSecret> {
     let text = match existing.filter(|text| SigningSecrets::parse(text).is_ok()) {
         Some(text) => text,
         None => {
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
-            let text = URL_SAFE_NO_PAD.encode(bytes);
+            let text = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
             write_private(&path, &text)
                 .with_context(|| format!("could not save the signing secret in {}", path.display()))?;
             text
         }
     };
     Ok(DevSecret { text, path })
+}
+
+/// `N` random bytes, for a secret kept in the data folder.
+fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
+    Ok(bytes)
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -169,9 +174,7 @@ fn load_or_create_password(dir: &Path) -> anyhow::Result<(String, PathBuf)> {
     if let Some(password) = kept {
         return Ok((password, path));
     }
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
-    let password = crate::encoding::hex(&bytes);
+    let password = crate::encoding::hex(&random_bytes::<24>()?);
     write_private(&path, &format!("{prefix}{password}\n"))
         .with_context(|| format!("could not save the database password in {}", path.display()))?;
     Ok((password, path))
