@@ -6,8 +6,9 @@
 # commit Fly runs now, read from the image's git-<sha> label, which is exactly the binary that
 # will serve on the new schema. Without it (a clone with no Fly account, as this workplace's
 # CI), the newest commit whose migrations are all byte for byte this tree's and which lacks at
-# least one of this tree's: the newest release this tree's migrate can follow (sqlx refuses a
-# database whose applied migration differs) whose schema it changes. A commit carrying another
+# least one of this tree's or has other SQL functions (src/db/sql): the newest release this
+# tree's migrate can follow (sqlx refuses a database whose applied migration differs) whose
+# schema it changes. A commit carrying another
 # text of a migration never served a database this tree migrates, so it is passed over.
 #
 # A dev-profile build: the drill checks behaviour, not speed, and it shares the test build's
@@ -17,21 +18,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# `BLOB PATH` of each migration of a commit, sorted.
-migrations_of() {
-    git ls-tree -r "$1" -- migrations | awk '$4 ~ /\.sql$/ { print $3, $4 }' | sort
+# `BLOB PATH` of each .sql file of a commit under a folder, sorted.
+sql_of() {
+    git ls-tree -r "$1" -- "$2" | awk '$4 ~ /\.sql$/ { print $3, $4 }' | sort
 }
 
 if [ -n "${PREVIOUS_RELEASE:-}" ]; then
     wanted=$PREVIOUS_RELEASE
 else
-    ours=$(migrations_of HEAD)
+    # The schema is the migrations and the SQL functions migrate installs (src/db/sql).
+    ours=$(sql_of HEAD migrations)
+    our_functions=$(sql_of HEAD src/db/sql)
     wanted=
-    # The parents of the commits that changed migrations/, newest first: where the sets differ.
-    for changed in $(git rev-list --first-parent HEAD -- migrations); do
-        theirs=$(migrations_of "$changed^" 2>/dev/null) || continue
-        # Every one of theirs is one of ours, and ours has more.
-        if [ "$theirs" != "$ours" ] && [ -z "$(comm -23 <(echo "$theirs") <(echo "$ours"))" ]; then
+    # The parents of the commits that changed the schema, newest first: where the sets differ.
+    for changed in $(git rev-list --first-parent HEAD -- migrations src/db/sql); do
+        theirs=$(sql_of "$changed^" migrations 2>/dev/null) || continue
+        their_functions=$(sql_of "$changed^" src/db/sql)
+        # Every one of their migrations is one of ours, and ours has more, or other functions.
+        if [ -z "$(comm -23 <(echo "$theirs") <(echo "$ours"))" ] \
+            && { [ "$theirs" != "$ours" ] || [ "$their_functions" != "$our_functions" ]; }; then
             wanted="$changed^"
             break
         fi

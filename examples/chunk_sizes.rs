@@ -38,9 +38,9 @@ fn main() -> anyhow::Result<()> {
         for (min, avg, max) in SIZES {
             let ours = (min, avg, max)
                 == (
-                    dailyreps_backup_server::chunking::MIN_CHUNK_BYTES,
-                    dailyreps_backup_server::chunking::AVERAGE_CHUNK_BYTES,
-                    dailyreps_backup_server::chunking::MAX_CHUNK_BYTES,
+                    dailyreps_backup_server::backups::chunking::MIN_CHUNK_BYTES,
+                    dailyreps_backup_server::backups::chunking::AVERAGE_CHUNK_BYTES,
+                    dailyreps_backup_server::backups::chunking::MAX_CHUNK_BYTES,
                 );
             let (mut stored, mut references) = (0, 0);
             for documents in &users {

@@ -266,7 +266,7 @@ impl Limits {
     /// Checks that the budget holds one upload of the largest document in every encoding
     /// (else such uploads would be refused with 503 forever, and clients retry forever).
     pub fn validate(self) -> Result<Self, ConfigError> {
-        let needed = crate::http::budget::max_upload_holding(self.max_backup_bytes);
+        let needed = crate::memory::max_upload_holding(self.max_backup_bytes);
         if self.memory_budget_bytes < needed {
             return Err(ConfigError::BudgetTooSmall {
                 budget_mb: (self.memory_budget_bytes / MIB) as u64,

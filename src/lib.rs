@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod chunking;
+pub mod backups;
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -15,7 +15,9 @@ pub mod dump;
 pub mod encoding;
 pub mod health;
 pub mod http;
+pub mod jobs;
 pub mod local_postgres;
+pub mod memory;
 pub mod output;
 pub mod ping;
 pub mod remote;

@@ -1,15 +1,12 @@
-//! Backups: storing (with dedupe, retention and idempotency in one call), listing,
-//! fetching and deleting. Every query is scoped to its user, so another user's backup is
-//! simply not found.
+//! The backups' SQL: storing (one call of `store_backup_v4`), listing, fetching and deleting.
+//! Every query is scoped to its user, so another user's backup is simply not found. The rules
+//! (what to send, when to try again, the policy) are the backups service's (src/backups/).
 
 use std::collections::HashSet;
 
 use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-use crate::chunking;
-use crate::encoding::sha256;
 
 /// What is known of a backup besides its document.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -34,161 +31,131 @@ pub struct Stored {
     pub deduplicated: bool,
 }
 
-/// What an upload came to.
+/// What `store_backup_v4` answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Upload {
+pub enum StoreOutcome {
     /// Stored now, or equal to the latest backup (see [`Stored::deduplicated`]).
     Stored(Stored),
-    /// The idempotency key was used before with the same document: its first answer.
+    /// The idempotency key was stored before with the same document: its first outcome.
     Replayed(Stored),
-    /// The idempotency key was used before with another document.
+    /// The idempotency key was stored before with another document.
     KeyConflict,
-    /// The user no longer exists (deleted while the upload was on its way).
+    /// A chunk named but not sent is not stored (freed meanwhile), or does not hash to its name
+    /// (damaged): nothing was written.
+    MissingChunks,
+    /// The user does not exist (deleted while the upload was on its way).
     NoUser,
-    /// A chunk found stored was freed, or does not hash to its name (damaged), before the
-    /// store: nothing was written; store again, sending every chunk.
-    ResendChunks,
 }
 
-/// A row of `store_backup_v3`: the backup's columns are null for the `missing` outcome.
+/// A store's outcome, and how many stored chunks differed from the bytes sent under their
+/// hash and were healed from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreResult {
+    /// What the store came to.
+    pub outcome: StoreOutcome,
+    /// Damaged chunks healed.
+    pub healed: i32,
+}
+
+/// A row of `store_backup_v4`: the backup's columns are null for the `missing` outcome.
 #[derive(sqlx::FromRow)]
-struct Outcome {
+struct Row {
     outcome: String,
     id: Option<Uuid>,
     created_at: Option<OffsetDateTime>,
     size_bytes: Option<i32>,
     sha256: Option<Vec<u8>>,
     deduplicated: Option<bool>,
-    /// Damaged chunks healed from the bytes sent.
     healed: i32,
 }
 
-impl Outcome {
+impl Row {
     fn stored(self) -> Result<Stored, sqlx::Error> {
         match (self.id, self.created_at, self.size_bytes, self.sha256, self.deduplicated) {
             (Some(id), Some(created_at), Some(size_bytes), Some(sha256), Some(deduplicated)) => {
                 Ok(Stored { meta: BackupMeta { id, created_at, size_bytes, sha256 }, deduplicated })
             }
-            _ => Err(sqlx::Error::Protocol(format!("store_backup_v3's {} outcome names no backup", self.outcome))),
+            _ => Err(sqlx::Error::Protocol(format!("store_backup_v4's {} outcome names no backup", self.outcome))),
         }
+    }
+
+    fn into_result(self) -> Result<StoreResult, sqlx::Error> {
+        let healed = self.healed;
+        let outcome = match self.outcome.as_str() {
+            "stored" => StoreOutcome::Stored(self.stored()?),
+            "replayed" => StoreOutcome::Replayed(self.stored()?),
+            "conflict" => StoreOutcome::KeyConflict,
+            "missing" => StoreOutcome::MissingChunks,
+            other => return Err(sqlx::Error::Protocol(format!("store_backup_v4 answered {other:?}"))),
+        };
+        Ok(StoreResult { outcome, healed })
     }
 }
 
-/// A document to store.
+/// A document to store, named by its chunks.
 #[derive(Debug, Clone, Copy)]
 pub struct NewBackup<'a> {
     /// Id for the new backup.
     pub id: Uuid,
     /// Owner.
     pub user_id: Uuid,
-    /// The document, as uploaded (decoded).
-    pub document: &'a str,
+    /// The document's length in bytes.
+    pub size_bytes: i32,
     /// Its SHA-256.
     pub sha256: &'a [u8; 32],
+    /// The SHA-256 of each of its chunks, in order.
+    pub chunks: &'a [&'a [u8]],
+    /// The chunks sent (those the user has not stored, each once): their hashes...
+    pub new_hashes: &'a [&'a [u8]],
+    /// ...and their text, in the same order.
+    pub new_data: &'a [&'a str],
     /// Backups to keep for the user, this one included.
-    pub keep: u32,
+    pub keep: i32,
     /// The request's `Idempotency-Key`, remembered with the outcome.
     pub idempotency_key: Option<&'a str>,
 }
 
-/// A document cut into chunks, with those its user has stored already found: what an
-/// upload sends to the database is only the rest.
-pub struct Prepared<'a> {
-    new: NewBackup<'a>,
-    size: i32,
-    keep: i32,
-    /// The document's chunks in order, each with its SHA-256.
-    chunks: Vec<(&'a str, [u8; 32])>,
-    /// The hashes of those the user has stored.
-    stored: HashSet<[u8; 32]>,
-}
-
-impl Prepared<'_> {
-    /// The bytes of the chunks a store will send: each not yet stored, once.
-    pub fn bytes_to_send(&self) -> usize {
-        self.to_send().map(|(data, _)| data.len()).sum()
-    }
-
-    fn to_send(&self) -> impl Iterator<Item = &(&str, [u8; 32])> {
-        let mut seen = HashSet::new();
-        self.chunks.iter().filter(move |(_, hash)| !self.stored.contains(hash) && seen.insert(hash))
-    }
-}
-
-/// Documents up to this size go to the database whole, with no question first: a round trip
-/// costs more than sending them (`store_backup_v3` skips the chunks already stored).
-const ASK_ABOVE_BYTES: usize = 64 * 1024;
-
-/// Cuts a document into chunks and asks, in one statement, which of them its user has stored
-/// (for a document over [`ASK_ABOVE_BYTES`]).
-pub async fn prepare<'a>(pool: &PgPool, new: NewBackup<'a>) -> Result<Prepared<'a>, sqlx::Error> {
-    let size = i32::try_from(new.document.len()).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let keep = i32::try_from(new.keep).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let chunks: Vec<(&str, [u8; 32])> = chunking::chunks(new.document).map(|c| (c, sha256(c.as_bytes()))).collect();
-    if new.document.len() <= ASK_ABOVE_BYTES {
-        return Ok(Prepared { new, size, keep, chunks, stored: HashSet::new() });
-    }
-    let hashes: Vec<&[u8]> = chunks.iter().map(|(_, hash)| hash.as_slice()).collect();
+/// Which of these chunks (by SHA-256) the user has stored, in one statement.
+pub async fn stored_chunks(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    hashes: &[&[u8]],
+) -> Result<HashSet<[u8; 32]>, sqlx::Error> {
     let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT sha256 FROM chunks WHERE user_id = $1 AND sha256 = ANY($2)")
-        .bind(new.user_id)
-        .bind(&hashes)
-        .fetch_all(pool)
+        .bind(user_id)
+        .bind(hashes)
+        .fetch_all(db)
         .await?;
-    let stored = stored.into_iter().filter_map(|hash| hash.try_into().ok()).collect();
-    Ok(Prepared { new, size, keep, chunks, stored })
+    Ok(stored.into_iter().filter_map(|hash| hash.try_into().ok()).collect())
 }
 
-/// Stores a prepared document unless it equals the user's latest backup (and that reads back),
-/// deletes the user's backups beyond the newest `keep` (and the chunks only they named), and
-/// remembers the idempotency key; or answers a repeated key. One call of the `store_backup_v3`
-/// function (migrations/*_store_backup_v3.sql) with the chunks the user has not stored: its own
-/// transaction, serialised per user by a lock on the user's row. A stored chunk that differs
-/// from the bytes sent under its hash is healed from them (and logged).
-///
-/// [`Upload::ResendChunks`] when a chunk found stored was freed meanwhile (its last backup
-/// deleted) or does not hash to its name: nothing was written, and the next call sends every
-/// chunk, which heals a damaged one.
-pub async fn store(pool: &PgPool, prepared: &mut Prepared<'_>) -> Result<Upload, sqlx::Error> {
-    let hashes: Vec<&[u8]> = prepared.chunks.iter().map(|(_, hash)| hash.as_slice()).collect();
-    let (new_hashes, new_data): (Vec<&[u8]>, Vec<&str>) =
-        prepared.to_send().map(|(data, hash)| (hash.as_slice(), *data)).unzip();
-    let sent = new_data.iter().map(|data| data.len()).sum();
-    let new = &prepared.new;
+/// Stores a document by calling `store_backup_v4` (src/db/sql/store_backup_v4.sql), its own
+/// transaction, serialised per user by a lock on the user's row: the user lock, the key's
+/// replay, healing, dedupe against the latest backup, the insert, retention and remembering the
+/// key, in one round trip.
+pub async fn store(pool: &PgPool, new: &NewBackup<'_>) -> Result<StoreResult, sqlx::Error> {
+    let sent = new.new_data.iter().map(|data| data.len()).sum();
     let mut conn = pool.acquire().await?;
-    let outcome: Option<Outcome> = sqlx::query_as(
+    let row: Option<Row> = sqlx::query_as(
         "SELECT outcome, id, created_at, size_bytes, sha256, deduplicated, healed \
-         FROM store_backup_v3($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         FROM store_backup_v4($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(new.user_id)
     .bind(new.id)
-    .bind(prepared.size)
+    .bind(new.size_bytes)
     .bind(new.sha256.as_slice())
-    .bind(&hashes)
-    .bind(&new_hashes)
-    .bind(&new_data)
-    .bind(prepared.keep)
+    .bind(new.chunks)
+    .bind(new.new_hashes)
+    .bind(new.new_data)
+    .bind(new.keep)
     .bind(new.idempotency_key)
     .fetch_optional(&mut *conn)
     .await?;
     super::release_large_buffers(&mut conn, sent);
-    let Some(row) = outcome else { return Ok(Upload::NoUser) };
-    if row.healed > 0 {
-        tracing::warn!(
-            user_id = %new.user_id,
-            healed = row.healed,
-            "stored chunks did not match the bytes uploaded under their SHA-256 (damaged); healed them from the upload"
-        );
+    match row {
+        None => Ok(StoreResult { outcome: StoreOutcome::NoUser, healed: 0 }),
+        Some(row) => row.into_result(),
     }
-    Ok(match row.outcome.as_str() {
-        "stored" => Upload::Stored(row.stored()?),
-        "replayed" => Upload::Replayed(row.stored()?),
-        "conflict" => Upload::KeyConflict,
-        "missing" if !prepared.stored.is_empty() => {
-            prepared.stored.clear();
-            Upload::ResendChunks
-        }
-        other => return Err(sqlx::Error::Protocol(format!("store_backup_v3 answered {other} with every chunk sent"))),
-    })
 }
 
 /// A position in a user's list: the last backup of the previous page.

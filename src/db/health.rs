@@ -180,15 +180,15 @@ pub async fn wal_bytes(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
 /// How many samples are kept: enough for a 30-day rate.
 const SAMPLE_DAYS: i32 = 40;
 
-/// Records today's (UTC) size, unless another process already has; forgets samples older than
-/// [`SAMPLE_DAYS`].
-pub async fn record_size(db: impl PgExecutor<'_>, bytes: i64) -> Result<(), sqlx::Error> {
+/// Records today's (UTC) size of this database, unless another process already has; forgets
+/// samples older than [`SAMPLE_DAYS`].
+pub async fn record_size(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "WITH old AS (DELETE FROM database_sizes WHERE day < (now() AT TIME ZONE 'UTC')::date - $2) \
-         INSERT INTO database_sizes (day, bytes) VALUES ((now() AT TIME ZONE 'UTC')::date, $1) \
+        "WITH old AS (DELETE FROM database_sizes WHERE day < (now() AT TIME ZONE 'UTC')::date - $1) \
+         INSERT INTO database_sizes (day, bytes) \
+         VALUES ((now() AT TIME ZONE 'UTC')::date, pg_database_size(current_database())) \
          ON CONFLICT (day) DO NOTHING",
     )
-    .bind(bytes)
     .bind(SAMPLE_DAYS)
     .execute(db)
     .await

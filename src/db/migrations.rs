@@ -8,6 +8,8 @@ use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
+use super::functions;
+
 /// Every migration in `migrations/`, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
@@ -56,12 +58,10 @@ pub enum ApplyError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// Requests kept the tables busy.
-    #[error(
-        "migration {version} found no pause between requests to take the tables in {seconds} s; nothing of it was applied"
-    )]
+    #[error("{step} found no pause between requests to take the tables in {seconds} s; nothing of it was applied")]
     Busy {
-        /// The migration.
-        version: i64,
+        /// The migration, or the functions' installation.
+        step: String,
         /// How long it tried.
         seconds: u64,
     },
@@ -70,7 +70,8 @@ pub enum ApplyError {
 /// How long `apply` keeps trying to find a moment between requests for a migration.
 const LOCK_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Applies pending migrations, one at a time, each between requests. Takes PostgreSQL's
+/// Applies pending migrations, one at a time, each between requests, then installs the SQL
+/// functions ([`functions`]) when the database lacks this binary's. Takes PostgreSQL's
 /// advisory lock (sqlx's, so any release's `migrate` waits for it), so concurrent runs apply
 /// each migration once; a schema newer than this binary's is left as it is.
 ///
@@ -109,25 +110,44 @@ async fn apply_each(migrator: &Migrator, conn: &mut PgConnection) -> Result<(), 
             migrator.run_to(version, &mut *conn).await?;
             continue;
         }
-        let deadline = Instant::now() + LOCK_PATIENCE;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let mut tx = conn.begin().await?;
-            if lock_every_table(&mut tx).await? {
-                migrator.run_to(version, &mut *tx).await?;
-                tx.commit().await?;
-                break;
-            }
-            tx.rollback().await?;
-            if Instant::now() >= deadline {
-                return Err(ApplyError::Busy { version, seconds: LOCK_PATIENCE.as_secs() });
-            }
-            tracing::debug!(version, pause_ms = pause.as_millis(), "requests hold the tables; trying again");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
-        }
+        holding_every_table(conn, format!("migration {version}"), async |tx| Ok(migrator.run_to(version, tx).await?))
+            .await?;
+    }
+    // The SQL functions, once the tables they use are there: only when one is missing or not
+    // this binary's text, so a `migrate` with nothing to do takes no lock.
+    if !functions::outdated(conn).await?.is_empty() {
+        holding_every_table(conn, "installing the SQL functions".to_owned(), async |tx| {
+            Ok(functions::install(tx).await?)
+        })
+        .await?;
     }
     Ok(())
+}
+
+/// Runs `work` in a transaction that holds every table of the schema, begun in a pause between
+/// requests: tried again with growing pauses for up to [`LOCK_PATIENCE`].
+async fn holding_every_table(
+    conn: &mut PgConnection,
+    step: String,
+    mut work: impl AsyncFnMut(&mut PgConnection) -> Result<(), ApplyError>,
+) -> Result<(), ApplyError> {
+    let deadline = Instant::now() + LOCK_PATIENCE;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let mut tx = conn.begin().await?;
+        if lock_every_table(&mut tx).await? {
+            work(&mut tx).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        tx.rollback().await?;
+        if Instant::now() >= deadline {
+            return Err(ApplyError::Busy { step, seconds: LOCK_PATIENCE.as_secs() });
+        }
+        tracing::debug!(step, pause_ms = pause.as_millis(), "requests hold the tables; trying again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// Locks every table of the schema (but sqlx's own) in ACCESS EXCLUSIVE mode in one statement,

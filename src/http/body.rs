@@ -17,12 +17,33 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::admission::Caller;
-use super::budget::BodyLimit;
 use super::client_ip::client_ip;
 use super::deadline;
 use super::error::ApiError;
 use super::state::AppState;
-use crate::db;
+use crate::{db, memory};
+
+/// Every body but a backup document's is empty or a small JSON object.
+pub const SMALL_BODY_LIMIT: usize = 64 * 1024;
+
+/// The largest body a route takes, declared where the route is mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// [`SMALL_BODY_LIMIT`].
+    Small,
+    /// A backup document: `MAX_BACKUP_BYTES` decoded, a little more gzip-encoded.
+    Document,
+}
+
+impl BodyLimit {
+    /// The limit in bytes, for documents of at most `max_document` bytes.
+    pub fn bytes(self, max_document: usize) -> usize {
+        match self {
+            Self::Small => SMALL_BODY_LIMIT,
+            Self::Document => memory::max_upload_body(max_document),
+        }
+    }
+}
 
 /// After this long, a body must keep arriving at [`MIN_BYTES_PER_SECOND`] on average, or the
 /// request is cut with 408 and its share of the budget freed.

@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::budget::DecodeError;
 use super::rate_limit::RetryAfter;
 use super::request_id;
+use crate::backups;
 use crate::document::DocumentError;
 use crate::signature::SignatureError;
 
@@ -194,11 +194,16 @@ impl From<DocumentError> for ApiError {
     }
 }
 
-impl From<DecodeError> for ApiError {
-    fn from(error: DecodeError) -> Self {
+impl From<backups::Error> for ApiError {
+    fn from(error: backups::Error) -> Self {
         match error {
-            DecodeError::Busy => Self::busy(),
-            DecodeError::Document(error) => error.into(),
+            backups::Error::Busy => Self::busy(),
+            backups::Error::Document(error) => error.into(),
+            backups::Error::KeyConflict => Self::IdempotencyConflict,
+            backups::Error::NoUser => Self::Unauthorized,
+            // Logged with the backup's id; the client hears only that it is our fault.
+            backups::Error::Damaged(_) => Self::Internal(error.into()),
+            backups::Error::Database(error) => error.into(),
         }
     }
 }

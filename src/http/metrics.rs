@@ -19,8 +19,8 @@ use prometheus_client::registry::Registry;
 
 use sqlx::PgPool;
 
-use super::budget::MemoryBudget;
 use crate::db;
+use crate::memory::MemoryBudget;
 
 /// How often figures that need a database query are refreshed: in the background, never per
 /// scrape.
@@ -136,12 +136,10 @@ impl Metrics {
         self.requests.get_or_create(&RequestLabels { method, route, status }).inc();
     }
 
-    /// Refreshes the figures read from the database, now and every minute, until `stop`; and
-    /// once a day (UTC), records the database's size for `inspect health`'s growth figures.
+    /// Refreshes the figures read from the database, now and every minute, until `stop`.
     pub async fn refresh(&self, pool: &PgPool, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut every = tokio::time::interval(REFRESH_EVERY);
-        let mut sampled_on = None;
         loop {
             tokio::select! {
                 _ = every.tick() => {}
@@ -165,13 +163,6 @@ impl Metrics {
             self.database_size.set(gauges.database_bytes);
             self.database_connections.set(gauges.connections);
             self.database_max_connections.set(gauges.max_connections);
-            let today = time::OffsetDateTime::now_utc().date();
-            if sampled_on != Some(today) {
-                match db::health::record_size(pool, gauges.database_bytes).await {
-                    Ok(()) => sampled_on = Some(today),
-                    Err(error) => tracing::warn!(error = %error, "could not record the database's size"),
-                }
-            }
         }
     }
 

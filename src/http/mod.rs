@@ -2,7 +2,6 @@
 
 pub mod admission;
 pub mod body;
-pub mod budget;
 pub mod client_ip;
 pub mod connections;
 pub mod deadline;
@@ -34,6 +33,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use self::state::AppState;
+use crate::jobs;
 use crate::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// The public API's router with its layer stack.
@@ -95,8 +95,8 @@ fn cors(state: &AppState) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// Serves the API on `api` and metrics on `metrics` until `shutdown` resolves, then stops
-/// accepting and returns once in-flight requests have finished.
+/// Serves the API on `api` and metrics on `metrics`, and runs the upkeep [`jobs`], until
+/// `shutdown` resolves; then stops accepting and returns once in-flight requests have finished.
 pub async fn serve(
     api: TcpListener,
     metrics: TcpListener,
@@ -114,13 +114,14 @@ pub async fn serve(
         .into_future();
     let (registry, pool, refresh_stop) = (Arc::clone(&state.metrics), state.pool.clone(), wait(stopped.clone()));
     let refresh = async move { registry.refresh(&pool, refresh_stop).await };
+    let jobs = jobs::run(state.pool.clone(), wait(stopped.clone()));
     let limits = state.settings.connections;
     let api_server = connections::serve(api, router(state), limits, wait(stopped));
     let relay = async move {
         shutdown.await;
         drop(stop);
     };
-    let (api_result, metrics_result, (), ()) = tokio::join!(api_server, metrics_server, relay, refresh);
+    let (api_result, metrics_result, (), (), ()) = tokio::join!(api_server, metrics_server, relay, refresh, jobs);
     api_result.and(metrics_result)
 }
 

@@ -13,7 +13,7 @@
 use axum::middleware;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::budget::BodyLimit;
+use super::body::BodyLimit;
 use super::state::AppState;
 use super::{body, deadline, signed as signature};
 

@@ -1,17 +1,17 @@
 //! What every handler shares.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::budget::MemoryBudget;
 use super::connections::ConnectionLimits;
 use super::metrics::Metrics;
 use super::rate_limit::RateLimits;
 use super::readiness::ReadinessCache;
+use crate::backups::{self, Backups};
 use crate::config::{AllowedOrigins, Limits, SigningSecrets};
+use crate::memory::MemoryBudget;
 
 /// The API's settings, validated.
 #[derive(Debug, Clone)]
@@ -43,23 +43,26 @@ pub struct AppState {
     pub readiness_timeout: Duration,
     /// `/readyz`'s last answer, served for a second.
     pub readiness: ReadinessCache,
-    /// Whether this machine's last upload found the database's volume full (SQLSTATE 53100):
-    /// `/readyz` says so, while downloads still work.
-    pub storage_full: Arc<AtomicBool>,
+    /// The backups service the backup routes translate to and from.
+    pub backups: Backups,
 }
 
 impl AppState {
     /// State over `pool` with fresh metrics, budget and rate limits.
     pub fn new(pool: PgPool, settings: ApiSettings) -> Self {
+        let limits = &settings.limits;
+        let budget = MemoryBudget::for_documents(limits.memory_budget_bytes, limits.max_backup_bytes);
+        let policy =
+            backups::Policy { max_backup_bytes: limits.max_backup_bytes, max_backups_kept: limits.max_backups_kept };
         Self {
+            backups: Backups::new(pool.clone(), budget.clone(), policy),
             pool,
             metrics: Arc::new(Metrics::default()),
-            budget: MemoryBudget::for_documents(settings.limits.memory_budget_bytes, settings.limits.max_backup_bytes),
-            rate_limits: Arc::new(RateLimits::new(&settings.limits)),
+            budget,
+            rate_limits: Arc::new(RateLimits::new(limits)),
             settings: Arc::new(settings),
             readiness_timeout: Duration::from_secs(3),
             readiness: ReadinessCache::default(),
-            storage_full: Arc::new(AtomicBool::new(false)),
         }
     }
 }

@@ -340,32 +340,37 @@ async fn delete_removes_one_backup() {
 }
 
 #[tokio::test]
-async fn idempotency_keys_are_remembered_for_at_least_24_hours_then_swept() {
+async fn idempotency_keys_are_remembered_for_key_lifetime_then_swept_even_for_silent_users() {
+    use dailyreps_backup_server::backups::idempotency::{self, KEY_LIFETIME};
     let app = TestApp::spawn().await;
-    let user = app.register().await;
-    for key in ["young", "old"] {
-        let first = app.upload_keyed(&user, format!(r#"{{"key": "{key}"}}"#).as_bytes(), key).send().await.unwrap();
-        assert_eq!(first.status(), StatusCode::CREATED);
+    let (active, silent) = (app.register().await, app.register().await);
+    for user in [&active, &silent] {
+        for key in ["young", "old"] {
+            let first = app.upload_keyed(user, format!(r#"{{"key": "{key}"}}"#).as_bytes(), key).send().await.unwrap();
+            assert_eq!(first.status(), StatusCode::CREATED);
+        }
     }
-    for (key, age) in [("young", "23 hours"), ("old", "25 hours")] {
-        sqlx::query("UPDATE idempotency_keys SET created_at = now() - $2::interval WHERE user_id = $1 AND key = $3")
-            .bind(user.id)
-            .bind(age)
+    // A minute either side of the lifetime.
+    let lifetime = i64::try_from(KEY_LIFETIME.as_secs()).unwrap();
+    for (key, age) in [("young", lifetime - 60), ("old", lifetime + 60)] {
+        sqlx::query("UPDATE idempotency_keys SET created_at = now() - make_interval(secs => $1) WHERE key = $2")
+            .bind(age as f64)
             .bind(key)
             .execute(&app.pool)
             .await
             .unwrap();
     }
-    // The user's next upload sweeps expired keys.
-    app.upload_ok(&user, br#"{"next": true}"#).await;
-    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys WHERE user_id = $1 ORDER BY key")
-        .bind(user.id)
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(keys, ["young"], "the 25-hour-old key is swept, the 23-hour-old one kept");
-    let replay = app.upload_keyed(&user, br#"{"key": "young"}"#, "young").send().await.unwrap();
-    assert_eq!(replay.headers()["idempotent-replayed"], "true", "23 hours on, a retry still replays");
-    let reused = app.upload_keyed(&user, br#"{"another": "body"}"#, "old").send().await.unwrap();
+    assert_eq!(idempotency::sweep(&app.pool).await.unwrap(), 2, "both users' expired keys");
+    let keys: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT user_id, key FROM idempotency_keys ORDER BY key").fetch_all(&app.pool).await.unwrap();
+    assert!(keys.iter().all(|(_, key)| key == "young") && keys.len() == 2, "{keys:?}");
+    let replay = app.upload_keyed(&active, br#"{"key": "young"}"#, "young").send().await.unwrap();
+    assert_eq!(
+        replay.headers()["idempotent-replayed"],
+        "true",
+        "a minute short of the lifetime, a retry still replays"
+    );
+    let reused = app.upload_keyed(&active, br#"{"another": "body"}"#, "old").send().await.unwrap();
     assert_eq!(reused.status(), StatusCode::CREATED, "an expired key is free again, not a conflict");
+    assert_eq!(idempotency::sweep(&app.pool).await.unwrap(), 0, "nothing else is old enough");
 }

@@ -135,7 +135,7 @@ async fn a_dump_holds_exactly_the_state_of_its_snapshots_instant() {
         .unwrap();
     for (u, user) in users.iter().enumerate() {
         let stored: String = sqlx::query_scalar(
-            "SELECT outcome FROM store_backup_v3($1, gen_random_uuid(), 2, sha256(convert_to($2, 'UTF8')), \
+            "SELECT outcome FROM store_backup_v4($1, gen_random_uuid(), 2, sha256(convert_to($2, 'UTF8')), \
              ARRAY[sha256(convert_to($2, 'UTF8'))], ARRAY[sha256(convert_to($2, 'UTF8'))], ARRAY[$2], 2, $3)",
         )
         .bind(user.id)

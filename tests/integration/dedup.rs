@@ -99,8 +99,9 @@ async fn a_growing_log_stores_only_its_new_chunks_and_another_user_shares_none()
     let other = app.register().await;
     let (_, last_document) = uploaded.last().unwrap();
     let other_id = app.upload_ok(&other, last_document.as_bytes()).await;
-    let pieces =
-        dailyreps_backup_server::chunking::chunks(last_document).collect::<std::collections::HashSet<_>>().len() as i64;
+    let pieces = dailyreps_backup_server::backups::chunking::chunks(last_document)
+        .collect::<std::collections::HashSet<_>>()
+        .len() as i64;
     assert_eq!(chunk_count(&app.pool, other.id).await, pieces, "nothing reused across accounts");
     assert_eq!(chunk_count(&app.pool, user.id).await, chunks_before, "the first user's chunks are untouched");
     let shared: i64 = sqlx::query_scalar(
@@ -132,7 +133,7 @@ async fn retention_and_the_delete_route_free_the_chunks_no_backup_names() {
         ids.push(app.upload_ok(&user, document.as_bytes()).await);
     }
     let kept: std::collections::HashSet<&str> =
-        documents[2..].iter().flat_map(|d| dailyreps_backup_server::chunking::chunks(d)).collect();
+        documents[2..].iter().flat_map(|d| dailyreps_backup_server::backups::chunking::chunks(d)).collect();
     assert_eq!(chunk_count(&app.pool, user.id).await, kept.len() as i64, "only the kept backups' chunks remain");
     assert_eq!(unreferenced_chunks(&app.pool).await, 0);
 
@@ -140,7 +141,7 @@ async fn retention_and_the_delete_route_free_the_chunks_no_backup_names() {
     let response = app.authed(&user, Method::DELETE, &format!("/api/backups/{newest}"), b"").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let kept: std::collections::HashSet<&str> =
-        documents[2..4].iter().flat_map(|d| dailyreps_backup_server::chunking::chunks(d)).collect();
+        documents[2..4].iter().flat_map(|d| dailyreps_backup_server::backups::chunking::chunks(d)).collect();
     assert_eq!(chunk_count(&app.pool, user.id).await, kept.len() as i64, "the deleted backup's chunks went with it");
     assert_eq!(unreferenced_chunks(&app.pool).await, 0);
     assert!(download(&app, &user, ids[3]).await == documents[3]);
@@ -224,7 +225,7 @@ async fn a_chunk_neither_stored_nor_sent_writes_nothing() {
     app.upload_ok(&user, br#"{"first": true}"#).await;
     let before = counts(&app.pool).await;
     let outcome: String = sqlx::query_scalar(
-        "SELECT outcome FROM store_backup_v3($1, gen_random_uuid(), 20, sha256('{\"second\": true, \"x\": 1}'), \
+        "SELECT outcome FROM store_backup_v4($1, gen_random_uuid(), 20, sha256('{\"second\": true, \"x\": 1}'), \
          ARRAY[sha256('{\"second\": true,'), sha256(' \"x\": 1}')], ARRAY[sha256('{\"second\": true,')], \
          ARRAY['{\"second\": true,'], 30, 'key-1')",
     )
@@ -240,31 +241,26 @@ async fn a_chunk_neither_stored_nor_sent_writes_nothing() {
 
 #[tokio::test]
 async fn a_chunk_freed_between_the_lookup_and_the_store_is_sent_on_the_second_try() {
-    use dailyreps_backup_server::db::backups::{self, NewBackup, Upload};
-    use dailyreps_backup_server::encoding::sha256;
     let app = TestApp::spawn().await;
     let user = app.register().await;
     let old = workout_log(1_000, &[]);
     let old_id = app.upload_ok(&user, old.as_bytes()).await;
     let document = workout_log(1_001, &[]);
-    let digest = sha256(document.as_bytes());
-    let new = NewBackup {
-        id: Uuid::new_v4(),
-        user_id: user.id,
-        document: &document,
-        sha256: &digest,
-        keep: 30,
-        idempotency_key: None,
-    };
-    let mut prepared = backups::prepare(&app.pool, new).await.unwrap();
-    assert!(prepared.bytes_to_send() * 4 < document.len(), "most chunks are the old backup's");
-    // The old backup goes (and its chunks with it) between the lookup and the store.
-    let response = app.authed(&user, Method::DELETE, &format!("/api/backups/{old_id}"), b"").send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    assert!(matches!(backups::store(&app.pool, &mut prepared).await.unwrap(), Upload::ResendChunks));
-    assert_eq!(prepared.bytes_to_send(), document.len(), "every chunk goes the second time");
-    let Upload::Stored(stored) = backups::store(&app.pool, &mut prepared).await.unwrap() else { panic!("not stored") };
-    assert!(download(&app, &user, stored.meta.id).await == document);
+    // The upload finds most chunks stored (the old backup's), then waits for its user's row,
+    // which this transaction holds while it deletes the old backup and so frees those chunks.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT FROM users WHERE id = $1 FOR UPDATE").bind(user.id).execute(&mut *tx).await.unwrap();
+    let request = app.authed(&user, Method::POST, "/api/backup", document.as_bytes());
+    let upload = tokio::spawn(request.header("content-type", "application/json").send());
+    crate::common::wait_until_blocked_on_lock(&app.pool, "SELECT outcome").await;
+    let deleted = sqlx::query("DELETE FROM backups WHERE id = $1").bind(old_id).execute(&mut *tx).await.unwrap();
+    assert_eq!(deleted.rows_affected(), 1);
+    tx.commit().await.unwrap();
+    let response = upload.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED, "stored by sending every chunk the second time");
+    let body: serde_json::Value = response.json().await.unwrap();
+    let id: Uuid = body["backup_id"].as_str().unwrap().parse().unwrap();
+    assert!(download(&app, &user, id).await == document);
 }
 
 /// A database at schema 5 (whole documents, the release before migration 6), with one user.

@@ -44,3 +44,4 @@ mod runbook;
 mod secrets;
 mod shutdown;
 mod smoke_test;
+mod sql_functions;

@@ -42,7 +42,7 @@ async fn readyz_is_503_naming_the_missing_migrations_until_migrate_runs() {
 }
 
 /// Waits until `/readyz` answers `status` (it serves a check at most a second old).
-async fn wait_for_readyz(app: &TestApp, status: StatusCode) -> reqwest::Response {
+pub(crate) async fn wait_for_readyz(app: &TestApp, status: StatusCode) -> reqwest::Response {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let response = app.get("/readyz").await;

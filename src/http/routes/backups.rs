@@ -1,7 +1,6 @@
 //! Backups: upload, list, restore (latest or by id), delete.
 
-use std::sync::atomic::Ordering;
-
+use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -15,12 +14,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::backups::idempotency::IdempotencyKey;
+use crate::backups::{After, BackupMeta, Download, NewUpload, Receipt, Which};
 use crate::cursor;
-use crate::db::backups::{After, Backup, BackupMeta, Fetched, NewBackup, Stored, Upload, Which};
-use crate::db::{self};
-use crate::document::{self, Encoding};
-use crate::encoding::{hex, sha256, sha256_of_parts};
-use crate::http::budget::{BodyLimit, Held, MemoryBudget};
+use crate::document::Encoding;
+use crate::encoding::hex;
+use crate::http::body::BodyLimit;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{AuthUser, BearerToken};
 use crate::http::pipeline;
@@ -36,11 +35,6 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
-/// A download first reads documents up to this size in the same statement that finds them;
-/// a larger one is read once its size is known and room for it is held.
-const INLINE_DOCUMENT_BYTES: usize = 256 * 1024;
-/// Tries at holding room for the latest backup, should a larger one arrive in between.
-const DOWNLOAD_TRIES: usize = 3;
 
 /// A stored backup, as listed.
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,16 +68,16 @@ pub struct Uploaded {
     deduplicated: bool,
 }
 
-fn upload_response(stored: Stored, replayed: bool) -> Response {
-    let status = if stored.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
-    let location = format!("/api/backups/{}", stored.meta.id);
-    let body = Uploaded { backup: stored.meta.into(), deduplicated: stored.deduplicated };
+fn upload_response(receipt: Receipt) -> Response {
+    let status = if receipt.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
+    let location = format!("/api/backups/{}", receipt.backup.id);
+    let body = Uploaded { backup: receipt.backup.into(), deduplicated: receipt.deduplicated };
     let mut response = (status, Json(body)).into_response();
     let headers = response.headers_mut();
     if status == StatusCode::CREATED {
         headers.insert(header::LOCATION, HeaderValue::try_from(location).expect("a path is a valid header"));
     }
-    if replayed {
+    if receipt.replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
@@ -113,42 +107,9 @@ async fn upload(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let encoding = content_encoding(&headers)?;
     let key = idempotency_key(&headers)?;
-    let decoded = state.budget.decode(&body, encoding, state.settings.limits.max_backup_bytes)?;
-    let document = document::validate(&decoded.bytes)?;
-    let digest = match encoding {
-        Encoding::Identity => body_sha256,
-        Encoding::Gzip => sha256(document.as_bytes()),
-    };
-    let new = NewBackup {
-        id: Uuid::new_v4(),
-        user_id: user.id,
-        document,
-        sha256: &digest,
-        keep: state.settings.limits.max_backups_kept,
-        idempotency_key: key,
-    };
-    let mut prepared = db::backups::prepare(&state.pool, new).await?;
-    loop {
-        // Room for the driver's copies of what goes to the database: the chunks the user has
-        // not stored (two of a mature history's hundred), not the whole document.
-        let _storing = state.budget.hold_for_storing(prepared.bytes_to_send()).ok_or_else(ApiError::busy)?;
-        let stored = db::backups::store(&state.pool, &mut prepared).await;
-        match &stored {
-            Ok(_) => state.storage_full.store(false, Ordering::Relaxed),
-            Err(error) if db::is_disk_full(error) => state.storage_full.store(true, Ordering::Relaxed),
-            Err(_) => {}
-        }
-        return match stored? {
-            Upload::Stored(stored) => Ok(upload_response(stored, false)),
-            Upload::Replayed(stored) => Ok(upload_response(stored, true)),
-            Upload::KeyConflict => Err(ApiError::IdempotencyConflict),
-            Upload::NoUser => Err(ApiError::Unauthorized),
-            // The next store sends every chunk; it cannot come back to this.
-            Upload::ResendChunks => continue,
-        };
-    }
+    let upload = NewUpload { body, encoding: content_encoding(&headers)?, body_sha256, idempotency_key: key.as_ref() };
+    Ok(upload_response(state.backups.upload(user.id, upload).await?))
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -170,11 +131,13 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
-    let key =
-        value.to_str().ok().filter(|key| (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()));
-    key.map(Some)
+    value
+        .to_str()
+        .ok()
+        .and_then(IdempotencyKey::parse)
+        .map(Some)
         .ok_or_else(|| ApiError::InvalidRequest("Idempotency-Key must be 1–255 visible ASCII characters".into()))
 }
 
@@ -227,7 +190,7 @@ async fn list(State(state): State<AppState>, user: AuthUser, uri: Uri) -> Result
             cursor::decode(text).ok_or_else(|| ApiError::InvalidRequest("cursor is not one this server issued".into()))
         })
         .transpose()?;
-    let mut page = db::backups::list(&state.pool, user.id, after, i64::from(limit) + 1).await?;
+    let mut page = state.backups.list(user.id, after, i64::from(limit) + 1).await?;
     let next_cursor = if page.len() > limit as usize {
         page.truncate(limit as usize);
         page.last().map(|last| cursor::encode(After { created_at: last.created_at, id: last.id }))
@@ -267,8 +230,8 @@ impl<S: Send + Sync> FromRequestParts<S> for BackupId {
     security(("bearer" = [], "signature" = [], "timestamp" = []))
 )]
 async fn latest(State(state): State<AppState>, token: BearerToken, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (backup, held) = fetch(&state, token, Which::Latest).await?.ok_or(ApiError::NoBackups)?;
-    document_response(backup, held, &headers)
+    let download = state.backups.download(&token.0, Which::Latest).await?.ok_or(ApiError::NoBackups)?;
+    document_response(download, &headers)
 }
 
 /// One backup's document, byte for byte as uploaded.
@@ -290,49 +253,24 @@ async fn by_id(
     BackupId(id): BackupId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (backup, held) = fetch(&state, token, Which::Id(id)).await?.ok_or(ApiError::NotFound)?;
-    document_response(backup, held, &headers)
+    let download = state.backups.download(&token.0, Which::Id(id)).await?.ok_or(ApiError::NotFound)?;
+    document_response(download, &headers)
 }
 
-/// The token's user's backup, found with the user in one statement (401 for an unknown
-/// token), with room held for it before its document is read: small documents come in that
-/// first statement, a larger one in a second once its size is known.
-async fn fetch(
-    state: &AppState,
-    BearerToken(hash): BearerToken,
-    which: Which,
-) -> Result<Option<(Backup, Held)>, ApiError> {
-    let mut room = INLINE_DOCUMENT_BYTES.min(state.settings.limits.max_backup_bytes);
-    for _ in 0..DOWNLOAD_TRIES {
-        let held = state.budget.hold_for_fetching(room).ok_or_else(ApiError::busy)?;
-        match db::backups::fetch(&state.pool, &hash, which, room).await?.ok_or(ApiError::Unauthorized)? {
-            None => return Ok(None),
-            Some(Fetched::Backup(backup)) => return Ok(Some((backup, held))),
-            Some(Fetched::TooLarge(meta)) => room = usize::try_from(meta.size_bytes).unwrap_or(usize::MAX),
-        }
-    }
-    // The latest backup grew each time room was made for it: a busy account; try again.
-    Err(ApiError::busy())
-}
-
-fn document_response(backup: Backup, held: Held, request: &HeaderMap) -> Result<Response, ApiError> {
-    // Never wrong bytes: a document whose chunks do not reassemble to what was uploaded (a
-    // damaged or lost chunk) is an internal error, logged with the backup's id.
-    if sha256_of_parts(backup.chunks.iter().map(String::as_bytes)) != backup.meta.sha256.as_slice() {
-        return Err(anyhow::anyhow!("backup {} does not match its SHA-256: a chunk is damaged", backup.meta.id).into());
-    }
-    let etag = format!("\"{}\"", hex(&backup.meta.sha256));
-    let created_at = backup
-        .meta
+fn document_response(download: Download, request: &HeaderMap) -> Result<Response, ApiError> {
+    let meta = &download.meta;
+    let etag = format!("\"{}\"", hex(&meta.sha256));
+    let created_at = meta
         .created_at
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| anyhow::anyhow!("formatting a timestamp: {e}"))?;
-    let id = backup.meta.id.to_string();
+    let id = meta.id.to_string();
     let mut response = if matches_etag(request, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let length = HeaderValue::from(backup.chunks.iter().map(String::len).sum::<usize>());
-        let body = MemoryBudget::response_body(backup.chunks, held);
+        let length = HeaderValue::from(download.len());
+        let parts = download.into_parts().map(Ok::<_, std::convert::Infallible>);
+        let body = Body::from_stream(futures_util::stream::iter(parts));
         let json = HeaderValue::from_static("application/json");
         ([(header::CONTENT_TYPE, json), (header::CONTENT_LENGTH, length)], body).into_response()
     };
@@ -365,9 +303,5 @@ fn matches_etag(request: &HeaderMap, etag: &str) -> bool {
     security(("bearer" = [], "signature" = [], "timestamp" = []))
 )]
 async fn delete(State(state): State<AppState>, user: AuthUser, BackupId(id): BackupId) -> Result<StatusCode, ApiError> {
-    if db::backups::delete(&state.pool, user.id, id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound)
-    }
+    if state.backups.delete(user.id, id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound) }
 }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::db::migrations;
+use crate::db::{functions, migrations};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::readiness::Readiness;
 use crate::http::state::AppState;
@@ -56,7 +56,7 @@ pub struct Ready {
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let schema_version = state.readiness.get_or_check(check(&state)).await.map_err(ApiError::Unavailable)?;
-    let storage_full = state.storage_full.load(std::sync::atomic::Ordering::Relaxed);
+    let storage_full = state.backups.storage_full();
     let binary_schema_version = migrations::latest_known_version();
     Ok(Json(Ready { status: "ready", schema_version, binary_schema_version, storage_full }))
 }
@@ -69,7 +69,8 @@ async fn check(state: &AppState) -> Readiness {
         let status = migrations::status(&mut conn).await?;
         let newer: Vec<i64> = status.applied.iter().map(|a| a.version).filter(|v| *v > known).collect();
         let oldest = if newer.is_empty() { None } else { migrations::oldest_compatible(&mut conn, &newer).await? };
-        Ok::<_, sqlx::Error>((status, newer, oldest))
+        let outdated = if status.pending.is_empty() { functions::outdated(&mut conn).await? } else { Vec::new() };
+        Ok::<_, sqlx::Error>((status, newer, oldest, outdated))
     })
     .await
     .map_err(|_| "database unreachable: no answer in time".to_owned())?
@@ -77,12 +78,18 @@ async fn check(state: &AppState) -> Readiness {
         tracing::warn!(error = %error, "readiness check failed");
         "database unreachable".to_owned()
     })?;
-    let (status, newer, oldest) = status;
+    let (status, newer, oldest, outdated) = status;
     if !status.pending.is_empty() {
         let versions: Vec<String> = status.pending.iter().map(|p| p.version.to_string()).collect();
         return Err(format!(
             "database schema is behind: migrations {} are not applied; run `migrate`",
             versions.join(", ")
+        ));
+    }
+    if !outdated.is_empty() {
+        return Err(format!(
+            "the database lacks this binary's SQL functions ({}), or has another text of them; run `migrate`",
+            outdated.join(", ")
         ));
     }
     let schema_version = status.applied.iter().map(|a| a.version).max().unwrap_or(0);

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::document::{self, DocumentError};
-use crate::http::budget::BodyLimit;
+use crate::http::body::BodyLimit;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::AuthUser;

@@ -1,27 +1,22 @@
 //! The memory budget: what request bodies and documents in flight may hold together, and the
 //! only place that knows how many copies of a document each step holds.
 //!
-//! The server lives in 256 MB. Rather than growing until the kernel kills it, a request that
-//! would take the budget past its size is answered 503 with `Retry-After`. No one client may
-//! hold more than a share of it with bodies still arriving, so sockets that trickle bodies in
-//! (or never finish them) cannot starve everyone else.
+//! The server lives in 256 MB. Rather than growing until the kernel kills it, work that would
+//! take the budget past its size is refused (the API answers 503 with `Retry-After`). No one
+//! client may hold more than a share of it with bodies still arriving, so sockets that trickle
+//! bodies in (or never finish them) cannot starve everyone else.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use crate::document::{self, DocumentError, Encoding};
 
 /// Bytes per permit: the budget is counted in KiB so a large budget fits the semaphore.
 const UNIT: usize = 1024;
 /// A gzip body of a tiny document is a little larger than the document.
-pub const GZIP_OVERHEAD: usize = 64 * 1024;
-/// Every body but a backup document's is empty or a small JSON object.
-pub const SMALL_BODY_LIMIT: usize = 64 * 1024;
+const GZIP_OVERHEAD: usize = 64 * 1024;
 /// An upload, once its body is in, also has the database driver's two copies of what it sends
 /// in flight (the statement's arguments, then the connection's write buffer): the chunks its
 /// user has not stored, at most the whole document.
@@ -29,35 +24,19 @@ const DRIVER_COPIES: usize = 2;
 /// A download holds the row in the connection's read buffer and the document decoded from it,
 /// until the buffer is given back; then only the document, until it is sent.
 const DOWNLOAD_COPIES: usize = 2;
-/// JSON usually compresses 5–20×; a first decode is allowed this ratio before the full limit
-/// is held, so an ordinary gzip upload does not hold the whole maximum of the budget.
-const EXPECTED_GZIP_RATIO: usize = 32;
 /// The share of the budget one client address may hold with bodies, as a fraction.
 const CLIENT_SHARE_DIVISOR: usize = 4;
 
-/// The largest body a route takes, declared where the route is mounted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyLimit {
-    /// [`SMALL_BODY_LIMIT`].
-    Small,
-    /// A backup document: `MAX_BACKUP_BYTES` decoded, a little more gzip-encoded.
-    Document,
-}
-
-impl BodyLimit {
-    /// The limit in bytes, for documents of at most `max_document` bytes.
-    pub fn bytes(self, max_document: usize) -> usize {
-        match self {
-            Self::Small => SMALL_BODY_LIMIT,
-            Self::Document => max_document + GZIP_OVERHEAD,
-        }
-    }
+/// The largest body of an upload of documents of at most `max_document` bytes: a little more
+/// than the document, for gzip's framing of one that does not compress.
+pub fn max_upload_body(max_document: usize) -> usize {
+    max_document + GZIP_OVERHEAD
 }
 
 /// The most one upload of a `max_document`-byte document holds at once, whatever its encoding:
 /// its body (gzip: up to the limit), the decoded document, and the driver's copies.
 pub fn max_upload_holding(max_document: usize) -> usize {
-    BodyLimit::Document.bytes(max_document) + max_document + DRIVER_COPIES * max_document
+    max_upload_body(max_document) + max_document + DRIVER_COPIES * max_document
 }
 
 /// KiB each client address holds with bodies now; an address holding nothing is not listed.
@@ -82,7 +61,7 @@ pub struct Held {
 
 impl Held {
     /// Gives back all but `bytes` of what is held.
-    fn keep_only(&mut self, bytes: usize) {
+    pub fn keep_only(&mut self, bytes: usize) {
         let keep = units(bytes).max(1);
         if let Some(excess) = self.permit.num_permits().checked_sub(keep).filter(|n| *n > 0) {
             drop(self.permit.split(excess));
@@ -108,15 +87,8 @@ fn units(bytes: usize) -> usize {
     bytes.div_ceil(UNIT)
 }
 
-/// A document decoded within the budget.
-pub struct Decoded {
-    /// The document's bytes.
-    pub bytes: Bytes,
-    _held: Option<Held>,
-}
-
-/// A chunk of a document, each holding the document's room until the response that carries
-/// them has sent (or dropped) the last.
+/// A chunk of a document, each holding the document's room until the last of them is sent
+/// (or dropped).
 struct HeldChunk {
     chunk: String,
     _held: Arc<Held>,
@@ -126,15 +98,6 @@ impl AsRef<[u8]> for HeldChunk {
     fn as_ref(&self) -> &[u8] {
         self.chunk.as_bytes()
     }
-}
-
-/// Why a decode could not go ahead.
-#[derive(Debug)]
-pub enum DecodeError {
-    /// The budget has no room now.
-    Busy,
-    /// The body is not an acceptable document.
-    Document(DocumentError),
 }
 
 impl MemoryBudget {
@@ -153,11 +116,11 @@ impl MemoryBudget {
     /// The budget for documents of at most `max_document` bytes: a client may hold a quarter
     /// of it with bodies, and never less than one body of the largest size.
     pub fn for_documents(total: usize, max_document: usize) -> Self {
-        Self::new(total, (total / CLIENT_SHARE_DIVISOR).max(BodyLimit::Document.bytes(max_document)))
+        Self::new(total, (total / CLIENT_SHARE_DIVISOR).max(max_upload_body(max_document)))
     }
 
     /// Holds `bytes`, or `None` when they are not free now.
-    fn hold(&self, bytes: usize) -> Option<Held> {
+    pub fn hold(&self, bytes: usize) -> Option<Held> {
         let units = u32::try_from(units(bytes).max(1)).ok()?;
         if units as usize > self.total_units {
             return None;
@@ -180,27 +143,6 @@ impl MemoryBudget {
         Some(held)
     }
 
-    /// Decodes an upload's body, holding room for the decoded document. A gzip body first gets
-    /// room for a usual compression ratio; only a document that needs more gets the whole limit.
-    pub fn decode(&self, body: &Bytes, encoding: Encoding, limit: usize) -> Result<Decoded, DecodeError> {
-        if encoding == Encoding::Identity {
-            // The body is the document, and already held by the body layer.
-            let bytes = document::decode(body.clone(), encoding, limit).map_err(DecodeError::Document)?;
-            return Ok(Decoded { bytes, _held: None });
-        }
-        let first_try = limit.min(body.len().saturating_mul(EXPECTED_GZIP_RATIO).max(SMALL_BODY_LIMIT));
-        let held = self.hold(first_try).ok_or(DecodeError::Busy)?;
-        match document::decode(body.clone(), encoding, first_try) {
-            Err(DocumentError::TooLarge { .. }) if first_try < limit => {
-                drop(held);
-                let held = self.hold(limit).ok_or(DecodeError::Busy)?;
-                let bytes = document::decode(body.clone(), encoding, limit).map_err(DecodeError::Document)?;
-                Ok(Decoded { bytes, _held: Some(held) })
-            }
-            decoded => Ok(Decoded { bytes: decoded.map_err(DecodeError::Document)?, _held: Some(held) }),
-        }
-    }
-
     /// Holds room for the database driver's copies of a document of `len` bytes being stored.
     pub fn hold_for_storing(&self, len: usize) -> Option<Held> {
         self.hold(DRIVER_COPIES * len)
@@ -211,16 +153,12 @@ impl MemoryBudget {
         self.hold(DOWNLOAD_COPIES * len)
     }
 
-    /// A response body streaming `chunks` out in order, keeping of `held` only the document's
-    /// own size until the body is dropped (sent, or abandoned by the client). The caller sets
-    /// its Content-Length.
-    pub fn response_body(chunks: Vec<String>, mut held: Held) -> Body {
+    /// `chunks` as buffers to send in order, keeping of `held` only the document's own size
+    /// until the last of them is dropped (sent, or abandoned by the client).
+    pub fn held_chunks(chunks: Vec<String>, mut held: Held) -> impl Iterator<Item = Bytes> + Send {
         held.keep_only(chunks.iter().map(String::len).sum());
         let held = Arc::new(held);
-        let chunks = chunks.into_iter().map(move |chunk| {
-            Ok::<_, std::convert::Infallible>(Bytes::from_owner(HeldChunk { chunk, _held: Arc::clone(&held) }))
-        });
-        Body::from_stream(futures_util::stream::iter(chunks))
+        chunks.into_iter().map(move |chunk| Bytes::from_owner(HeldChunk { chunk, _held: Arc::clone(&held) }))
     }
 
     /// Bytes held right now.
@@ -262,13 +200,16 @@ mod tests {
     }
 
     #[test]
-    fn a_response_keeps_only_the_documents_size() {
+    fn a_download_keeps_only_the_documents_size_until_its_last_chunk_is_sent() {
         let budget = MemoryBudget::new(64 * UNIT, 64 * UNIT);
         let held = budget.hold_for_fetching(10 * UNIT).unwrap();
         assert_eq!(budget.in_use_bytes(), 20 * UNIT);
-        let body = MemoryBudget::response_body(vec!["x".repeat(4 * UNIT), "y".repeat(6 * UNIT)], held);
+        let mut chunks = MemoryBudget::held_chunks(vec!["x".repeat(4 * UNIT), "y".repeat(6 * UNIT)], held);
         assert_eq!(budget.in_use_bytes(), 10 * UNIT);
-        drop(body);
+        let first = chunks.next().unwrap();
+        drop(chunks);
+        assert_eq!(budget.in_use_bytes(), 10 * UNIT, "held while a chunk is still being sent");
+        drop(first);
         assert_eq!(budget.in_use_bytes(), 0);
     }
 
@@ -276,7 +217,7 @@ mod tests {
     fn an_upload_at_most_holds_what_start_up_checks_for() {
         let max = 4 * UNIT * UNIT;
         let budget = MemoryBudget::new(max_upload_holding(max), max_upload_holding(max));
-        let body = budget.hold_body(CLIENT, BodyLimit::Document.bytes(max)).unwrap();
+        let body = budget.hold_body(CLIENT, max_upload_body(max)).unwrap();
         let decoded = budget.hold(max).unwrap();
         let storing = budget.hold_for_storing(max).unwrap();
         assert!(budget.hold(1).is_none(), "exactly full");
