@@ -35,7 +35,7 @@ impl IdempotencyKey {
 }
 
 /// Deletes every key older than [`KEY_LIFETIME`], in batches; how many went.
-pub async fn sweep(pool: &PgPool) -> Result<u64, sqlx::Error> {
+pub async fn sweep(pool: &PgPool) -> Result<u64, db::Error> {
     let mut swept = 0;
     loop {
         let deleted = db::idempotency::delete_expired(pool, KEY_LIFETIME, SWEEP_BATCH).await?;

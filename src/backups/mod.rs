@@ -58,7 +58,7 @@ pub enum Error {
     Damaged(Uuid),
     /// The database failed or refused.
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] db::Error),
 }
 
 /// The service. Cheap to clone: every machine's handlers share one.

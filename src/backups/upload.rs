@@ -66,7 +66,7 @@ impl Backups {
             Encoding::Identity => upload.body_sha256,
             Encoding::Gzip => sha256(text.as_bytes()),
         };
-        let size_bytes = i32::try_from(text.len()).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let size_bytes = i32::try_from(text.len()).map_err(|e| db::Error::Other(sqlx::Error::Encode(Box::new(e))))?;
         let keep = i32::try_from(self.policy.max_backups_kept).unwrap_or(i32::MAX);
         let chunks: Vec<(&str, [u8; 32])> = chunking::chunks(text).map(|c| (c, sha256(c.as_bytes()))).collect();
         let hashes: Vec<&[u8]> = chunks.iter().map(|(_, hash)| hash.as_slice()).collect();
@@ -96,7 +96,7 @@ impl Backups {
             let result = db::backups::store(&self.pool, &new).await;
             match &result {
                 Ok(_) => self.storage_full.store(false, Ordering::Relaxed),
-                Err(error) if db::is_disk_full(error) => self.storage_full.store(true, Ordering::Relaxed),
+                Err(db::Error::StorageFull(_)) => self.storage_full.store(true, Ordering::Relaxed),
                 Err(_) => {}
             }
             let result = result?;
@@ -118,9 +118,9 @@ impl Backups {
                     stored.clear();
                     continue;
                 }
-                StoreOutcome::MissingChunks => Err(Error::Database(sqlx::Error::Protocol(
+                StoreOutcome::MissingChunks => Err(Error::Database(db::Error::Other(sqlx::Error::Protocol(
                     "store_backup_v4 found chunks missing with every chunk sent".into(),
-                ))),
+                )))),
             };
         }
     }

@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::config::ConfigError;
-use crate::db::ConnectError;
+use crate::db::{self, ConnectError};
 use crate::remote::RemoteError;
 
 /// The ways a command ends.
@@ -73,9 +73,9 @@ impl ExitStatus {
             (error.is_setting().then_some(Self::Usage)).or(error.is_unreachable().then_some(Self::Unreachable))
         } else if let Some(error) = cause.downcast_ref::<ConnectError>() {
             error.is_unreachable().then_some(Self::Unreachable)
-        } else if let Some(error) = cause.downcast_ref::<sqlx::Error>() {
+        } else if let Some(error) = cause.downcast_ref::<db::Error>() {
             // A connection lost, or none to be had, after the command had connected.
-            matches!(error, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut).then_some(Self::Unreachable)
+            error.is_unavailable().then_some(Self::Unreachable)
         } else {
             None
         }
@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(ExitStatus::of(&declined), ExitStatus::Declined);
         let missing = anyhow::Error::new(ConfigError::MissingDatabaseUrl);
         assert_eq!(ExitStatus::of(&missing).code(), 2);
-        let lost = anyhow::Error::new(sqlx::Error::PoolTimedOut).context("could not list users");
+        let lost = anyhow::Error::new(db::Error::from(sqlx::Error::PoolTimedOut)).context("could not list users");
         assert_eq!(ExitStatus::of(&lost).code(), 4);
         assert_eq!(ExitStatus::of(&anyhow::anyhow!("no user 42")), ExitStatus::Failure);
     }

@@ -83,20 +83,15 @@ pub fn describe_time(at: time::OffsetDateTime) -> String {
 }
 
 /// A command's error for the operator: each cause once, as `{:#}` would print them, except
-/// that a database error ends the chain with PostgreSQL's own message (sqlx prints it twice,
-/// with a line number of PostgreSQL's source), and a missing table says to run `migrate`.
+/// that a database error ends the chain with its own description (PostgreSQL's message, and
+/// for a missing table the way out), not sqlx's, which repeats it.
 pub fn describe_error(error: &anyhow::Error) -> String {
     let mut parts = Vec::new();
     for cause in error.chain() {
-        if let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() {
-            let mut message = db.message().to_owned();
-            if db.code().as_deref() == Some("42P01") {
-                message.push_str(": this database lacks this version's tables; run `migrate` first");
-            }
-            parts.push(message);
+        parts.push(cause.to_string());
+        if cause.is::<crate::db::Error>() {
             break;
         }
-        parts.push(cause.to_string());
     }
     parts.join(": ")
 }

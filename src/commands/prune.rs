@@ -130,7 +130,7 @@ async fn vacuum(pool: &sqlx::PgPool, printer: Printer) {
     printer.status("vacuuming, so the space freed is reused now");
     match prune::vacuum(pool).await {
         Ok(()) => {}
-        Err(error) if crate::db::is_disk_full(&error) => output::warning(
+        Err(crate::db::Error::StorageFull(_)) => output::warning(
             "the volume is full, and VACUUM needs room: run `reserve --release`, which gives room \
              back and vacuums; until then the space deleted is not reused",
         ),

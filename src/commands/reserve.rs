@@ -46,7 +46,7 @@ pub async fn run(args: ReserveArgs, printer: Printer) -> anyhow::Result<()> {
     while now < target {
         match reserve::add(&pool, STEP_BYTES.min(target - now)).await {
             Ok(()) => {}
-            Err(error) if db::is_disk_full(&error) => {
+            Err(db::Error::StorageFull(_)) => {
                 bar.abandon();
                 anyhow::bail!(
                     "the volume has no room for the reserve (it holds {}): extend the volume, or ask for less \

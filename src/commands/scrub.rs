@@ -88,9 +88,9 @@ async fn pass<Id: Copy, Fetched>(
     mut after: Id,
     bar: &ProgressBar,
     mut batch: impl FnMut(Id) -> Fetched,
-) -> Result<Batch<Id>, sqlx::Error>
+) -> Result<Batch<Id>, crate::db::Error>
 where
-    Fetched: Future<Output = Result<Batch<Id>, sqlx::Error>>,
+    Fetched: Future<Output = Result<Batch<Id>, crate::db::Error>>,
 {
     let mut total = Batch { last_id: None, checked: 0, bytes: 0, damaged: Vec::new() };
     loop {

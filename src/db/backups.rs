@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use super::Error;
 use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -70,23 +71,26 @@ struct Row {
 }
 
 impl Row {
-    fn stored(self) -> Result<Stored, sqlx::Error> {
+    fn stored(self) -> Result<Stored, Error> {
         match (self.id, self.created_at, self.size_bytes, self.sha256, self.deduplicated) {
             (Some(id), Some(created_at), Some(size_bytes), Some(sha256), Some(deduplicated)) => {
                 Ok(Stored { meta: BackupMeta { id, created_at, size_bytes, sha256 }, deduplicated })
             }
-            _ => Err(sqlx::Error::Protocol(format!("store_backup_v4's {} outcome names no backup", self.outcome))),
+            _ => Err(Error::Other(sqlx::Error::Protocol(format!(
+                "store_backup_v4's {} outcome names no backup",
+                self.outcome
+            )))),
         }
     }
 
-    fn into_result(self) -> Result<StoreResult, sqlx::Error> {
+    fn into_result(self) -> Result<StoreResult, Error> {
         let healed = self.healed;
         let outcome = match self.outcome.as_str() {
             "stored" => StoreOutcome::Stored(self.stored()?),
             "replayed" => StoreOutcome::Replayed(self.stored()?),
             "conflict" => StoreOutcome::KeyConflict,
             "missing" => StoreOutcome::MissingChunks,
-            other => return Err(sqlx::Error::Protocol(format!("store_backup_v4 answered {other:?}"))),
+            other => return Err(Error::Other(sqlx::Error::Protocol(format!("store_backup_v4 answered {other:?}")))),
         };
         Ok(StoreResult { outcome, healed })
     }
@@ -120,7 +124,7 @@ pub async fn stored_chunks(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     hashes: &[&[u8]],
-) -> Result<HashSet<[u8; 32]>, sqlx::Error> {
+) -> Result<HashSet<[u8; 32]>, Error> {
     let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT sha256 FROM chunks WHERE user_id = $1 AND sha256 = ANY($2)")
         .bind(user_id)
         .bind(hashes)
@@ -133,7 +137,7 @@ pub async fn stored_chunks(
 /// transaction, serialised per user by a lock on the user's row: the user lock, the key's
 /// replay, healing, dedupe against the latest backup, the insert, retention and remembering the
 /// key, in one round trip.
-pub async fn store(pool: &PgPool, new: &NewBackup<'_>) -> Result<StoreResult, sqlx::Error> {
+pub async fn store(pool: &PgPool, new: &NewBackup<'_>) -> Result<StoreResult, Error> {
     let sent = new.new_data.iter().map(|data| data.len()).sum();
     let mut conn = pool.acquire().await?;
     let row: Option<Row> = sqlx::query_as(
@@ -173,7 +177,7 @@ pub async fn list(
     user_id: Uuid,
     after: Option<After>,
     limit: i64,
-) -> Result<Vec<BackupMeta>, sqlx::Error> {
+) -> Result<Vec<BackupMeta>, Error> {
     // With no cursor, start past the newest possible key; one query shape keeps the index scan.
     let after = after
         .unwrap_or(After { created_at: OffsetDateTime::now_utc() + time::Duration::days(365_000), id: Uuid::max() });
@@ -188,6 +192,7 @@ pub async fn list(
     .bind(limit)
     .fetch_all(db)
     .await
+    .map_err(Error::from)
 }
 
 /// Which backup to fetch.
@@ -253,7 +258,7 @@ pub async fn fetch(
     token_hash: &[u8; 32],
     which: Which,
     room: usize,
-) -> Result<Option<Option<Fetched>>, sqlx::Error> {
+) -> Result<Option<Option<Fetched>>, Error> {
     let room = i32::try_from(room).unwrap_or(i32::MAX);
     let query = match which {
         Which::Latest => sqlx::query_as(fetch_sql!(
@@ -285,7 +290,7 @@ pub async fn fetch(
 }
 
 /// Deletes one of the user's backups (and the chunks only it named). Returns whether it existed.
-pub async fn delete(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn delete(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> Result<bool, Error> {
     // The user's row is locked before the backup's, in the order an upload takes them, so
     // this and an upload's retention never wait on each other.
     let result = sqlx::query(

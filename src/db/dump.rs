@@ -7,6 +7,7 @@ use sqlx::postgres::PgCopyIn;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 
+use super::Error;
 use super::copy_binary::Column;
 use super::migrations::MIGRATOR;
 use crate::dump::sequences::SequenceValue;
@@ -39,7 +40,13 @@ pub enum SnapshotError {
     },
     /// A query failed.
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] Error),
+}
+
+impl From<sqlx::Error> for SnapshotError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error.into())
+    }
 }
 
 /// One read-only repeatable-read transaction: every table is read as of one instant while
@@ -53,22 +60,23 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Starts the snapshot.
-    pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
+    pub async fn begin(pool: &PgPool) -> Result<Self, Error> {
         let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
         let taken_at = sqlx::query_scalar("SELECT now()").fetch_one(&mut *tx).await?;
         Ok(Self { tx, taken_at })
     }
 
     /// The server's version, e.g. `16.4`.
-    pub async fn postgres_version(&mut self) -> Result<String, sqlx::Error> {
-        sqlx::query_scalar("SHOW server_version").fetch_one(&mut *self.tx).await
+    pub async fn postgres_version(&mut self) -> Result<String, Error> {
+        sqlx::query_scalar("SHOW server_version").fetch_one(&mut *self.tx).await.map_err(Error::from)
     }
 
     /// The newest applied migration.
-    pub async fn schema_version(&mut self) -> Result<i64, sqlx::Error> {
+    pub async fn schema_version(&mut self) -> Result<i64, Error> {
         sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success")
             .fetch_one(&mut *self.tx)
             .await
+            .map_err(Error::from)
     }
 
     /// The SQL that recreates the schema at `version`: sqlx's table and our migrations.
@@ -90,18 +98,18 @@ impl Snapshot {
     }
 
     /// A table's columns, quoted, in order; none when the schema (an older one) lacks it.
-    pub async fn columns(&mut self, table: &str) -> Result<Vec<String>, sqlx::Error> {
+    pub async fn columns(&mut self, table: &str) -> Result<Vec<String>, Error> {
         sqlx::query_scalar(
             "SELECT quote_ident(attname) FROM pg_attribute \
              WHERE attrelid = to_regclass('public.' || quote_ident($1)) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         )
         .bind(table)
         .fetch_all(&mut *self.tx)
-        .await
+        .await.map_err(Error::from)
     }
 
     /// The planner's row estimate of all our tables, for a progress bar.
-    pub async fn estimated_rows(&mut self) -> Result<i64, sqlx::Error> {
+    pub async fn estimated_rows(&mut self) -> Result<i64, Error> {
         sqlx::query_scalar(
             "SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint FROM pg_class \
              WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' AND relname = ANY($1)",
@@ -109,6 +117,7 @@ impl Snapshot {
         .bind(TABLES)
         .fetch_one(&mut *self.tx)
         .await
+        .map_err(Error::from)
     }
 
     /// The table's rows in COPY text format, as they arrive.
@@ -116,15 +125,15 @@ impl Snapshot {
         &mut self,
         table: &str,
         columns: &[String],
-    ) -> Result<BoxStream<'_, Result<Bytes, sqlx::Error>>, sqlx::Error> {
+    ) -> Result<BoxStream<'_, Result<Bytes, sqlx::Error>>, Error> {
         // Names come from TABLES and the catalog's quote_ident, never from input.
         let statement = format!("COPY public.{table} ({}) TO STDOUT", columns.join(", "));
-        self.tx.copy_out_raw(&statement).await
+        self.tx.copy_out_raw(&statement).await.map_err(Error::from)
     }
 
     /// Where each sequence owned by a column of our tables stands now. (Sequences of other
     /// objects are not ours to restore: the schema is rebuilt from the migrations alone.)
-    pub async fn sequences(&mut self) -> Result<Vec<SequenceValue>, sqlx::Error> {
+    pub async fn sequences(&mut self) -> Result<Vec<SequenceValue>, Error> {
         let rows: Vec<(String, Option<i64>, i64)> = sqlx::query_as(
             "SELECT DISTINCT format('%I.%I', s.schemaname, s.sequencename), s.last_value, s.start_value \
              FROM pg_sequences s \
@@ -143,14 +152,18 @@ impl Snapshot {
     }
 
     /// Ends the snapshot.
-    pub async fn finish(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    pub async fn finish(self) -> Result<(), Error> {
+        self.tx.rollback().await.map_err(Error::from)
     }
 }
 
 /// Drops everything in the public schema (for `restore-db --force`), inside the caller's transaction.
-pub async fn clear(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;").execute(conn).await.map(drop)
+pub async fn clear(conn: &mut PgConnection) -> Result<(), Error> {
+    sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(Error::from)
 }
 
 /// What a non-empty target holds, to name before replacing it.
@@ -165,7 +178,7 @@ pub struct Contents {
 }
 
 /// Counts what the database holds.
-pub async fn contents(conn: &mut PgConnection) -> Result<Contents, sqlx::Error> {
+pub async fn contents(conn: &mut PgConnection) -> Result<Contents, Error> {
     let (tables, has_users, has_backups): (i64, bool, bool) = sqlx::query_as(
         "SELECT count(*), bool_or(tablename = 'users'), bool_or(tablename = 'backups') \
          FROM pg_tables WHERE schemaname = 'public'",
@@ -175,13 +188,13 @@ pub async fn contents(conn: &mut PgConnection) -> Result<Contents, sqlx::Error> 
     .map(|(tables, users, backups): (i64, Option<bool>, Option<bool>)| {
         (tables, users.unwrap_or(false), backups.unwrap_or(false))
     })?;
-    let mut count = async |table: &str, present: bool| -> Result<Option<i64>, sqlx::Error> {
+    let mut count = async |table: &str, present: bool| -> Result<Option<i64>, Error> {
         if !present {
             return Ok(None);
         }
         // `table` is one of two names above, never input.
         let sql = format!("SELECT count(*) FROM public.{table}");
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *conn).await.map(Some)
+        Ok(Some(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *conn).await?))
     };
     let users = count("users", has_users).await?;
     let backups = count("backups", has_backups).await?;
@@ -199,7 +212,7 @@ pub async fn create_schema(conn: &mut PgConnection, version: i64) -> Result<(), 
 
 /// Whether the migrations the loaded `_sqlx_migrations` records are exactly this binary's up
 /// to `version`, checksums included: a restored database must be what `migrate` expects.
-pub async fn records_match_migrations(conn: &mut PgConnection, version: i64) -> Result<bool, sqlx::Error> {
+pub async fn records_match_migrations(conn: &mut PgConnection, version: i64) -> Result<bool, Error> {
     let recorded: Vec<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version")
             .fetch_all(conn)
@@ -214,7 +227,7 @@ pub async fn records_match_migrations(conn: &mut PgConnection, version: i64) -> 
 
 /// Sets a sequence the schema has to a parsed value; `false` when the schema has no such
 /// sequence. The name is bound, never spliced into SQL.
-pub async fn set_sequence(conn: &mut PgConnection, sequence: &SequenceValue) -> Result<bool, sqlx::Error> {
+pub async fn set_sequence(conn: &mut PgConnection, sequence: &SequenceValue) -> Result<bool, Error> {
     let set: Option<i64> = sqlx::query_scalar(
         "SELECT pg_catalog.setval(c.oid, $2, $3) FROM pg_class c \
          WHERE c.oid = to_regclass($1) AND c.relkind = 'S' AND c.relnamespace = 'public'::regnamespace",
@@ -245,7 +258,7 @@ pub struct BinaryLoad {
 }
 
 /// How to load table `name` of the schema in the target: `None` when it has no such table.
-pub async fn load_plan(conn: &mut PgConnection, name: &str) -> Result<Option<LoadPlan>, sqlx::Error> {
+pub async fn load_plan(conn: &mut PgConnection, name: &str) -> Result<Option<LoadPlan>, Error> {
     let (names, types): (Option<String>, Option<Vec<String>>) = sqlx::query_as(
         "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum), \
                 array_agg(format_type(atttypid, atttypmod) ORDER BY attnum) \
@@ -266,11 +279,8 @@ pub async fn load_plan(conn: &mut PgConnection, name: &str) -> Result<Option<Loa
 }
 
 /// Starts a `COPY … FROM stdin` of a [`LoadPlan`]'s statement.
-pub async fn copy_in<'c>(
-    conn: &'c mut PgConnection,
-    statement: &str,
-) -> Result<PgCopyIn<&'c mut PgConnection>, sqlx::Error> {
-    conn.copy_in_raw(statement).await
+pub async fn copy_in<'c>(conn: &'c mut PgConnection, statement: &str) -> Result<PgCopyIn<&'c mut PgConnection>, Error> {
+    conn.copy_in_raw(statement).await.map_err(Error::from)
 }
 
 /// Indexes and constraints set aside while a restore loads, as pg_restore does: building an
@@ -282,7 +292,7 @@ pub struct Deferred {
 
 /// Drops the public schema's indexes, primary keys, unique and foreign key constraints (in the
 /// caller's transaction) and remembers how to put them back.
-pub async fn defer_indexes_and_foreign_keys(conn: &mut PgConnection) -> Result<Deferred, sqlx::Error> {
+pub async fn defer_indexes_and_foreign_keys(conn: &mut PgConnection) -> Result<Deferred, Error> {
     // Foreign keys first, as they lean on the keys they reference; put back in reverse order.
     let constraints: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT conrelid::regclass::text, quote_ident(conname), pg_get_constraintdef(oid) FROM pg_constraint \
@@ -320,7 +330,7 @@ pub async fn defer_indexes_and_foreign_keys(conn: &mut PgConnection) -> Result<D
 }
 
 /// Puts back what [`defer_indexes_and_foreign_keys`] set aside, checking every foreign key.
-pub async fn restore_deferred(conn: &mut PgConnection, deferred: Deferred) -> Result<(), sqlx::Error> {
+pub async fn restore_deferred(conn: &mut PgConnection, deferred: Deferred) -> Result<(), Error> {
     for statement in deferred.recreate {
         sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut *conn).await?;
     }

@@ -12,6 +12,7 @@
 
 use sqlx::PgConnection;
 
+use super::Error;
 use crate::encoding::{hex, sha256};
 
 /// One function's file.
@@ -37,7 +38,7 @@ impl Function {
 }
 
 /// The functions the database lacks, or has with another text than this binary's.
-pub async fn outdated(conn: &mut PgConnection) -> Result<Vec<&'static str>, sqlx::Error> {
+pub async fn outdated(conn: &mut PgConnection) -> Result<Vec<&'static str>, Error> {
     let names: Vec<&str> = FUNCTIONS.iter().map(|f| f.name).collect();
     let installed: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT p.proname::text, obj_description(p.oid, 'pg_proc') FROM pg_proc p \
@@ -54,7 +55,7 @@ pub async fn outdated(conn: &mut PgConnection) -> Result<Vec<&'static str>, sqlx
 }
 
 /// Installs every function (in the caller's transaction) and stamps it with its file's hash.
-pub async fn install(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+pub async fn install(conn: &mut PgConnection) -> Result<(), Error> {
     for function in FUNCTIONS {
         sqlx::raw_sql(sqlx::AssertSqlSafe(function.sql)).execute(&mut *conn).await?;
         // COMMENT takes no parameters; the stamp is hex and a fixed text, quoted as a literal.

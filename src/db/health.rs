@@ -2,6 +2,7 @@
 //! directory, only when the role may list it), and the daily size samples `serve` writes.
 //! Statements without parameters go as simple queries: one round trip each over `fly proxy`.
 
+use super::Error;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, Row};
 use time::OffsetDateTime;
@@ -165,16 +166,16 @@ const FACTS: &str = "SELECT json_build_object( \
 )::text";
 
 /// The facts, in one round trip.
-pub async fn facts(db: impl PgExecutor<'_>) -> Result<Facts, sqlx::Error> {
+pub async fn facts(db: impl PgExecutor<'_>) -> Result<Facts, Error> {
     let row = sqlx::raw_sql(FACTS).fetch_one(db).await?;
     let json: String = row.try_get(0)?;
-    serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e))).map_err(Error::from)
 }
 
 /// The WAL directory's size, in one round trip (only for a role that may list it).
-pub async fn wal_bytes(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
+pub async fn wal_bytes(db: impl PgExecutor<'_>) -> Result<i64, Error> {
     let row = sqlx::raw_sql("SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()").fetch_one(db).await?;
-    row.try_get(0)
+    row.try_get(0).map_err(Error::from)
 }
 
 /// How many samples are kept: enough for a 30-day rate.
@@ -182,7 +183,7 @@ const SAMPLE_DAYS: i32 = 40;
 
 /// Records today's (UTC) size of this database, unless another process already has; forgets
 /// samples older than [`SAMPLE_DAYS`].
-pub async fn record_size(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
+pub async fn record_size(db: impl PgExecutor<'_>) -> Result<(), Error> {
     sqlx::query(
         "WITH old AS (DELETE FROM database_sizes WHERE day < (now() AT TIME ZONE 'UTC')::date - $1) \
          INSERT INTO database_sizes (day, bytes) \
@@ -193,6 +194,7 @@ pub async fn record_size(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
     .execute(db)
     .await
     .map(drop)
+    .map_err(Error::from)
 }
 
 /// The figures `serve` exports: this database's size, and client connections in use and allowed.
@@ -207,7 +209,7 @@ pub struct Gauges {
 }
 
 /// The gauges, in one statement.
-pub async fn gauges(db: impl PgExecutor<'_>) -> Result<Gauges, sqlx::Error> {
+pub async fn gauges(db: impl PgExecutor<'_>) -> Result<Gauges, Error> {
     sqlx::query_as(
         "SELECT pg_database_size(current_database()) AS database_bytes, \
                 (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS connections, \
@@ -215,4 +217,5 @@ pub async fn gauges(db: impl PgExecutor<'_>) -> Result<Gauges, sqlx::Error> {
     )
     .fetch_one(db)
     .await
+    .map_err(Error::from)
 }

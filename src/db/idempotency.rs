@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use super::Error;
 use sqlx::PgExecutor;
 
 /// Deletes up to `batch` keys remembered longer than `lifetime`, oldest first, through the
 /// `created_at` index; returns how many went. Keys of users who never upload again go too.
-pub async fn delete_expired(db: impl PgExecutor<'_>, lifetime: Duration, batch: i64) -> Result<u64, sqlx::Error> {
+pub async fn delete_expired(db: impl PgExecutor<'_>, lifetime: Duration, batch: i64) -> Result<u64, Error> {
     let seconds = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
     let deleted = sqlx::query(
         "DELETE FROM idempotency_keys WHERE (user_id, key) IN ( \

@@ -1,6 +1,7 @@
 //! Read-only operator views. Each is one or two statements however many rows it returns,
 //! since the operator may be on the far side of a slow `fly proxy`.
 
+use super::Error;
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgExecutor, Row};
 use time::OffsetDateTime;
@@ -58,7 +59,7 @@ pub async fn users(
     order: UserOrder,
     limit: i64,
     offset: i64,
-) -> Result<(Vec<UserRow>, i64), sqlx::Error> {
+) -> Result<(Vec<UserRow>, i64), Error> {
     let order_by = match order {
         UserOrder::Created => "u.created_at DESC",
         UserOrder::LastBackup => "s.last_backup_at DESC NULLS LAST",
@@ -80,9 +81,9 @@ pub async fn users(
 }
 
 /// One user, in aggregate.
-pub async fn user(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
+pub async fn user(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>, Error> {
     let sql = format!("SELECT {USER_COLUMNS} {USER_SOURCES} WHERE u.id = $1");
-    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db).await
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db).await.map_err(Error::from)
 }
 
 /// A backup, as the operator sees it (and `inspect --json` prints it: the hash in hex).
@@ -111,7 +112,7 @@ pub async fn backups(
     since: Option<OffsetDateTime>,
     before: Option<(OffsetDateTime, Uuid)>,
     limit: i64,
-) -> Result<(Vec<BackupRow>, i64), sqlx::Error> {
+) -> Result<(Vec<BackupRow>, i64), Error> {
     const MATCHING: &str =
         "FROM backups WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::timestamptz IS NULL OR created_at >= $2)";
     let sql = format!(
@@ -211,7 +212,7 @@ pub struct DayCount {
 }
 
 /// Every figure of `inspect stats`, in one statement (assembled as JSON by PostgreSQL).
-pub async fn stats(db: impl PgExecutor<'_>, largest: i64) -> Result<Stats, sqlx::Error> {
+pub async fn stats(db: impl PgExecutor<'_>, largest: i64) -> Result<Stats, Error> {
     let json: String = sqlx::query_scalar(
         "SELECT json_build_object( \
            'users', (SELECT count(*) FROM users), \
@@ -249,5 +250,5 @@ pub async fn stats(db: impl PgExecutor<'_>, largest: i64) -> Result<Stats, sqlx:
     .bind(largest)
     .fetch_one(db)
     .await?;
-    serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e))).map_err(Error::from)
 }

@@ -8,6 +8,7 @@ use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
+use super::Error;
 use super::functions;
 
 /// Every migration in `migrations/`, compiled into the binary.
@@ -56,7 +57,7 @@ pub enum ApplyError {
     Migrate(#[from] MigrateError),
     /// The database could not be asked.
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] super::Error),
     /// Requests kept the tables busy.
     #[error("{step} found no pause between requests to take the tables in {seconds} s; nothing of it was applied")]
     Busy {
@@ -65,6 +66,12 @@ pub enum ApplyError {
         /// How long it tried.
         seconds: u64,
     },
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error.into())
+    }
 }
 
 /// How long `apply` keeps trying to find a moment between requests for a migration.
@@ -152,7 +159,7 @@ async fn holding_every_table(
 
 /// Locks every table of the schema (but sqlx's own) in ACCESS EXCLUSIVE mode in one statement,
 /// waiting at most [`LOCK_WAIT`]; `false` when requests held one that long.
-async fn lock_every_table(tx: &mut PgConnection) -> Result<bool, sqlx::Error> {
+async fn lock_every_table(tx: &mut PgConnection) -> Result<bool, Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"))).execute(&mut *tx).await?;
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT format('%I', tablename) FROM pg_tables \
@@ -175,14 +182,15 @@ async fn lock_every_table(tx: &mut PgConnection) -> Result<bool, sqlx::Error> {
 }
 
 /// What the database has applied and what this binary would still apply.
-pub async fn status(conn: &mut PgConnection) -> Result<Status, sqlx::Error> {
+pub async fn status(conn: &mut PgConnection) -> Result<Status, Error> {
     let rows: Vec<(i64, String, OffsetDateTime)> = match sqlx::query_as(
         "SELECT version, description, installed_on FROM _sqlx_migrations WHERE success ORDER BY version",
     )
     .fetch_all(conn)
     .await
+    .map_err(Error::from)
     {
-        Err(error) if is_undefined_table(&error) => Vec::new(),
+        Err(Error::SchemaMissing(_)) => Vec::new(),
         other => other?,
     };
     let applied: Vec<Applied> = rows
@@ -200,21 +208,17 @@ pub async fn status(conn: &mut PgConnection) -> Result<Status, sqlx::Error> {
 /// The oldest schema a binary may know and serve on all of these (newer) migrations, from
 /// `schema_compatibility`; `None` when one of them has no row there (so none is known to be
 /// safe).
-pub async fn oldest_compatible(conn: &mut PgConnection, versions: &[i64]) -> Result<Option<i64>, sqlx::Error> {
+pub async fn oldest_compatible(conn: &mut PgConnection, versions: &[i64]) -> Result<Option<i64>, Error> {
     let (listed, oldest): (i64, Option<i64>) = match sqlx::query_as(
         "SELECT count(*), max(oldest_compatible) FROM schema_compatibility WHERE version = ANY($1)",
     )
     .bind(versions)
     .fetch_one(conn)
     .await
+    .map_err(Error::from)
     {
-        Err(error) if is_undefined_table(&error) => (0, None),
+        Err(Error::SchemaMissing(_)) => (0, None),
         other => other?,
     };
     Ok(oldest.filter(|_| usize::try_from(listed).is_ok_and(|listed| listed == versions.len())))
-}
-
-/// Whether a query failed on a table the schema does not have (yet).
-pub(crate) fn is_undefined_table(error: &sqlx::Error) -> bool {
-    error.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "42P01")
 }

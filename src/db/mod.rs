@@ -5,6 +5,7 @@ pub mod backups;
 pub mod copy_binary;
 pub mod database_backups;
 pub mod dump;
+mod error;
 pub mod functions;
 pub mod health;
 pub mod idempotency;
@@ -20,13 +21,9 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};
 
+pub use self::error::Error;
+use self::error::describe;
 use crate::config::DatabaseUrl;
-
-/// Whether PostgreSQL refused for want of disk space (SQLSTATE 53100 `disk_full`): its volume is
-/// full, though it still answers.
-pub fn is_disk_full(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("53100"))
-}
 
 /// How the pool behaves.
 #[derive(Debug, Clone, Copy)]
@@ -113,17 +110,6 @@ impl ConnectError {
     /// refusing the database, role or password.
     pub fn is_unreachable(&self) -> bool {
         !self.answered
-    }
-}
-
-fn describe(error: &sqlx::Error) -> String {
-    match error {
-        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        sqlx::Error::Io(io) => io.to_string(),
-        sqlx::Error::PoolTimedOut => "no answer in time".into(),
-        sqlx::Error::Database(db) => db.message().to_owned(),
-        sqlx::Error::Tls(tls) => format!("TLS failed: {tls}"),
-        other => other.to_string(),
     }
 }
 

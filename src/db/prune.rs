@@ -1,6 +1,7 @@
 //! Deletion by policy, planned once and carried out in small batches (each its own short
 //! statement), so the live server never waits long behind it.
 
+use super::Error;
 use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -42,7 +43,7 @@ pub struct Plan {
 }
 
 /// Plans a policy: up to three statements.
-pub async fn plan<'c>(db: impl PgExecutor<'c> + Copy, policy: &Policy) -> Result<Plan, sqlx::Error> {
+pub async fn plan<'c>(db: impl PgExecutor<'c> + Copy, policy: &Policy) -> Result<Plan, Error> {
     let mut plan = Plan::default();
     if let Some(cutoff) = policy.inactive_since {
         let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(
@@ -110,7 +111,7 @@ const FREED_BY_BACKUPS: &str = "SELECT coalesce(sum(pg_column_size(c.data)), 0):
            AND b.id NOT IN (SELECT id FROM backups WHERE id = ANY($1)))";
 
 /// Deletes these backups (those still there), with the chunks only they named.
-pub async fn delete_backups(pool: &PgPool, ids: &[Uuid]) -> Result<Deleted, sqlx::Error> {
+pub async fn delete_backups(pool: &PgPool, ids: &[Uuid]) -> Result<Deleted, Error> {
     let mut tx = pool.begin().await?;
     // Their users first, in id order, as an upload locks its user before its retention
     // deletes: otherwise each could wait on the other (the trigger that frees chunks locks
@@ -133,11 +134,7 @@ pub async fn delete_backups(pool: &PgPool, ids: &[Uuid]) -> Result<Deleted, sqlx
 }
 
 /// Deletes these accounts with their data, unless one has become active since `cutoff`.
-pub async fn delete_inactive_users(
-    pool: &PgPool,
-    ids: &[Uuid],
-    cutoff: OffsetDateTime,
-) -> Result<Deleted, sqlx::Error> {
+pub async fn delete_inactive_users(pool: &PgPool, ids: &[Uuid], cutoff: OffsetDateTime) -> Result<Deleted, Error> {
     let mut tx = pool.begin().await?;
     // The accounts first, in their own statement and in id order (as an upload locks its
     // user): an upload in flight holds its account's row, so this waits for it to commit. A
@@ -165,6 +162,6 @@ pub async fn delete_inactive_users(
 }
 
 /// Vacuums the tables prune deletes from: the space their deleted rows held is reused.
-pub async fn vacuum(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql("VACUUM users, chunks, backups, idempotency_keys").execute(pool).await.map(drop)
+pub async fn vacuum(pool: &PgPool) -> Result<(), Error> {
+    sqlx::raw_sql("VACUUM users, chunks, backups, idempotency_keys").execute(pool).await.map(drop).map_err(Error::from)
 }

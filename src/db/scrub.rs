@@ -3,6 +3,7 @@
 //! statement is short and a progress bar can follow. The hashing runs inside PostgreSQL: nothing
 //! but ids crosses the network, which matters over `fly proxy`.
 
+use super::Error;
 use serde::Serialize;
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
@@ -28,7 +29,7 @@ impl<Id> From<(Option<Id>, i64, i64, Vec<Id>)> for Batch<Id> {
 }
 
 /// Re-hashes up to `limit` chunks after id `after` against their names.
-pub async fn chunk_batch(db: impl PgExecutor<'_>, after: i64, limit: i64) -> Result<Batch<i64>, sqlx::Error> {
+pub async fn chunk_batch(db: impl PgExecutor<'_>, after: i64, limit: i64) -> Result<Batch<i64>, Error> {
     let row: (Option<i64>, i64, i64, Vec<i64>) = sqlx::query_as(
         "WITH checked AS ( \
              SELECT id, octet_length(data)::bigint AS bytes, sha256(convert_to(data, 'UTF8')) = sha256 AS ok \
@@ -46,7 +47,7 @@ pub async fn chunk_batch(db: impl PgExecutor<'_>, after: i64, limit: i64) -> Res
 
 /// Reassembles and re-hashes up to `limit` backups after id `after` (the nil id to start)
 /// against their SHA-256.
-pub async fn backup_batch(db: impl PgExecutor<'_>, after: Uuid, limit: i64) -> Result<Batch<Uuid>, sqlx::Error> {
+pub async fn backup_batch(db: impl PgExecutor<'_>, after: Uuid, limit: i64) -> Result<Batch<Uuid>, Error> {
     let row: (Option<Uuid>, i64, i64, Vec<Uuid>) = sqlx::query_as(
         "WITH checked AS ( \
              SELECT b.id, b.size_bytes, \
@@ -80,7 +81,7 @@ pub struct DamagedChunk {
 }
 
 /// Who and what the damaged chunks `ids` concern.
-pub async fn damaged_chunks(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<DamagedChunk>, sqlx::Error> {
+pub async fn damaged_chunks(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<DamagedChunk>, Error> {
     sqlx::query_as(
         "SELECT c.id AS chunk_id, c.user_id, \
                 (SELECT count(*) FROM backups b WHERE b.user_id = c.user_id AND c.id = ANY (b.chunk_ids)) AS backups, \
@@ -91,6 +92,7 @@ pub async fn damaged_chunks(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<
     .bind(ids)
     .fetch_all(db)
     .await
+    .map_err(Error::from)
 }
 
 /// A backup whose chunks do not make its document.
@@ -113,7 +115,7 @@ pub struct DamagedBackup {
 }
 
 /// Who and what the damaged backups `ids` concern.
-pub async fn damaged_backups(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<DamagedBackup>, sqlx::Error> {
+pub async fn damaged_backups(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<DamagedBackup>, Error> {
     sqlx::query_as(
         "SELECT b.id AS backup_id, b.user_id, b.created_at, b.size_bytes, \
                 b.id = (SELECT l.id FROM backups l WHERE l.user_id = b.user_id \
@@ -126,9 +128,13 @@ pub async fn damaged_backups(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Ve
     .bind(ids)
     .fetch_all(db)
     .await
+    .map_err(Error::from)
 }
 
 /// How many chunks and backups there are (what the progress bar counts towards).
-pub async fn totals(db: impl PgExecutor<'_>) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as("SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM backups)").fetch_one(db).await
+pub async fn totals(db: impl PgExecutor<'_>) -> Result<(i64, i64), Error> {
+    sqlx::query_as("SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM backups)")
+        .fetch_one(db)
+        .await
+        .map_err(Error::from)
 }

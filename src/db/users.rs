@@ -1,5 +1,6 @@
 //! Accounts: created with a token hash, found by it, summarised, deleted.
 
+use super::Error;
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -25,24 +26,26 @@ pub struct Summary {
 }
 
 /// Creates an account whose token hashes to `token_hash`.
-pub async fn create(db: impl PgExecutor<'_>, id: Uuid, token_hash: &[u8; 32]) -> Result<User, sqlx::Error> {
+pub async fn create(db: impl PgExecutor<'_>, id: Uuid, token_hash: &[u8; 32]) -> Result<User, Error> {
     sqlx::query_as("INSERT INTO users (id, token_hash) VALUES ($1, $2) RETURNING id, created_at")
         .bind(id)
         .bind(token_hash.as_slice())
         .fetch_one(db)
         .await
+        .map_err(Error::from)
 }
 
 /// The account a token belongs to.
-pub async fn find_by_token_hash(db: impl PgExecutor<'_>, token_hash: &[u8; 32]) -> Result<Option<User>, sqlx::Error> {
+pub async fn find_by_token_hash(db: impl PgExecutor<'_>, token_hash: &[u8; 32]) -> Result<Option<User>, Error> {
     sqlx::query_as("SELECT id, created_at FROM users WHERE token_hash = $1")
         .bind(token_hash.as_slice())
         .fetch_optional(db)
         .await
+        .map_err(Error::from)
 }
 
 /// Counts and sizes of a user's backups.
-pub async fn summary(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Summary, sqlx::Error> {
+pub async fn summary(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Summary, Error> {
     sqlx::query_as(
         "SELECT count(*) AS backup_count, coalesce(sum(size_bytes), 0)::bigint AS total_bytes, \
                 max(created_at) AS latest_backup_at \
@@ -51,11 +54,12 @@ pub async fn summary(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Summary, 
     .bind(user_id)
     .fetch_one(db)
     .await
+    .map_err(Error::from)
 }
 
 /// Deletes an account with everything of it: backups and idempotency keys go with it through
 /// `ON DELETE CASCADE`, in this one statement. Returns whether it existed.
-pub async fn delete(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn delete(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<bool, Error> {
     let result = sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(db).await?;
     Ok(result.rows_affected() > 0)
 }

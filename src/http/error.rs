@@ -8,9 +8,9 @@ use utoipa::ToSchema;
 
 use super::rate_limit::RetryAfter;
 use super::request_id;
-use crate::backups;
 use crate::document::DocumentError;
 use crate::signature::SignatureError;
+use crate::{backups, db};
 
 /// Seconds a client is told to wait before retrying a 503.
 const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 5;
@@ -66,9 +66,9 @@ pub enum ApiError {
     /// The server cannot serve the request now: at its memory budget, or out of time.
     #[error("{0}")]
     Unavailable(String),
-    /// The database cannot be reached, or is going away; logged with its cause.
+    /// The database cannot be reached, is going away, or lacks this binary's schema; logged with its cause.
     #[error("the database is unavailable; retry shortly")]
-    DatabaseUnavailable(sqlx::Error),
+    DatabaseUnavailable(db::Error),
     /// The database's volume is full (SQLSTATE 53100), or storage is held back at the headroom
     /// kept before it: nothing can be stored until an operator makes room.
     #[error("the server's storage is full; retry later")]
@@ -214,28 +214,20 @@ impl From<RetryAfter> for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
-        if crate::db::is_disk_full(&error) {
-            Self::StorageFull
-        } else if is_unavailable(&error) {
-            Self::DatabaseUnavailable(error)
-        } else {
-            Self::Internal(anyhow::Error::new(error).context("database error"))
+impl From<db::Error> for ApiError {
+    fn from(error: db::Error) -> Self {
+        match error {
+            db::Error::StorageFull(_) => Self::StorageFull,
+            // A database without this binary's schema (a deploy not finished, a restore not
+            // migrated) is one this machine cannot serve yet; `/readyz` says the same.
+            db::Error::Unavailable(_) | db::Error::SchemaMissing(_) => Self::DatabaseUnavailable(error),
+            db::Error::NotFound => Self::NotFound,
+            // Every conflict a request can cause is answered in SQL (idempotency keys, dedupe):
+            // one reaching here is a bug.
+            db::Error::Conflict(_) | db::Error::Other(_) => {
+                Self::Internal(anyhow::Error::new(error).context("database error"))
+            }
         }
-    }
-}
-
-/// Errors that mean "the database cannot be reached or is going away", not a bug.
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception; 53: insufficient resources (out of memory, too many
-            // connections); 57P01-57P03: admin shutdown, crash shutdown, cannot connect now.
-            code.starts_with("08") || code.starts_with("53") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
-        }),
-        _ => false,
     }
 }
 

@@ -212,14 +212,25 @@ async fn an_internal_errors_log_line_carries_the_request_id_the_client_saw() {
     let client = crate::common::http_client();
     let registered = signed_request(&client, &server.address, TEST_SECRET, now(), Method::POST, "/api/users", b"");
     let registered: Value = registered.send().await.unwrap().json().await.unwrap();
-    let pool = db.pool().await;
-    sqlx::query("ALTER TABLE backups RENAME TO backups_gone").execute(&pool).await.unwrap();
-    let response = signed_request(&client, &server.address, TEST_SECRET, now(), Method::GET, "/api/backups", b"")
-        .bearer_auth(registered["token"].as_str().unwrap())
-        .header("x-request-id", "support-ticket-4711")
+    let token = registered["token"].as_str().unwrap();
+    let document = br#"{"workouts": [1, 2, 3]}"#;
+    let uploaded = signed_request(&client, &server.address, TEST_SECRET, now(), Method::POST, "/api/backup", document)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();
+    assert_eq!(uploaded.status(), StatusCode::CREATED);
+    // A damaged chunk: the server refuses to answer bytes that are not what was uploaded.
+    let pool = db.pool().await;
+    sqlx::query("UPDATE chunks SET data = '{}'").execute(&pool).await.unwrap();
+    let response =
+        signed_request(&client, &server.address, TEST_SECRET, now(), Method::GET, "/api/backups/latest", b"")
+            .bearer_auth(token)
+            .header("x-request-id", "support-ticket-4711")
+            .send()
+            .await
+            .unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(response.headers()["x-request-id"], "support-ticket-4711");
     let logged = next_log(&mut server.logs, "internal error").await;

@@ -332,7 +332,7 @@ async fn serve_samples_the_size_daily_and_exports_it_without_a_query_per_scrape(
         .await
         .unwrap();
     for _ in 0..20 {
-        assert_eq!(gauge(&scrape().await, "dailyreps_database_size_bytes"), sampled as f64);
+        assert_eq!(gauge(&scrape().await, "dailyreps_database_size_bytes"), exported);
     }
 }
 

@@ -60,7 +60,7 @@ async fn check(
     // One connection for both statements: a second from the pool would cost its own handshake.
     let mut conn = pool.acquire().await.context("could not connect")?;
     let facts = match health::facts(&mut *conn).await {
-        Err(error) if crate::db::migrations::is_undefined_table(&error) => {
+        Err(crate::db::Error::SchemaMissing(_)) => {
             bail!("the database lacks this version's tables (database_sizes): run `migrate` first")
         }
         facts => facts.context("could not read the database's health")?,

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::db::{functions, migrations};
+use crate::db::{self, functions, migrations};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::readiness::Readiness;
 use crate::http::state::AppState;
@@ -70,7 +70,7 @@ async fn check(state: &AppState) -> Readiness {
         let newer: Vec<i64> = status.applied.iter().map(|a| a.version).filter(|v| *v > known).collect();
         let oldest = if newer.is_empty() { None } else { migrations::oldest_compatible(&mut conn, &newer).await? };
         let outdated = if status.pending.is_empty() { functions::outdated(&mut conn).await? } else { Vec::new() };
-        Ok::<_, sqlx::Error>((status, newer, oldest, outdated))
+        Ok::<_, db::Error>((status, newer, oldest, outdated))
     })
     .await
     .map_err(|_| "database unreachable: no answer in time".to_owned())?
