@@ -1225,7 +1225,7 @@ _dailyreps__backup__server() {
             return 0
             ;;
         dailyreps__backup__server__subcmd__serve)
-            opts="-q -h -V --database-url --bind --metrics-bind --signing-secret --allowed-origins --max-backup-bytes --max-backups-kept --memory-budget-mb --rate-limit-register-per-minute --rate-limit-user-per-minute --rate-limit-ip-per-minute --body-timeout --body-timeout-seconds --request-timeout --request-timeout-seconds --header-timeout --header-timeout-seconds --max-connections --pool-size --shutdown-grace --shutdown-grace-seconds --dev --dev-data-dir --remove-dev-data --yes --log-format --quiet --help --version"
+            opts="-q -h -V --database-url --bind --metrics-bind --signing-secret --allowed-origins --max-backup-bytes --max-backups-kept --memory-budget-mb --rate-limit-register-per-minute --rate-limit-user-per-minute --rate-limit-ip-per-minute --body-timeout --request-timeout --header-timeout --max-connections --pool-size --shutdown-grace --dev --dev-data-dir --remove-dev-data --yes --log-format --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1279,23 +1279,11 @@ _dailyreps__backup__server() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --body-timeout-seconds)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --request-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --request-timeout-seconds)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --header-timeout)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --header-timeout-seconds)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1308,10 +1296,6 @@ _dailyreps__backup__server() {
                     return 0
                     ;;
                 --shutdown-grace)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --shutdown-grace-seconds)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::config::{BindAddr, ByteSize, HumanDuration, SecretString};
+use crate::config::values::{BindAddr, ByteSize, EnvDuration, HumanDuration, SecretString};
 
 /// What `--version` says: the release and the commit it was built from (build.rs).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("DAILYREPS_BUILD_COMMIT"), ")");
@@ -186,7 +186,9 @@ impl Cli {
     /// Parses the process's arguments against [`Self::definition`]; exits 2 on a usage error
     /// (0 for --help and --version), as clap does.
     pub fn parse_args() -> Self {
-        let matches = Self::definition().get_matches();
+        let definition = Self::definition();
+        let matches = definition.clone().get_matches();
+        refuse_bare_seconds(&definition, &matches).unwrap_or_else(|error| error.exit());
         Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
     }
 
@@ -207,6 +209,29 @@ impl Cli {
             Command::Migrate(MigrateArgs { action: Some(MigrateAction::Status { json, .. }), .. }) => *json,
             Command::Migrate(_) | Command::Serve(_) | Command::Request(_) | Command::Completions { .. } => false,
         }
+    }
+}
+
+/// A duration on the command line has a unit: an [`EnvDuration`] given as bare seconds is
+/// fine only from its environment variable, whose name says seconds.
+fn refuse_bare_seconds(command: &clap::Command, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if let Ok(Some(value)) = matches.try_get_one::<EnvDuration>(id)
+            && value.bare_seconds
+            && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        {
+            let seconds = value.duration.as_secs();
+            let message = format!(
+                "invalid value '{seconds}' for '--{}': `{seconds}` has no unit: write {seconds}s, {seconds}m or {seconds}ms\n",
+                arg.get_long().unwrap_or(id)
+            );
+            return Err(command.clone().error(clap::error::ErrorKind::ValueValidation, message));
+        }
+    }
+    match matches.subcommand() {
+        Some((name, sub)) => command.find_subcommand(name).map_or(Ok(()), |command| refuse_bare_seconds(command, sub)),
+        None => Ok(()),
     }
 }
 
@@ -795,29 +820,38 @@ pub struct ServeArgs {
     pub rate_limit_ip_per_minute: u32,
 
     /// How long a client may take to send a request body, e.g. 60s (then 408; a slow client
-    /// cannot hold the memory budget). [env: BODY_TIMEOUT_SECONDS, in seconds]
-    #[arg(help_heading = "Timeouts", long, value_name = "DURATION", default_value = "60s")]
-    pub body_timeout: HumanDuration,
-    /// `--body-timeout` in seconds, as the environment gives it.
-    #[arg(help_heading = "Timeouts", long, env = "BODY_TIMEOUT_SECONDS", hide = true, conflicts_with = "body_timeout", value_parser = clap::value_parser!(u64).range(1..))]
-    pub body_timeout_seconds: Option<u64>,
+    /// cannot hold the memory budget). The variable takes seconds.
+    #[arg(
+        help_heading = "Timeouts",
+        long,
+        value_name = "DURATION",
+        env = "BODY_TIMEOUT_SECONDS",
+        default_value = "60s"
+    )]
+    pub body_timeout: EnvDuration,
 
     /// How long the server may take over a request once its body is in, e.g. 30s (then 503
-    /// with Retry-After). [env: REQUEST_TIMEOUT_SECONDS, in seconds]
-    #[arg(help_heading = "Timeouts", long, value_name = "DURATION", default_value = "30s")]
-    pub request_timeout: HumanDuration,
-    /// `--request-timeout` in seconds, as the environment gives it.
-    #[arg(help_heading = "Timeouts", long, env = "REQUEST_TIMEOUT_SECONDS", hide = true, conflicts_with = "request_timeout", value_parser = clap::value_parser!(u64).range(1..))]
-    pub request_timeout_seconds: Option<u64>,
+    /// with Retry-After). The variable takes seconds.
+    #[arg(
+        help_heading = "Timeouts",
+        long,
+        value_name = "DURATION",
+        env = "REQUEST_TIMEOUT_SECONDS",
+        default_value = "30s"
+    )]
+    pub request_timeout: EnvDuration,
 
     /// How long a client may take to send a request's headers, and may stay idle between
-    /// requests on a kept-alive connection, e.g. 15s (then the connection is closed).
-    /// [env: HEADER_TIMEOUT_SECONDS, in seconds]
-    #[arg(help_heading = "Timeouts", long, value_name = "DURATION", default_value = "15s")]
-    pub header_timeout: HumanDuration,
-    /// `--header-timeout` in seconds, as the environment gives it.
-    #[arg(help_heading = "Timeouts", long, env = "HEADER_TIMEOUT_SECONDS", hide = true, conflicts_with = "header_timeout", value_parser = clap::value_parser!(u64).range(1..))]
-    pub header_timeout_seconds: Option<u64>,
+    /// requests on a kept-alive connection, e.g. 15s (then the connection is closed). The
+    /// variable takes seconds.
+    #[arg(
+        help_heading = "Timeouts",
+        long,
+        value_name = "DURATION",
+        env = "HEADER_TIMEOUT_SECONDS",
+        default_value = "15s"
+    )]
+    pub header_timeout: EnvDuration,
 
     /// Most client connections open at once; beyond it new ones wait to be accepted.
     #[arg(help_heading = "Listening", long, value_name = "N", env = "MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -828,19 +862,15 @@ pub struct ServeArgs {
     pub pool_size: u32,
 
     /// How long in-flight requests may take after SIGINT or SIGTERM before the process exits
-    /// anyway, e.g. 25s (below fly.toml's kill_timeout). [env: SHUTDOWN_GRACE_SECONDS, in seconds]
-    #[arg(help_heading = "Timeouts", long, value_name = "DURATION", default_value = "25s")]
-    pub shutdown_grace: HumanDuration,
-    /// `--shutdown-grace` in seconds, as the environment gives it.
+    /// anyway, e.g. 25s (below fly.toml's kill_timeout). The variable takes seconds.
     #[arg(
         help_heading = "Timeouts",
         long,
-        value_name = "SECONDS",
+        value_name = "DURATION",
         env = "SHUTDOWN_GRACE_SECONDS",
-        hide = true,
-        conflicts_with = "shutdown_grace"
+        default_value = "25s"
     )]
-    pub shutdown_grace_seconds: Option<u64>,
+    pub shutdown_grace: EnvDuration,
 
     /// Development mode: without DATABASE_URL, start a private local PostgreSQL; apply
     /// migrations; generate a signing secret when none is set; listen on 127.0.0.1 where the

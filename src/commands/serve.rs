@@ -10,10 +10,9 @@ use tokio::sync::watch;
 
 use crate::cli::ServeArgs;
 use crate::commands::dev;
-use crate::config::{AllowedOrigins, ConfigError, DatabaseUrl, HumanDuration, Limits, SigningSecrets};
+use crate::config::{ApiSettings, DatabaseUrl};
 use crate::db::{self, migrations};
-use crate::http::connections::ConnectionLimits;
-use crate::http::{self, state::ApiSettings, state::AppState};
+use crate::http::{self, state::AppState};
 use crate::output;
 use crate::output::Printer;
 
@@ -49,50 +48,6 @@ pub async fn run(mut args: ServeArgs, printer: Printer) -> anyhow::Result<()> {
         }
     }
     result
-}
-
-/// The API's settings from `serve`'s arguments, validated: what the binary runs with, and
-/// what the tests start from (`ServeArgs::try_parse_from(["serve"])`), so defaults live once.
-impl TryFrom<&ServeArgs> for ApiSettings {
-    type Error = ConfigError;
-
-    fn try_from(args: &ServeArgs) -> Result<Self, ConfigError> {
-        let bytes = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
-        let limits = Limits {
-            max_backup_bytes: bytes(args.max_backup_bytes),
-            max_backups_kept: args.max_backups_kept,
-            memory_budget_bytes: bytes(args.memory_budget_mb.saturating_mul(1024 * 1024)),
-            register_per_minute: args.rate_limit_register_per_minute,
-            user_per_minute: args.rate_limit_user_per_minute,
-            ip_per_minute: args.rate_limit_ip_per_minute,
-            body_timeout: timeout("body-timeout", args.body_timeout, args.body_timeout_seconds)?,
-            request_timeout: timeout("request-timeout", args.request_timeout, args.request_timeout_seconds)?,
-        };
-        Ok(Self {
-            signing_secrets: SigningSecrets::from_setting(args.signing_secret.as_ref())?,
-            limits: limits.validate()?,
-            allowed_origins: AllowedOrigins::parse(&args.allowed_origins)?,
-            connections: ConnectionLimits {
-                header_timeout: timeout("header-timeout", args.header_timeout, args.header_timeout_seconds)?,
-                max_connections: args.max_connections as usize,
-            },
-        })
-    }
-}
-
-/// A duration setting: the environment variable's seconds (as its name says) when set, else
-/// the flag, a duration with its unit, or its default (clap refuses both at once).
-fn duration(given: HumanDuration, seconds: Option<u64>) -> Duration {
-    seconds.map_or(given.0, Duration::from_secs)
-}
-
-/// A [`duration`] that must not be zero (it would refuse every request).
-fn timeout(flag: &'static str, given: HumanDuration, seconds: Option<u64>) -> Result<Duration, ConfigError> {
-    let timeout = duration(given, seconds);
-    if timeout.is_zero() {
-        return Err(ConfigError::ZeroTimeout { flag });
-    }
-    Ok(timeout)
 }
 
 /// The API's and the metrics' listening sockets.
@@ -162,7 +117,7 @@ async fn serve(
     });
     let state = AppState::new(pool.clone(), settings);
     let server = http::serve(api, metrics, state, wait_for(on_signal.clone()));
-    let grace = duration(args.shutdown_grace, args.shutdown_grace_seconds);
+    let grace = args.shutdown_grace.duration;
     tokio::select! {
         result = server => result.context("the server failed")?,
         () = async { wait_for(on_signal).await; tokio::time::sleep(grace).await } => {

@@ -35,21 +35,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service;
 
+use crate::config::ConnectionLimits;
+
 /// Largest request line plus headers accepted; the API's own headers take well under 2 KiB.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// How long open connections drain after the signal before the idle ones are closed: longer
 /// than a busy client's gap between two requests, far inside the shutdown grace period.
 pub const DRAIN: Duration = Duration::from_secs(2);
-
-/// The transport limits of the API listener.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// How long a client may take to send a request's headers, or stay idle between requests.
-    pub header_timeout: Duration,
-    /// Connections open at once.
-    pub max_connections: usize,
-}
 
 /// Serves `router` on `listener` until `stop` resolves, then waits for in-flight requests.
 pub async fn serve(

@@ -5,26 +5,12 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::connections::ConnectionLimits;
 use super::metrics::Metrics;
 use super::rate_limit::RateLimits;
 use super::readiness::ReadinessCache;
 use crate::backups::{self, Backups};
-use crate::config::{AllowedOrigins, Limits, SigningSecrets};
+use crate::config::ApiSettings;
 use crate::memory::MemoryBudget;
-
-/// The API's settings, validated.
-#[derive(Debug, Clone)]
-pub struct ApiSettings {
-    /// The secrets app requests are signed with.
-    pub signing_secrets: SigningSecrets,
-    /// Sizes, retention, budget and rates.
-    pub limits: Limits,
-    /// Origins allowed cross-origin access.
-    pub allowed_origins: AllowedOrigins,
-    /// Header timeout and connection cap of the API listener.
-    pub connections: ConnectionLimits,
-}
 
 /// The shared context handed to handlers with `with_state`. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -10,9 +10,10 @@ use std::sync::Once;
 use std::time::Duration;
 
 use dailyreps_backup_server::cli::ServeArgs;
+use dailyreps_backup_server::config::ApiSettings;
 use dailyreps_backup_server::config::DatabaseUrl;
 use dailyreps_backup_server::db::{self, admin, migrations};
-use dailyreps_backup_server::http::{self, state::ApiSettings, state::AppState};
+use dailyreps_backup_server::http::{self, state::AppState};
 use dailyreps_backup_server::local_postgres::{ClusterOptions, LocalCluster, PgBinaries};
 use dailyreps_backup_server::signature;
 use reqwest::Method;

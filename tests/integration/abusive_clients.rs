@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use dailyreps_backup_server::http::connections::{ConnectionLimits, MAX_HEADER_BYTES};
-use dailyreps_backup_server::http::state::ApiSettings;
+use dailyreps_backup_server::config::ApiSettings;
+use dailyreps_backup_server::config::ConnectionLimits;
+use dailyreps_backup_server::http::connections::MAX_HEADER_BYTES;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

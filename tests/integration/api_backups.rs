@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 
+use dailyreps_backup_server::config::ApiSettings;
 use dailyreps_backup_server::config::Limits;
-use dailyreps_backup_server::http::state::ApiSettings;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

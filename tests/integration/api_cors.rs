@@ -1,7 +1,7 @@
 //! CORS: exactly the configured origins, preflight on every /api route.
 
 use dailyreps_backup_server::config::AllowedOrigins;
-use dailyreps_backup_server::http::state::ApiSettings;
+use dailyreps_backup_server::config::ApiSettings;
 use reqwest::{Method, StatusCode};
 
 use crate::common::{TestApp, test_settings};

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use dailyreps_backup_server::config::ApiSettings;
 use dailyreps_backup_server::config::Limits;
-use dailyreps_backup_server::http::state::ApiSettings;
 use reqwest::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 

@@ -47,7 +47,7 @@ async fn stale_and_future_timestamps_are_refused() {
 #[tokio::test]
 async fn every_configured_secret_is_accepted_during_a_rotation() {
     let (old, new) = (TEST_SECRET.to_owned(), "the-next-signing-secret-0123456789abcdef".to_owned());
-    let settings = dailyreps_backup_server::http::state::ApiSettings {
+    let settings = dailyreps_backup_server::config::ApiSettings {
         signing_secrets: SigningSecrets::parse(&format!("{new},{old}")).unwrap(),
         ..test_settings()
     };

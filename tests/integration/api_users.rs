@@ -1,7 +1,7 @@
 //! Accounts: register, me, delete; tokens; the registration rate limit.
 
+use dailyreps_backup_server::config::ApiSettings;
 use dailyreps_backup_server::config::Limits;
-use dailyreps_backup_server::http::state::ApiSettings;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -10,8 +10,8 @@ use crate::common::{
     TEST_SECRET, TestApp, TestDb, TestUser, http_client, now, signed_request, stored_document, test_settings,
 };
 use crate::prune::{assert_figures, counts};
+use dailyreps_backup_server::config::ApiSettings;
 use dailyreps_backup_server::config::Limits;
-use dailyreps_backup_server::http::state::ApiSettings;
 
 /// A workout log of `days` workouts, as the app writes one: each day's entry differs (reps,
 /// weights, notes), and `edited` days carry a changed note.

@@ -2,9 +2,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use dailyreps_backup_server::config::ApiSettings;
 use dailyreps_backup_server::config::Limits;
 use dailyreps_backup_server::db::migrations;
-use dailyreps_backup_server::http::state::ApiSettings;
 use dailyreps_backup_server::local_postgres::LocalCluster;
 use reqwest::StatusCode;
 use serde_json::Value;
