@@ -70,11 +70,6 @@ impl ApiClient {
         Ok(Self { http, base: base.to_owned(), secret: secret.to_vec() })
     }
 
-    /// The server's base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// Sends `call`, signed now.
     pub async fn send(&self, method: Method, call: Call<'_>) -> Result<Response, ClientError> {
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();

@@ -66,16 +66,6 @@ impl Recipients {
         self.0.iter().map(ToString::to_string).collect()
     }
 
-    /// How many.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Never true: parsing refuses an empty list.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Encrypts everything written to the returned writer into `output`; call `finish` on it.
     pub fn encrypt<W: Write>(&self, output: W) -> Result<StreamWriter<W>, CryptError> {
         let recipients = self.0.iter().map(|r| r as &dyn age::Recipient);

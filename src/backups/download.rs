@@ -25,13 +25,8 @@ pub struct Download {
 
 impl Download {
     /// The document's length in bytes.
-    pub fn len(&self) -> usize {
+    pub fn content_length(&self) -> usize {
         self.chunks.iter().map(String::len).sum()
-    }
-
-    /// Whether the document is empty (it never is: a document is a JSON object).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The document's parts, in order, to send: the room held goes back once the last of them

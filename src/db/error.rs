@@ -53,18 +53,6 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
-
-    /// The SQLSTATE PostgreSQL answered, if it answered.
-    pub fn code(&self) -> Option<String> {
-        match self {
-            Self::Unavailable(e)
-            | Self::StorageFull(e)
-            | Self::SchemaMissing(e)
-            | Self::Conflict(e)
-            | Self::Other(e) => e.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned()),
-            Self::NotFound => None,
-        }
-    }
 }
 
 /// PostgreSQL's own message when it answered (sqlx's adds a line of PostgreSQL's source), else

@@ -268,7 +268,7 @@ fn document_response(download: Download, request: &HeaderMap) -> Result<Response
     let mut response = if matches_etag(request, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let length = HeaderValue::from(download.len());
+        let length = HeaderValue::from(download.content_length());
         let parts = download.into_parts().map(Ok::<_, std::convert::Infallible>);
         let body = Body::from_stream(futures_util::stream::iter(parts));
         let json = HeaderValue::from_static("application/json");
