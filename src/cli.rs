@@ -440,8 +440,8 @@ pub struct RetentionArgs {
 
 impl RetentionArgs {
     /// As a policy, with the defaults for what was not given.
-    pub fn policy(&self) -> crate::remote::retention::Policy {
-        crate::remote::retention::Policy {
+    pub fn policy(&self) -> crate::remote::retention::CalendarRetention {
+        crate::remote::retention::CalendarRetention {
             daily: self.keep_daily.unwrap_or(7),
             weekly: self.keep_weekly.unwrap_or(4),
             monthly: self.keep_monthly.unwrap_or(6),

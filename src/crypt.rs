@@ -11,8 +11,8 @@ use age::stream::{StreamReader, StreamWriter};
 const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
 /// The longest age header this tool reads. An X25519 recipient's stanza takes about 120
 /// bytes, so this is some 130 recipients. age 0.12 re-parses the whole header after each line
-/// it reads, so a hostile file with a header of megabytes would take minutes of CPU (1.9 MiB:
-/// 67 s); capped here, it fails at once.
+/// it reads, so a hostile file with a header of megabytes would take minutes of CPU (bench/
+/// README.md, "The age header cap"); capped here, it fails at once.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// An age file whose header was read (within [`MAX_HEADER_BYTES`]) before age saw it.

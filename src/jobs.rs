@@ -28,7 +28,7 @@ pub async fn run(pool: PgPool, stop: impl Future<Output = ()>) {
             _ = size.tick() => {
                 let today = time::OffsetDateTime::now_utc().date();
                 if sampled_on != Some(today) {
-                    match db::health::record_size(&pool).await {
+                    match db::database_health::record_size(&pool).await {
                         Ok(()) => sampled_on = Some(today),
                         Err(error) => tracing::warn!(error = %error, "could not record the database's size"),
                     }

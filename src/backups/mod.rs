@@ -6,7 +6,7 @@
 //! - the upload's steps, and the memory each holds: [`upload`];
 //! - the chunk sizes: [`chunking`];
 //! - how long idempotency keys are remembered, and their sweep: [`idempotency`];
-//! - how many backups a user keeps: [`Policy::max_backups_kept`] (`MAX_BACKUPS_KEPT`), applied
+//! - how many backups a user keeps: [`StoragePolicy::max_backups_kept`] (`MAX_BACKUPS_KEPT`), applied
 //!   in the store's transaction by `store_backup_v4` (src/db/sql/), which takes it as a
 //!   parameter;
 //! - a download never answers bytes that are not what was uploaded: [`download`].
@@ -31,7 +31,7 @@ use crate::memory::MemoryBudget;
 
 /// The per-user policy the service applies.
 #[derive(Debug, Clone, Copy)]
-pub struct Policy {
+pub struct StoragePolicy {
     /// The largest document, decoded (`MAX_BACKUP_BYTES`).
     pub max_backup_bytes: usize,
     /// Backups kept per user, the newest (`MAX_BACKUPS_KEPT`).
@@ -66,13 +66,13 @@ pub enum Error {
 pub struct Backups {
     pool: PgPool,
     budget: MemoryBudget,
-    policy: Policy,
+    policy: StoragePolicy,
     storage_full: Arc<AtomicBool>,
 }
 
 impl Backups {
     /// The service over `pool`, holding memory from `budget`.
-    pub fn new(pool: PgPool, budget: MemoryBudget, policy: Policy) -> Self {
+    pub fn new(pool: PgPool, budget: MemoryBudget, policy: StoragePolicy) -> Self {
         Self { pool, budget, policy, storage_full: Arc::default() }
     }
 

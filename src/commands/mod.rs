@@ -97,7 +97,7 @@ pub fn describe_error(error: &anyhow::Error) -> String {
 }
 
 /// Checks as rows: name, `ok` or `WARN`, and the detail (with its fix).
-pub fn check_rows(checks: &[crate::health::Check]) -> crate::output::Rows {
+pub fn check_rows(checks: &[crate::database_health::Check]) -> crate::output::Rows {
     use crate::output::{Cell, Fit, Rows};
     let mut rows = Rows::new(&[("Check", Fit::Whole), ("Status", Fit::Whole), ("Detail", Fit::Wrap)]);
     for check in checks {

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::cli::PruneArgs;
 use crate::commands::{Declined, ExitStatus, UsageError, connect_cli, cutoff, describe_time};
-use crate::db::prune::{self, Deleted, Plan, Policy};
+use crate::db::prune::{self, Deleted, Plan, PruneCriteria};
 use crate::output::{self, Cell, Printer, Rows};
 
 #[derive(Debug, Serialize)]
@@ -46,7 +46,7 @@ const ACCOUNTS_NEEDING_THE_COUNT: usize = 10;
 /// Runs `prune`.
 pub async fn run(args: PruneArgs, printer: Printer) -> anyhow::Result<ExitStatus> {
     let now = OffsetDateTime::now_utc();
-    let policy = Policy {
+    let policy = PruneCriteria {
         older_than: cutoff(args.older_than, now, "--older-than")?,
         keep_last: args.keep_last,
         inactive_since: cutoff(args.inactive_users, now, "--inactive-users")?,
@@ -142,7 +142,7 @@ async fn vacuum(pool: &sqlx::PgPool, printer: Printer) {
 async fn delete(
     pool: &sqlx::PgPool,
     plan: &Plan,
-    policy: Policy,
+    policy: PruneCriteria,
     batch_size: usize,
     stop: &AtomicBool,
     printer: Printer,
@@ -176,7 +176,7 @@ async fn delete(
 }
 
 /// Says what the policy selects, with the cutoffs it computed, before anything else.
-fn describe_policy(args: &PruneArgs, policy: &Policy, printer: Printer) {
+fn describe_policy(args: &PruneArgs, policy: &PruneCriteria, printer: Printer) {
     if let (Some(duration), Some(at)) = (args.older_than, policy.older_than) {
         printer.status(&format!("selecting backups older than {} ({duration})", describe_time(at)));
     }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 /// What to delete. Backup policies combine as "all of": a backup goes only if every given
 /// backup policy selects it. `user` narrows everything to one account.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Policy {
+pub struct PruneCriteria {
     /// Backups created before this time.
     pub older_than: Option<OffsetDateTime>,
     /// Backups beyond each user's newest N.
@@ -20,7 +20,7 @@ pub struct Policy {
     pub user: Option<Uuid>,
 }
 
-impl Policy {
+impl PruneCriteria {
     /// Whether backups (rather than only whole accounts) are selected.
     fn selects_backups(&self) -> bool {
         self.older_than.is_some() || self.keep_last.is_some() || (self.user.is_some() && self.inactive_since.is_none())
@@ -43,7 +43,7 @@ pub struct Plan {
 }
 
 /// Plans a policy: up to three statements.
-pub async fn plan<'c>(db: impl PgExecutor<'c> + Copy, policy: &Policy) -> Result<Plan, Error> {
+pub async fn plan<'c>(db: impl PgExecutor<'c> + Copy, policy: &PruneCriteria) -> Result<Plan, Error> {
     let mut plan = Plan::default();
     if let Some(cutoff) = policy.inactive_since {
         let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(

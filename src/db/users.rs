@@ -16,7 +16,7 @@ pub struct User {
 
 /// A user's backups, in aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
-pub struct Summary {
+pub struct BackupTotals {
     /// How many backups.
     pub backup_count: i64,
     /// Their documents' bytes together.
@@ -45,7 +45,7 @@ pub async fn find_by_token_hash(db: impl PgExecutor<'_>, token_hash: &[u8; 32]) 
 }
 
 /// Counts and sizes of a user's backups.
-pub async fn summary(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Summary, Error> {
+pub async fn summary(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<BackupTotals, Error> {
     sqlx::query_as(
         "SELECT count(*) AS backup_count, coalesce(sum(size_bytes), 0)::bigint AS total_bytes, \
                 max(created_at) AS latest_backup_at \

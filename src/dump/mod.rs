@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use self::reader::DumpReader;
 
 /// zstd level 1: on the benchmark's workout logs it is both the fastest level and the smallest
-/// (1.53 GB of dump text: level 1 278 MB in 3.0 s of CPU, level 3 310 MB in 5.4 s; gzip -6 315 MB).
+/// (bench/README.md, "Figures behind choices in the code").
 const ZSTD_LEVEL: i32 = 1;
 /// zstd's compressing threads. With one, a job queued behind the one being compressed stalls
 /// the reading side whenever the worker is descheduled; two keep `backup-db` close to the read

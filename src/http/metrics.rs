@@ -153,7 +153,7 @@ impl Metrics {
                 Ok(None) => {}
                 Err(error) => tracing::debug!(error = %error, "could not read the last database backup"),
             }
-            let gauges = match db::health::gauges(pool).await {
+            let gauges = match db::database_health::gauges(pool).await {
                 Ok(gauges) => gauges,
                 Err(error) => {
                     tracing::debug!(error = %error, "could not read the database's size");

@@ -46,7 +46,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), admission::middleware))
         .layer(DefaultBodyLimit::disable());
     let (routes, document) = OpenApiRouter::with_openapi(routes::openapi::ApiDoc::openapi())
-        .merge(routes::health::router())
+        .merge(routes::probes::router())
         .merge(api)
         .split_for_parts();
     let document = Json(document);

@@ -38,8 +38,10 @@ impl AppState {
     pub fn new(pool: PgPool, settings: ApiSettings) -> Self {
         let limits = &settings.limits;
         let budget = MemoryBudget::for_documents(limits.memory_budget_bytes, limits.max_backup_bytes);
-        let policy =
-            backups::Policy { max_backup_bytes: limits.max_backup_bytes, max_backups_kept: limits.max_backups_kept };
+        let policy = backups::StoragePolicy {
+            max_backup_bytes: limits.max_backup_bytes,
+            max_backups_kept: limits.max_backups_kept,
+        };
         Self {
             backups: Backups::new(pool.clone(), budget.clone(), policy),
             pool,

@@ -5,21 +5,25 @@
 use time::OffsetDateTime;
 
 use super::catalog::{Listed, is_data_name, manifest_stem};
-use super::retention::{self, Policy, Reason};
+use super::retention::{self, CalendarRetention, Reason};
 use super::{Bucket, RemoteError};
 
 /// How old unclaimed data must be before it is swept: a younger one may be a running upload's.
 const ORPHAN_AGE: time::Duration = time::Duration::days(1);
 
 /// Each complete backup, newest first, with the reasons retention keeps it (none: it goes).
-pub fn plan(complete: Vec<Listed>, now: OffsetDateTime, policy: Policy) -> Vec<(Listed, Vec<Reason>)> {
+pub fn plan(complete: Vec<Listed>, now: OffsetDateTime, policy: CalendarRetention) -> Vec<(Listed, Vec<Reason>)> {
     let times: Vec<OffsetDateTime> = complete.iter().map(|listed| listed.manifest.created_at).collect();
     complete.into_iter().zip(retention::decide(&times, now, policy)).collect()
 }
 
 impl Bucket {
     /// Deletes what `policy` does not keep and sweeps old unclaimed data; returns what went.
-    pub async fn apply_retention(&self, policy: Policy, now: OffsetDateTime) -> Result<Vec<String>, RemoteError> {
+    pub async fn apply_retention(
+        &self,
+        policy: CalendarRetention,
+        now: OffsetDateTime,
+    ) -> Result<Vec<String>, RemoteError> {
         // One listing serves it all: retention deletes manifests and data, never upload records.
         let ours = self.ours().await?;
         let complete = self.complete_in(&ours).await?;

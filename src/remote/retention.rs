@@ -8,7 +8,7 @@ use time::{Duration, OffsetDateTime};
 
 /// How many to keep by each rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
+pub struct CalendarRetention {
     /// The newest backup of each of the last N days that have one.
     pub daily: u32,
     /// The newest of each of the last N ISO weeks that have one.
@@ -71,7 +71,7 @@ impl fmt::Display for Reason {
 
 /// For each backup (by the time of its snapshot, in the order given), the reasons it is kept;
 /// none means it may be deleted.
-pub fn decide(times: &[OffsetDateTime], now: OffsetDateTime, policy: Policy) -> Vec<Vec<Reason>> {
+pub fn decide(times: &[OffsetDateTime], now: OffsetDateTime, policy: CalendarRetention) -> Vec<Vec<Reason>> {
     let mut reasons = vec![Vec::new(); times.len()];
     let (ahead, mut newest_first): (Vec<usize>, Vec<usize>) = (0..times.len()).partition(|&i| is_ahead(times[i], now));
     for i in ahead {
@@ -142,7 +142,7 @@ mod tests {
         // Daily backups at 03:00 for 60 days, plus an extra one on the newest day.
         let mut times: Vec<OffsetDateTime> = (0..60).map(|day| at(5 + 24 * day)).collect();
         times.push(at(1));
-        let policy = Policy { daily: 7, weekly: 4, monthly: 6, min: 3 };
+        let policy = CalendarRetention { daily: 7, weekly: 4, monthly: 6, min: 3 };
         let reasons = decide(&times, now(), policy);
         let kept: Vec<usize> = (0..times.len()).filter(|&i| !reasons[i].is_empty()).collect();
         assert!(reasons[60].contains(&Reason::Newest) && reasons[60].contains(&Reason::Daily));
@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn when_backups_have_stopped_nothing_is_deleted() {
         let times: Vec<OffsetDateTime> = (0..30).map(|day| at(49 + 24 * day)).collect();
-        let reasons = decide(&times, now(), Policy { daily: 1, weekly: 0, monthly: 0, min: 1 });
+        let reasons = decide(&times, now(), CalendarRetention { daily: 1, weekly: 0, monthly: 0, min: 1 });
         assert!(reasons.iter().all(|r| r.contains(&Reason::Stopped)));
     }
 
@@ -166,7 +166,7 @@ mod tests {
         // Older than a day (not young), younger than two (backups have not stopped), and a
         // policy that keeps nothing by count or calendar: only the newest rule keeps it.
         let times = [at(30), at(40)];
-        let reasons = decide(&times, now(), Policy { daily: 0, weekly: 0, monthly: 0, min: 0 });
+        let reasons = decide(&times, now(), CalendarRetention { daily: 0, weekly: 0, monthly: 0, min: 0 });
         assert_eq!(reasons, [vec![Reason::Newest], vec![]]);
     }
 
@@ -175,15 +175,15 @@ mod tests {
         // A machine whose clock was a year ahead took one; the real ones stopped 30 days ago.
         let mut times: Vec<OffsetDateTime> = (30..40).map(|day| at(24 * day)).collect();
         times.push(at(-24 * 365));
-        let reasons = decide(&times, now(), Policy { daily: 1, weekly: 0, monthly: 0, min: 1 });
+        let reasons = decide(&times, now(), CalendarRetention { daily: 1, weekly: 0, monthly: 0, min: 1 });
         assert_eq!(reasons[10], [Reason::Ahead]);
         assert!(reasons[0].contains(&Reason::Newest), "the newest real backup is the newest");
         assert!(reasons.iter().all(|r| !r.is_empty()), "backups stopped: nothing goes");
         assert!(!is_ahead(at(-0), now()) && !is_ahead(now() + CLOCK_SKEW, now()), "a small skew is no future");
     }
 
-    fn policies() -> impl Strategy<Value = Policy> {
-        (0u32..10, 0u32..6, 0u32..8, 0u32..5).prop_map(|(daily, weekly, monthly, min)| Policy {
+    fn policies() -> impl Strategy<Value = CalendarRetention> {
+        (0u32..10, 0u32..6, 0u32..8, 0u32..5).prop_map(|(daily, weekly, monthly, min)| CalendarRetention {
             daily,
             weekly,
             monthly,
@@ -200,7 +200,7 @@ mod tests {
                 proptest::collection::vec(0i64..24 * 400, 0..60),
                 proptest::collection::vec(24i64..48, 1..4),
             ],
-            policy in prop_oneof![policies(), Just(Policy { daily: 0, weekly: 0, monthly: 0, min: 0 })],
+            policy in prop_oneof![policies(), Just(CalendarRetention { daily: 0, weekly: 0, monthly: 0, min: 0 })],
         ) {
             let times: Vec<OffsetDateTime> = hours.iter().map(|&h| at(h)).collect();
             let reasons = decide(&times, now(), policy);

@@ -77,7 +77,7 @@ async fn a_fresh_cluster_is_healthy_and_an_inactive_slot_warns_by_name_with_the_
     let (code, report) = health(&url, &[]).await;
     // The version check turns with the calendar (this machine's major leaves support on a date):
     // its verdict must follow the date it names, and only it may warn on a fresh cluster. What
-    // it says for each date is the unit tests' (health::tests), with dates as input.
+    // it says for each date is the unit tests' (database_health::tests), with dates as input.
     let version = check(&report, "version");
     let detail = version["detail"].as_str().unwrap();
     let today = time::OffsetDateTime::now_utc().date();

@@ -118,3 +118,39 @@ fn each_room_imports_only_what_it_may() {
         assert!(!code.contains("println!") && !code.contains("eprintln!"), "{module} prints");
     }
 }
+
+/// ARCHITECTURE.md's map of `src/` is the tree: each module of the tree is on it, and each
+/// entry on it is in the tree.
+#[test]
+fn the_architecture_map_names_every_module_and_only_modules_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let block =
+        text.split("```\nsrc/\n").nth(1).expect("a ```-block that starts with src/").split("```").next().unwrap();
+    // An entry is two spaces in, then a name: `memory.rs`, `db/`, `output/table.rs`.
+    let mapped: BTreeSet<String> = block
+        .lines()
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|entry| entry.ends_with(".rs") || entry.ends_with('/'))
+        .map(str::to_owned)
+        .collect();
+    let mut tree = BTreeSet::new();
+    for entry in std::fs::read_dir(root.join("src")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() {
+            // A folder beside a file of its name (output.rs, output/) holds that module's parts.
+            if !root.join("src").join(format!("{name}.rs")).exists() {
+                tree.insert(format!("{name}/"));
+            }
+        } else if name.ends_with(".rs") {
+            tree.insert(name);
+        }
+    }
+    let unmapped: Vec<_> = tree.iter().filter(|entry| !mapped.contains(*entry)).collect();
+    assert!(unmapped.is_empty(), "add to ARCHITECTURE.md's map: {unmapped:?}");
+    let missing: Vec<_> =
+        mapped.iter().filter(|entry| !root.join("src").join(entry.trim_end_matches('/')).exists()).collect();
+    assert!(missing.is_empty(), "ARCHITECTURE.md maps what the tree does not have: {missing:?}");
+}

@@ -1,6 +1,6 @@
 //! `inspect`: read-only views for operators, each one or two database round trips.
 
-mod health;
+mod database_health;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -19,8 +19,15 @@ pub async fn run(args: InspectArgs, printer: Printer) -> anyhow::Result<ExitStat
     // Health connects itself: a database it cannot reach is a verdict its monitor must hear.
     let view = match args.view {
         InspectView::Health { volume_size, long_transaction, ping } => {
-            return health::run(&args.database, args.json, volume_size, long_transaction, ping.as_deref(), printer)
-                .await;
+            return database_health::run(
+                &args.database,
+                args.json,
+                volume_size,
+                long_transaction,
+                ping.as_deref(),
+                printer,
+            )
+            .await;
         }
         view => view,
     };

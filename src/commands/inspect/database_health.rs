@@ -1,4 +1,4 @@
-//! `inspect health`: the facts in at most two round trips, judged by `crate::health`, shown as
+//! `inspect health`: the facts in at most two round trips, judged by `crate::database_health`, shown as
 //! a table (or JSON), and told to a monitor with `--ping`; exit 3 when a check warns.
 
 use anyhow::{Context, bail};
@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use crate::cli::DatabaseArgs;
 use crate::commands::connect_cli;
 use crate::config::{ByteSize, HumanDuration};
-use crate::db::health::{self, TableHealth};
-use crate::health::{Limits, Report, judge};
+use crate::database_health::{Report, Thresholds, judge};
+use crate::db::database_health::{self as queries, TableHealth};
 use crate::output::{self, Cell, Printer, Rows};
 use crate::ping::Ping;
 
@@ -59,18 +59,19 @@ async fn check(
 ) -> anyhow::Result<Report> {
     // One connection for both statements: a second from the pool would cost its own handshake.
     let mut conn = pool.acquire().await.context("could not connect")?;
-    let facts = match health::facts(&mut *conn).await {
+    let facts = match queries::facts(&mut *conn).await {
         Err(crate::db::Error::SchemaMissing(_)) => {
             bail!("the database lacks this version's tables (database_sizes): run `migrate` first")
         }
         facts => facts.context("could not read the database's health")?,
     };
     let wal_bytes = if facts.may_list_wal {
-        Some(health::wal_bytes(&mut *conn).await.context("could not measure the WAL directory")?)
+        Some(queries::wal_bytes(&mut *conn).await.context("could not measure the WAL directory")?)
     } else {
         None
     };
-    let limits = Limits { volume_bytes: volume.map(|size| size.0), session_seconds: long_transaction.0.as_secs_f64() };
+    let limits =
+        Thresholds { volume_bytes: volume.map(|size| size.0), session_seconds: long_transaction.0.as_secs_f64() };
     let now = OffsetDateTime::now_utc();
     let report = judge(&facts, wal_bytes, limits, now);
     if json {

@@ -1,15 +1,15 @@
-//! Whether the database is healthy, from the facts `db::health` reads: each check ok or warn,
+//! Whether the database is healthy, from the facts `db::database_health` reads: each check ok or warn,
 //! with a one-line reason and what to do. No I/O here, so every rule is tested directly.
 
 use serde::Serialize;
 use time::{Date, Month, OffsetDateTime};
 
-use crate::db::health::{Facts, SizeSample};
+use crate::db::database_health::{Facts, SizeSample};
 use crate::output::{ago, bytes};
 
 /// How `inspect health` was asked to judge.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct Thresholds {
     /// The volume the cluster lives on, when known.
     pub volume_bytes: Option<u64>,
     /// A transaction open (or a statement running) longer than this warns.
@@ -97,7 +97,7 @@ const fn date(year: i32, month: Month, day: u8) -> Date {
 }
 
 /// Judges `facts` (with the WAL directory's size, when the role may see it).
-pub fn judge(facts: &Facts, wal_bytes: Option<i64>, limits: Limits, now: OffsetDateTime) -> Report {
+pub fn judge(facts: &Facts, wal_bytes: Option<i64>, limits: Thresholds, now: OffsetDateTime) -> Report {
     let growth = Growth {
         last_7_days: rate(facts.database_bytes, &facts.sizes, 7, now),
         last_30_days: rate(facts.database_bytes, &facts.sizes, 30, now),
@@ -440,7 +440,7 @@ fn version(facts: &Facts, today: Date) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::health::{Archiving, NewestBackup, Session, Slot, TableHealth};
+    use crate::db::database_health::{Archiving, NewestBackup, Session, Slot, TableHealth};
 
     fn now() -> OffsetDateTime {
         time::macros::datetime!(2026-12-02 12:00 UTC)
@@ -482,8 +482,8 @@ mod tests {
         }
     }
 
-    fn limits(volume: Option<u64>) -> Limits {
-        Limits { volume_bytes: volume, session_seconds: 300.0 }
+    fn limits(volume: Option<u64>) -> Thresholds {
+        Thresholds { volume_bytes: volume, session_seconds: 300.0 }
     }
 
     fn sample(days_ago: i64, bytes: i64) -> SizeSample {
