@@ -71,13 +71,30 @@ impl Printer {
 
     /// A progress bar on stderr counting bytes towards `total`, drawn as [`Self::progress`].
     pub fn progress_bytes(self, total: u64) -> ProgressBar {
-        self.bar(total, "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}")
+        self.bar(total, BYTES_TEMPLATE)
+    }
+
+    /// A bar that counts bytes without being drawn, until [`Self::show_bytes`].
+    pub fn counting_bytes(self) -> ProgressBar {
+        ProgressBar::hidden()
+    }
+
+    /// Draws `bar`, which counted in hidden until now (work begun before the operator was
+    /// asked), as [`Self::progress_bytes`] would, towards `total`.
+    pub fn show_bytes(self, bar: &ProgressBar, total: u64) {
+        bar.set_length(total);
+        self.draw(bar, BYTES_TEMPLATE);
     }
 
     fn bar(self, total: u64, template: &str) -> ProgressBar {
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        if !interactive() || self.quiet {
-            bar.set_draw_target(ProgressDrawTarget::hidden());
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+        self.draw(&bar, template);
+        bar
+    }
+
+    fn draw(self, bar: &ProgressBar, template: &str) {
+        if interactive() && !self.quiet {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
         }
         let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -87,9 +104,11 @@ impl Printer {
             });
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(200));
-        bar
     }
 }
+
+/// How a bar counting bytes is drawn.
+const BYTES_TEMPLATE: &str = "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {msg}";
 
 /// Whether an environment variable is set to something other than empty or `0`.
 fn env_set(name: &str) -> bool {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 
 use crate::crypt::{self, Identities, MaybeDecrypted};
+use crate::dump;
 use crate::encoding::{HashingReader, ReadDigest, hex};
 use crate::remote::catalog::{Manifest, newest};
 use crate::remote::{Bucket, DumpSource, Source};
@@ -96,6 +97,22 @@ impl Located {
         Ok((Box::new(hashing), digest))
     }
 
+    /// Opens the dump, once: its header is read (and checked) now, its events when the caller
+    /// reads them from [`Opened::reader`]. `count` wraps the stored bytes as they are read (a
+    /// progress bar's counter).
+    pub async fn open(
+        &self,
+        identities: Option<Arc<Identities>>,
+        count: impl FnOnce(Raw) -> Raw + Send + 'static,
+    ) -> anyhow::Result<Opened> {
+        let (raw, digest) = self.raw().await?;
+        let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<dump::CompressedReader<Raw>> {
+            Ok(dump::open(compressed(count(raw), identities.as_ref())?)?)
+        })
+        .await??;
+        Ok(Opened { reader, digest })
+    }
+
     /// Checks what was read against the bucket's manifest (a file has none to check against).
     pub fn check_stored(&self, digest: &ReadDigest) -> anyhow::Result<()> {
         if let Self::Bucket(_, manifest) = self {
@@ -106,6 +123,14 @@ impl Located {
         }
         Ok(())
     }
+}
+
+/// A dump opened once: the reader, past its header, and what has been read of the stored bytes.
+pub struct Opened {
+    /// The dump's reader: its header read, its events next.
+    pub reader: dump::CompressedReader<Raw>,
+    /// What has been read of the stored bytes, for [`Located::check_stored`] at the end.
+    pub digest: ReadDigest,
 }
 
 /// The dump's compressed bytes: `raw` as it is, or decrypted when it is an age file (which

@@ -10,20 +10,20 @@
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use sqlx::PgConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::cli::RestoreDbArgs;
-use crate::commands::dump_source::{self, Located, Raw};
+use crate::commands::dump_source::{self, Located, Opened, Raw};
 use crate::commands::{Declined, Interrupted, TableRows, UsageError, connect_to};
 use crate::config::DatabaseUrl;
-use crate::crypt::Identities;
 use crate::db::dump::{self as dump_db, Contents, TABLES};
 use crate::db::{copy_binary, migrations};
 use crate::dump::reader::Event;
 use crate::dump::sequences::SequenceValue;
-use crate::dump::{self, Header, Trailer};
+use crate::dump::{self, Trailer};
 use crate::output::{self, Printer};
 
 /// Bytes of the file's events in flight between the reader and the database, in KiB: a
@@ -43,15 +43,16 @@ pub async fn run(args: RestoreDbArgs, printer: Printer) -> anyhow::Result<()> {
     let identities = dump_source::identities(args.identity.as_deref())?;
     located.check_identity(identities.as_deref())?;
     let path = located.label();
-    // The header now; every other byte is checked while it loads, and the load commits only if
-    // the whole file checked out (one pass over the file instead of two).
-    let (raw, _) = located.raw().await?;
-    let reading = identities.clone();
-    let header = tokio::task::spawn_blocking(move || -> anyhow::Result<Header> {
-        Ok(dump::open(dump_source::compressed(raw, reading.as_ref())?)?.header().clone())
-    })
-    .await?
-    .with_context(|| format!("{path} did not verify; nothing was restored"))?;
+    // Opened once: the header now, every other byte checked while it loads, and the load
+    // commits only if the whole file checked out. The bar counts the bytes read from the start,
+    // drawn once the operator has been asked whatever there is to ask.
+    let bar = printer.counting_bytes();
+    let counted = bar.clone();
+    let opened = located
+        .open(identities, move |raw| Box::new(counted.wrap_read(raw)))
+        .await
+        .with_context(|| format!("{path} did not verify; nothing was restored"))?;
+    let header = opened.reader.header().clone();
     let known = migrations::latest_known_version();
     if header.schema_version > known {
         bail!(
@@ -69,7 +70,7 @@ pub async fn run(args: RestoreDbArgs, printer: Printer) -> anyhow::Result<()> {
     }
     let pool = connect_to(&url).await?;
 
-    let restore = restore(&pool, &args, &url, &header, &located, identities, printer);
+    let restore = restore(&pool, &args, &url, &located, opened, &bar, printer);
     let (trailer, replaced) = tokio::select! {
         restored = restore => restored?,
         _ = tokio::signal::ctrl_c() => {
@@ -96,11 +97,12 @@ async fn restore(
     pool: &sqlx::PgPool,
     args: &RestoreDbArgs,
     url: &DatabaseUrl,
-    header: &Header,
     located: &Located,
-    identities: Option<Arc<Identities>>,
+    opened: Opened,
+    bar: &ProgressBar,
     printer: Printer,
 ) -> anyhow::Result<(Trailer, Option<Contents>)> {
+    let schema_version = opened.reader.header().schema_version;
     // Asked before the transaction begins: a prompt left unanswered holds no lock and no
     // snapshot. What was named must still be what is replaced.
     let named = dump_db::contents(&mut *pool.acquire().await?).await?;
@@ -122,23 +124,21 @@ async fn restore(
         Some(contents)
     };
     let rolled_back = |error: anyhow::Error| error.context(format!("the restore was rolled back; {url} is as it was"));
-    dump_db::create_schema(&mut tx, header.schema_version).await.map_err(|e| rolled_back(e.into()))?;
+    dump_db::create_schema(&mut tx, schema_version).await.map_err(|e| rolled_back(e.into()))?;
     // The stored bytes are what is known in advance (the rows are counted in the manifest at
     // the dump's end), so the bar counts them as they are read; the message names the table.
-    let bar = printer.progress_bytes(located.stored_bytes().unwrap_or(0));
-    let (raw, digest) = located.raw().await?;
-    let raw: Raw = Box::new(bar.wrap_read(raw));
-    let (trailer, loaded) = load(&mut tx, raw, identities, &located.label(), &bar).await.map_err(rolled_back)?;
+    printer.show_bytes(bar, located.stored_bytes().unwrap_or(0));
+    let Opened { reader, digest } = opened;
+    let (trailer, loaded) = load(&mut tx, reader, &located.label(), bar).await.map_err(rolled_back)?;
     located.check_stored(&digest).map_err(rolled_back)?;
     bar.finish_and_clear();
     let listed: LoadedRows = trailer.tables.iter().map(|t| (t.name.clone(), t.rows)).collect();
     if loaded != listed {
         return Err(rolled_back(anyhow!("the rows loaded differ from the dump's manifest")));
     }
-    if !dump_db::records_match_migrations(&mut tx, header.schema_version).await? {
+    if !dump_db::records_match_migrations(&mut tx, schema_version).await? {
         return Err(rolled_back(anyhow!(
-            "the migrations the dump records are not this binary's migrations up to version {}",
-            header.schema_version
+            "the migrations the dump records are not this binary's migrations up to version {schema_version}"
         )));
     }
     tx.commit().await.context("could not commit the restore")?;
@@ -207,16 +207,14 @@ type LoadedRows = Vec<(String, u64)>;
 /// verified and every table of the schema has loaded, and the rows loaded.
 async fn load(
     conn: &mut PgConnection,
-    raw: Raw,
-    identities: Option<Arc<Identities>>,
+    mut reader: dump::CompressedReader<Raw>,
     path: &str,
-    bar: &indicatif::ProgressBar,
+    bar: &ProgressBar,
 ) -> anyhow::Result<(Trailer, LoadedRows)> {
     let (sender, mut events) = mpsc::channel::<(Event, OwnedSemaphorePermit)>(32);
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_KIB as usize));
     let runtime = tokio::runtime::Handle::current();
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Trailer>> {
-        let mut reader = dump::open(dump_source::compressed(raw, identities.as_ref())?)?;
         while let Some(event) = reader.next_event()? {
             let kib = match &event {
                 Event::Data(chunk) => u32::try_from(chunk.len() / 1024).unwrap_or(u32::MAX).clamp(1, IN_FLIGHT_KIB),

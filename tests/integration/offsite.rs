@@ -203,6 +203,30 @@ async fn an_unencrypted_upload_needs_saying_so_and_data_without_a_manifest_is_no
     assert!(nothing.stderr.contains("holds no complete backup"), "{}", nothing.stderr);
 }
 
+#[tokio::test]
+async fn restore_db_reads_the_dump_from_the_bucket_once() {
+    let (app, _) = populated_app().await;
+    let bucket = TestBucket::new().await;
+    let url = bucket.url("db");
+    let db = app_url(&app);
+    let taken = run_with(&["backup-db", "--to", &url, "--no-encryption"], &bucket, &[("DATABASE_URL", &db)]).await;
+    assert_eq!(taken.code, 0, "{}", taken.stderr);
+    let log = RequestLog::default();
+    let proxy = logging_proxy(bucket.endpoint.clone(), "\0", "\0", log.clone()).await;
+    let target = TestDb::empty().await;
+    let restored = run_with(
+        &["restore-db", &format!("{url}/latest")],
+        &bucket,
+        &[("DATABASE_URL", &target.url), ("AWS_ENDPOINT_URL_S3", &proxy)],
+    )
+    .await;
+    assert_eq!(restored.code, 0, "{}", restored.stderr);
+    let requests = log.lock().unwrap().clone();
+    let data_reads = requests.iter().filter(|line| line.starts_with("GET ") && line.contains(".sql.zst")).count();
+    assert_eq!(data_reads, 1, "the header and the rows come from one read of the object: {requests:#?}");
+    assert_eq!(fingerprint(&target.pool().await).await, fingerprint(&app.pool).await);
+}
+
 /// A `backup-db --to` held in the middle of its dump (at `idempotency_keys`, which a
 /// transaction holds locked) once one of its parts is up, with stderr piped.
 struct HeldBackup {
@@ -517,12 +541,20 @@ async fn failing_proxy(upstream: String, fail: &'static str) -> String {
 /// [`failing_proxy`], which also flips the last byte of the answer to every GET whose first
 /// line contains `corrupt`: a store that gives back other bytes than it was sent.
 async fn proxy(upstream: String, fail: &'static str, corrupt: &'static str) -> String {
+    logging_proxy(upstream, fail, corrupt, RequestLog::default()).await
+}
+
+/// The first line of each request a proxy passed on, in order.
+type RequestLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`proxy`], which also writes the first line of every request into `log`.
+async fn logging_proxy(upstream: String, fail: &'static str, corrupt: &'static str, log: RequestLog) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
+            let (upstream, log) = (upstream.clone(), log.clone());
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -533,6 +565,7 @@ async fn proxy(upstream: String, fail: &'static str, corrupt: &'static str) -> S
                     head.push(byte[0]);
                 }
                 let text = String::from_utf8_lossy(&head).into_owned();
+                log.lock().unwrap().push(text.lines().next().unwrap_or_default().to_owned());
                 if text.lines().next().unwrap_or_default().contains(fail) {
                     // The body read first, as a store does: closing on a client still sending
                     // would make its failure a dropped connection, not this answer.
