@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 copy=$(mktemp -d)
 trap 'rm -rf "$copy"' EXIT
-git ls-files -z | xargs -0 cp --parents -t "$copy"
+git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$copy"
 sed -i -E '/^pub mod (cli|commands|output|telemetry);/! s/^pub mod /pub(crate) mod /' "$copy/src/lib.rs"
 # The same target folder, so dependencies are not checked again; and the commit build.rs
 # would find here (the copy has no .git), since the build script's output is shared with it.

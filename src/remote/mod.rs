@@ -8,6 +8,7 @@
 //! While an upload runs, `dailyreps-<time>.upload.json` records its id, so a later run can
 //! abort what a killed one left.
 
+pub mod backup;
 pub mod catalog;
 pub mod download;
 pub mod location;
