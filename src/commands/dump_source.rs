@@ -6,20 +6,20 @@ use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 
 use crate::crypt::{self, Identities, MaybeDecrypted};
 use crate::dump;
-use crate::encoding::{HashingReader, ReadDigest, hex};
-use crate::remote::catalog::{Manifest, newest};
-use crate::remote::{Bucket, DumpSource, Source};
+use crate::encoding::{HashingReader, ReadDigest};
+use crate::remote::fetch::Fetch;
+use crate::remote::{Bucket, DumpSource};
 
 /// A dump found.
 pub enum Located {
     /// A local file.
     File(PathBuf),
-    /// A complete backup in a bucket, with its manifest.
-    Bucket(Bucket, Box<Manifest>),
+    /// A complete backup in a bucket, read by `remote::fetch`'s protocol.
+    Bucket(Box<Fetch>),
 }
 
 /// The stored bytes of a dump, for a blocking thread to read.
@@ -34,24 +34,14 @@ impl Located {
             DumpSource::Bucket(source) => source,
         };
         let bucket = Bucket::from_env(source.bucket())?;
-        let found = match source {
-            Source::Latest(url) => {
-                let complete = bucket.complete().await?;
-                let newest = newest(&complete, time::OffsetDateTime::now_utc());
-                newest.cloned().ok_or_else(|| anyhow!("{url} holds no complete backup"))?
-            }
-            Source::Named(_, name) => bucket.named(name).await?,
-        };
-        Ok(Self::Bucket(bucket, Box::new(found.manifest)))
+        Ok(Self::Bucket(Box::new(bucket.find_backup(source).await?)))
     }
 
     /// Encryption before anything else: an identity file holding none of the public keys a
     /// backup's manifest records is named, with those keys, before a byte of it is read.
     pub fn check_identity(&self, identities: Option<&Identities>) -> anyhow::Result<()> {
-        if let (Self::Bucket(_, manifest), Some(identities)) = (self, identities)
-            && manifest.encrypted
-        {
-            identities.check_opens(&manifest.recipients).with_context(|| format!("cannot open {}", self.label()))?;
+        if let (Self::Bucket(fetch), Some(identities)) = (self, identities) {
+            fetch.check_identity(identities).with_context(|| format!("cannot open {}", self.label()))?;
         }
         Ok(())
     }
@@ -60,7 +50,7 @@ impl Located {
     pub fn label(&self) -> String {
         match self {
             Self::File(path) => path.display().to_string(),
-            Self::Bucket(bucket, manifest) => bucket.describe(&manifest.data),
+            Self::Bucket(fetch) => fetch.location(),
         }
     }
 
@@ -69,32 +59,23 @@ impl Located {
     pub fn stored_bytes(&self) -> Option<u64> {
         match self {
             Self::File(path) => std::fs::metadata(path).ok().map(|m| m.len()),
-            Self::Bucket(_, manifest) => Some(manifest.bytes),
+            Self::Bucket(fetch) => Some(fetch.manifest().bytes),
         }
     }
 
     /// The stored bytes, from the start, and what has been read of them.
     pub async fn raw(&self) -> anyhow::Result<(Raw, ReadDigest)> {
-        let raw: Raw = match self {
+        Ok(match self {
             Self::File(path) => {
-                Box::new(File::open(path).with_context(|| format!("could not open {}", path.display()))?)
+                let file = File::open(path).with_context(|| format!("could not open {}", path.display()))?;
+                let (hashing, digest) = HashingReader::new(file);
+                (Box::new(hashing), digest)
             }
-            Self::Bucket(bucket, manifest) => {
-                // A truncated or replaced object is named as such, before its bytes are read
-                // (and fail as "not zstd" or "not age", which would say nothing of why).
-                let stored = bucket.size(&manifest.data).await?;
-                if stored != manifest.bytes {
-                    bail!(
-                        "{}: the object holds {stored} bytes where its manifest says {} (truncated or replaced)",
-                        self.label(),
-                        manifest.bytes
-                    );
-                }
-                Box::new(bucket.open(&manifest.data).await?)
+            Self::Bucket(fetch) => {
+                let (hashing, digest) = fetch.open().await?;
+                (Box::new(hashing), digest)
             }
-        };
-        let (hashing, digest) = HashingReader::new(raw);
-        Ok((Box::new(hashing), digest))
+        })
     }
 
     /// Opens the dump, once: its header is read (and checked) now, its events when the caller
@@ -115,11 +96,8 @@ impl Located {
 
     /// Checks what was read against the bucket's manifest (a file has none to check against).
     pub fn check_stored(&self, digest: &ReadDigest) -> anyhow::Result<()> {
-        if let Self::Bucket(_, manifest) = self {
-            let (bytes, sha256) = digest.value();
-            if bytes != manifest.bytes || hex(&sha256) != manifest.sha256 {
-                bail!("{}: the stored bytes differ from its manifest's size and SHA-256", self.label());
-            }
+        if let Self::Bucket(fetch) = self {
+            fetch.check_read(digest)?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod download;
+pub mod fetch;
 pub mod location;
 pub mod prune;
 pub mod retention;
