@@ -6,9 +6,9 @@
 //! - the upload's steps, and the memory each holds: [`upload`];
 //! - the chunk sizes: [`chunking`];
 //! - how long idempotency keys are remembered, and their sweep: [`idempotency`];
-//! - how many backups a user keeps: [`StoragePolicy::max_backups_kept`] (`MAX_BACKUPS_KEPT`), applied
-//!   in the store's transaction by `store_backup_v4` (src/db/sql/), which takes it as a
-//!   parameter;
+//! - how many backups a user keeps: [`StoragePolicy::max_backups_kept`] (`MAX_BACKUPS_KEPT`,
+//!   default 30, declared with the other settings in `cli::ServeArgs`), applied in the store's
+//!   transaction by `store_backup_v4` (src/db/sql/), which takes it as a parameter;
 //! - a download never answers bytes that are not what was uploaded: [`download`].
 
 pub mod chunking;

@@ -25,7 +25,7 @@ fn our_sections(command: &clap::Command, path: &str) -> String {
             ));
         }
     }
-    // Every variable read, a hidden option's too (the seconds the `*_SECONDS` variables give).
+    // Every variable read, with its option.
     let variables: Vec<(String, String)> = command
         .get_arguments()
         .filter_map(|arg| {
