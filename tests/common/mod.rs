@@ -441,3 +441,25 @@ pub async fn error_code(response: reqwest::Response) -> String {
 pub fn base_url(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
+
+/// Checks the `.sql` files of `dir` against its `LANDED.sha256` (sha256sum's format): each file
+/// pinned there is unchanged (else `changed`, the way out), and every `.sql` file is pinned.
+pub fn check_landed(dir: &std::path::Path, changed: &str) {
+    use dailyreps_backup_server::encoding::{hex, sha256};
+    let pinned = std::fs::read_to_string(dir.join("LANDED.sha256")).unwrap();
+    let mut listed = Vec::new();
+    for line in pinned.lines() {
+        let (hash, name) = line.split_once("  ").unwrap_or_else(|| panic!("not sha256sum's format: {line}"));
+        let text = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}, pinned, is gone: {e}"));
+        assert_eq!(hex(&sha256(&text)), hash, "{name} changed after it landed: {changed}");
+        listed.push(name.to_owned());
+    }
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sql"))
+        .collect();
+    files.sort();
+    listed.sort();
+    assert_eq!(files, listed, "pin every .sql file in {}/LANDED.sha256 (sha256sum *.sql)", dir.display());
+}

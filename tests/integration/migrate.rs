@@ -128,22 +128,6 @@ async fn chunks_are_compressed_with_lz4_where_the_server_has_it() {
 /// migration is added to it in the commit that adds it.
 #[test]
 fn landed_migrations_never_change_and_every_migration_is_pinned() {
-    use dailyreps_backup_server::encoding::{hex, sha256};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    let pinned = std::fs::read_to_string(dir.join("LANDED.sha256")).unwrap();
-    let mut listed = Vec::new();
-    for line in pinned.lines() {
-        let (hash, name) = line.split_once("  ").unwrap_or_else(|| panic!("not sha256sum's format: {line}"));
-        let text = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}, pinned, is gone: {e}"));
-        assert_eq!(hex(&sha256(&text)), hash, "{name} changed after it landed: add a new migration instead");
-        listed.push(name.to_owned());
-    }
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".sql"))
-        .collect();
-    files.sort();
-    listed.sort();
-    assert_eq!(files, listed, "pin every migration in migrations/LANDED.sha256 (cd migrations && sha256sum *.sql)");
+    crate::common::check_landed(&dir, "add a new migration instead");
 }

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use dailyreps_backup_server::db::functions::{self, FUNCTIONS};
 use dailyreps_backup_server::db::migrations;
-use dailyreps_backup_server::encoding::{hex, sha256};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -44,22 +43,13 @@ async fn migrate_installs_each_function_exactly_as_its_file_says() {
 #[test]
 fn landed_function_files_never_change_and_each_defines_its_name() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/db/sql");
-    let pinned = std::fs::read_to_string(dir.join("LANDED.sha256")).unwrap();
-    let mut listed: Vec<&str> = Vec::new();
-    for line in pinned.lines() {
-        let (hash, name) = line.split_once("  ").unwrap_or_else(|| panic!("not sha256sum's format: {line}"));
-        let text = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}, pinned, is gone: {e}"));
-        assert_eq!(hex(&sha256(&text)), hash, "{name} changed after it landed: copy it to a new name instead");
-        listed.push(name);
-    }
+    crate::common::check_landed(&dir, "copy it to a new name instead");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".sql"))
         .collect();
     files.sort();
-    listed.sort();
-    assert_eq!(files, listed, "pin every function file in src/db/sql/LANDED.sha256 (sha256sum *.sql)");
     let mut installed: Vec<String> = FUNCTIONS.iter().map(|f| format!("{}.sql", f.name)).collect();
     installed.sort();
     assert_eq!(installed, files, "every file is installed, and every installed function has its file");
