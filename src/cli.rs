@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::config::values::{BindAddr, ByteSize, EnvDuration, HumanDuration, SecretString};
+use crate::units::{BindAddr, ByteSize, EnvDuration, HumanDuration, SecretString};
 
 /// What `--version` says: the release and the commit it was built from (build.rs).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("DAILYREPS_BUILD_COMMIT"), ")");

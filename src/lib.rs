@@ -25,3 +25,4 @@ pub mod signature;
 pub mod smoke;
 pub mod telemetry;
 pub mod token;
+pub mod units;

@@ -1,11 +1,11 @@
-//! Typed settings parsed at the edge: addresses, the database URL and the signing secrets.
+//! Validated settings: the API's (built from `serve`'s arguments), the database URL and the
+//! signing secrets, from the values the CLI parses (`crate::units`).
 //!
 //! Values that hold secrets redact themselves in `Debug` and `Display`. clap receives them as
 //! [`SecretString`] (clap's own parse errors would echo the value) and they are validated
 //! here, with errors that name the setting but never repeat its value.
 
 mod server;
-pub mod values;
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,7 +13,7 @@ use std::str::FromStr;
 use sqlx::postgres::PgConnectOptions;
 
 pub use self::server::{ApiSettings, ConnectionLimits};
-pub use self::values::{ByteSize, EnvDuration, HumanDuration, SecretString};
+pub use crate::units::{ByteSize, EnvDuration, HumanDuration, SecretString};
 
 const MIB: usize = 1024 * 1024;
 

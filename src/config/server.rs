@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use super::{AllowedOrigins, ConfigError, EnvDuration, Limits, SigningSecrets};
+use super::{AllowedOrigins, ConfigError, Limits, SigningSecrets};
 use crate::cli::ServeArgs;
+use crate::units::EnvDuration;
 
 /// The API's settings, validated.
 #[derive(Debug, Clone)]

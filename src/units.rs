@@ -1,6 +1,6 @@
 //! The values settings are written in, parsed at the edge: addresses, durations and sizes with
-//! their units, and text that may be secret. The CLI's types use these; the settings built
-//! from them are the parent module's.
+//! their units, and text that may be secret. The CLI's types use these; `config` builds the
+//! settings from them.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
