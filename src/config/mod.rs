@@ -13,7 +13,7 @@ use std::str::FromStr;
 use sqlx::postgres::PgConnectOptions;
 
 pub use self::server::{ApiSettings, ConnectionLimits};
-pub use crate::units::{ByteSize, EnvDuration, HumanDuration, SecretString};
+pub use crate::units::{ByteSize, HumanDuration, SecretString};
 
 const MIB: usize = 1024 * 1024;
 
