@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""The upload path's regression gate: this build against the previous release (whole documents)
+and against PostgreSQL's own whole-row insert of the same documents, in one run, in interleaved
+rounds. This machine is shared and drifts from minute to minute, so each figure is the median
+of per-round ratios, every side of a round measured back to back (in an order that rotates).
+
+Usage:
+    cargo build --release && cargo build --release --example load
+    git worktree add /tmp/previous fae9c87      # the last release with whole documents
+    cargo build --release --manifest-path /tmp/previous/Cargo.toml --target-dir /tmp/previous/target
+    python3 bench/upload_gate.py --previous /tmp/previous/target/release/dailyreps-backup-server \
+        [--rounds 5] [--seconds 10]
+
+Cases, each on its own databases of one `serve --dev` cluster, both servers plain `serve`
+(rate limits off) driven by examples/load.rs over the real API:
+- `history`: the next backups of mature 1 MiB workout histories (bench/histories.py; the
+  documents grow to about 1.1 MiB), 8 clients, fresh accounts each round; pgbench inserts the
+  same documents whole into the previous release's table.
+- `64k x8`, `64k x32`: 64 KiB documents that share nothing, 8 and 32 clients over 50 accounts;
+  pgbench inserts 64 KiB rows into the previous release's table.
+CPU per request is per process (load client, server, PostgreSQL), from /proc, since they share
+the two cores. Not part of CI's pass or fail: the figures go to bench/README.md with the commit.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cold_start import BINARY, start_dev_database  # noqa: E402
+from dedup import INSERT_SQL as HISTORY_INSERT_SQL  # noqa: E402
+from dedup import MATURE, RUNNING, Server, load_pgbench_tables, write_histories  # noqa: E402
+from histories import SIZES  # noqa: E402
+from load import LOAD, document, pgbench, psql  # noqa: E402
+
+# pgbench's 64 KiB insert into the previous release's own table (the same row every time: an
+# insert costs what it costs whatever the document says).
+ROW_INSERT_SQL = """\
+INSERT INTO backups (id, user_id, size_bytes, sha256, document)
+VALUES (gen_random_uuid(), ('00000000-0000-0000-0000-' || lpad((:client_id + 1)::text, 12, '0'))::uuid,
+        :size, decode(:sha, 'hex'), :doc);
+"""
+
+
+def database(base_url, name):
+    psql(base_url, f"CREATE DATABASE {name}")
+    return base_url.rsplit("/", 1)[0] + "/" + name
+
+
+def side(result):
+    return {"per_second": result["ok_per_second"], "p99_ms": result.get("p99_ms"),
+            "cpu_ms": result["cpu_ms_per_request"]}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--previous", required=True, help="the previous release's binary (whole documents)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--users", type=int, default=8, help="users of 1 MiB histories per round")
+    args = parser.parse_args()
+    for needed in (BINARY, LOAD, args.previous):
+        if not os.path.exists(needed):
+            sys.exit(f"build first: {needed}")
+    folder = tempfile.mkdtemp(prefix="drb-gate-", dir="/var/tmp")
+    os.chmod(folder, 0o755)
+    dev, base_url = start_dev_database(folder + "/pg")
+    rounds = []
+    try:
+        histories = os.path.join(folder, "histories")
+        write_histories(histories, SIZES["1 MiB"], args.users * args.rounds)
+        servers = {"this": Server(BINARY, database(base_url, "this_build")),
+                   "previous": Server(args.previous, database(base_url, "previous_release"))}
+        # pgbench's tables: the previous release's schema, 64 users for the row insert.
+        pg_url = database(base_url, "pgbench")
+        Server(args.previous, pg_url).stop()
+        psql(pg_url, "INSERT INTO users (id, token_hash) SELECT ('00000000-0000-0000-0000-' || "
+             "lpad(n::text, 12, '0'))::uuid, sha256(n::text::bytea) FROM generate_series(1, 64) n")
+        doc = document(64 * 1024)
+        row = {"doc": doc, "size": len(doc), "sha": hashlib.sha256(doc.encode()).hexdigest()}
+        for number in range(args.rounds):
+            # This round's users: a slice of the histories, so no round re-sends another's.
+            mine = os.path.join(folder, f"round-{number}")
+            os.makedirs(mine)
+            for user in sorted(os.listdir(histories))[number * args.users:(number + 1) * args.users]:
+                os.symlink(os.path.join(histories, user), os.path.join(mine, user))
+            order = ["this", "previous", "pgbench"]
+            order = order[number % 3:] + order[:number % 3]
+            measured = {}
+            for case, clients in (("history", 8), ("64k x8", 8), ("64k x32", 32)):
+                measured[case] = {}
+                for who in order:
+                    if who == "pgbench" and case == "history":
+                        docs, users = load_pgbench_tables(servers["previous"].database_url, folder, mine, args.users)
+                        result = pgbench(servers["previous"].database_url, folder, "history", HISTORY_INSERT_SQL,
+                                         clients, args.seconds, {"docs": docs, "users": users})
+                    elif who == "pgbench":
+                        result = pgbench(pg_url, folder, "row", ROW_INSERT_SQL, clients, args.seconds, row)
+                    elif case == "history":
+                        result = servers[who].load("upload", clients, args.seconds, mine, MATURE - 1)
+                    else:
+                        result = servers[who].load("upload", clients, args.seconds, accounts=50)
+                    measured[case][who] = side(result)
+            rounds.append(measured)
+            print(f"round {number + 1} of {args.rounds} done", file=sys.stderr)
+        for server in servers.values():
+            server.stop()
+    finally:
+        for server in RUNNING:
+            if server.process.poll() is None:
+                server.process.kill()
+        dev.send_signal(signal.SIGTERM)
+        dev.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+    json.dump(rounds, sys.stderr, indent=1)
+    print(file=sys.stderr)
+    print(report(rounds))
+
+
+def report(rounds):
+    lines = ["| case | this /s | previous /s | pgbench /s | this / previous (median of rounds) | "
+             "this / pgbench (median) | CPU ms per upload, client / server / PostgreSQL: this; previous |",
+             "|---|---|---|---|---|---|---|"]
+    for case in rounds[0]:
+        rate = {who: statistics.median(r[case][who]["per_second"] for r in rounds) for who in rounds[0][case]}
+        vs_previous = statistics.median(r[case]["this"]["per_second"] / r[case]["previous"]["per_second"]
+                                        for r in rounds)
+        vs_pgbench = statistics.median(r[case]["this"]["per_second"] / r[case]["pgbench"]["per_second"]
+                                       for r in rounds)
+
+        def cpu(who):
+            parts = [statistics.median(r[case][who]["cpu_ms"].get(p, 0.0) for r in rounds)
+                     for p in ("client", "server", "postgres")]
+            return " / ".join(f"{p:.2f}" for p in parts)
+
+        lines.append(f"| {case} | {rate['this']:.0f} | {rate['previous']:.0f} | {rate['pgbench']:.0f} | "
+                     f"{vs_previous:.2f}x | {vs_pgbench:.2f}x | {cpu('this')}; {cpu('previous')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
