@@ -119,6 +119,16 @@ class Server:
         self.process.wait(timeout=60)
 
 
+def clean_up(dev, folder):
+    """Kills the servers still running, stops the development PostgreSQL, removes `folder`."""
+    for server in RUNNING:
+        if server.process.poll() is None:
+            server.process.kill()
+    dev.send_signal(signal.SIGTERM)
+    dev.wait(timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def database_bytes(database_url):
     return int(scalar(database_url, "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
                                     "JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -349,12 +359,7 @@ def main():
             results["dataset"] = dataset(args, folder, database_url)
             save()
     finally:
-        for server in RUNNING:
-            if server.process.poll() is None:
-                server.process.kill()
-        dev.send_signal(signal.SIGTERM)
-        dev.wait(timeout=60)
-        shutil.rmtree(folder, ignore_errors=True)
+        clean_up(dev, folder)
     json.dump(results, sys.stderr, indent=1)
     print(file=sys.stderr)
     print(report(results))

@@ -26,8 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -35,7 +33,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cold_start import BINARY, start_dev_database  # noqa: E402
 from dedup import INSERT_SQL as HISTORY_INSERT_SQL  # noqa: E402
-from dedup import MATURE, RUNNING, Server, load_pgbench_tables, write_histories  # noqa: E402
+from dedup import MATURE, Server, clean_up, load_pgbench_tables, write_histories  # noqa: E402
 from histories import SIZES  # noqa: E402
 from load import LOAD, document, pgbench, psql  # noqa: E402
 
@@ -112,12 +110,7 @@ def main():
         for server in servers.values():
             server.stop()
     finally:
-        for server in RUNNING:
-            if server.process.poll() is None:
-                server.process.kill()
-        dev.send_signal(signal.SIGTERM)
-        dev.wait(timeout=60)
-        shutil.rmtree(folder, ignore_errors=True)
+        clean_up(dev, folder)
     json.dump(rounds, sys.stderr, indent=1)
     print(file=sys.stderr)
     print(report(rounds))
