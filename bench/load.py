@@ -128,7 +128,7 @@ def settle(database_url):
     neither side is measured while cleaning up after the other; returns once the backend that
     did it has ended, so its CPU is not counted in the next run."""
     before = len(postgres_processes())
-    psql(database_url, "VACUUM ANALYZE backups")
+    psql(database_url, "VACUUM ANALYZE")
     psql(database_url, "CHECKPOINT")
     deadline = time.monotonic() + 10
     while len(postgres_processes()) > before and time.monotonic() < deadline:
