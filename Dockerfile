@@ -3,6 +3,10 @@
 # --- build: dependencies first, in their own cached layer, then the sources.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /app
+# jemalloc, the allocator, is C that its crate builds with make (the image has the compiler).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 # Stand-in sources let cargo build every dependency before the real sources are copied,
 # so a change to src/ reuses this layer.
