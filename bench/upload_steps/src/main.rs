@@ -36,7 +36,9 @@ fn main() {
         serde_json::from_slice::<&serde_json::value::RawValue>(&doc).map_or(0, |v| v.get().len())
     });
     time("sonic-rs 0.5, IgnoredAny", n, || sonic_rs::from_slice::<IgnoredAny>(&doc).is_ok().into());
-    time("sonic-rs 0.5, LazyValue", n, || sonic_rs::from_slice::<sonic_rs::LazyValue>(&doc).map_or(0, |v| v.as_raw_str().len()));
+    time("sonic-rs 0.5, LazyValue", n, || {
+        sonic_rs::from_slice::<sonic_rs::LazyValue>(&doc).map_or(0, |v| v.as_raw_str().len())
+    });
     time("sonic-rs 0.5, Value", n, || sonic_rs::from_slice::<sonic_rs::Value>(&doc).is_ok().into());
     time("jiter 0.11, skip", n, || {
         let mut jiter = jiter::Jiter::new(&doc);
