@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cold_start import BINARY, SECRET, free_port, ready, start_dev_database  # noqa: E402
@@ -117,6 +116,21 @@ class Server:
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
+
+
+def dev_cluster(name):
+    """A folder under /var/tmp the postgres user can enter, with a `serve --dev` cluster in it:
+    (folder, the cluster's process, its database URL). `clean_up` removes both."""
+    folder = tempfile.mkdtemp(prefix=f"drb-{name}-", dir="/var/tmp")
+    os.chmod(folder, 0o755)
+    dev, database_url = start_dev_database(folder + "/pg")
+    return folder, dev, database_url
+
+
+def database(base_url, name):
+    """A new database of the cluster at `base_url`; returns its URL."""
+    psql(base_url, f"CREATE DATABASE {name}")
+    return base_url.rsplit("/", 1)[0] + "/" + name
 
 
 def clean_up(dev, folder):
@@ -317,9 +331,7 @@ def main():
         if not os.path.exists(needed):
             sys.exit(f"build first: {needed}")
     only = args.only.split(",")
-    folder = tempfile.mkdtemp(prefix="drb-dedup-", dir="/var/tmp")
-    os.chmod(folder, 0o755)
-    dev, database_url = start_dev_database(folder + "/pg")
+    folder, dev, database_url = dev_cluster("dedup")
     results = {"sizes": {}}
     if args.resume and os.path.exists(args.resume):
         with open(args.resume) as saved:

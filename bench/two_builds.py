@@ -22,14 +22,11 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cold_start import start_dev_database  # noqa: E402
-from dedup import MATURE, Server, clean_up, write_histories  # noqa: E402
+from dedup import MATURE, Server, clean_up, database, dev_cluster, write_histories  # noqa: E402
 from histories import SIZES  # noqa: E402
-from load import psql  # noqa: E402
 
 
 def minor_faults(pid):
@@ -67,14 +64,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
-    folder = tempfile.mkdtemp(prefix="drb-two-", dir="/var/tmp")
-    os.chmod(folder, 0o755)
-    dev, base_url = start_dev_database(folder + "/pg")
+    folder, dev, base_url = dev_cluster("two")
     try:
         servers = {}
         for name in ("a", "b"):
-            psql(base_url, f"CREATE DATABASE build_{name}")
-            servers[name] = Server(getattr(args, name), base_url.rsplit("/", 1)[0] + f"/build_{name}")
+            servers[name] = Server(getattr(args, name), database(base_url, f"build_{name}"))
             servers[name].load("upload", 8, 5, accounts=50)  # plans made on empty tables scan them
         histories = os.path.join(folder, "histories")
         write_histories(histories, SIZES["1 MiB"], 8 * args.rounds)

@@ -28,12 +28,11 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cold_start import BINARY, start_dev_database  # noqa: E402
+from cold_start import BINARY  # noqa: E402
 from dedup import INSERT_SQL as HISTORY_INSERT_SQL  # noqa: E402
-from dedup import MATURE, Server, clean_up, load_pgbench_tables, write_histories  # noqa: E402
+from dedup import MATURE, Server, clean_up, database, dev_cluster, load_pgbench_tables, write_histories  # noqa: E402
 from histories import SIZES  # noqa: E402
 from load import LOAD, document, pgbench, psql  # noqa: E402
 
@@ -44,11 +43,6 @@ INSERT INTO backups (id, user_id, size_bytes, sha256, document)
 VALUES (gen_random_uuid(), ('00000000-0000-0000-0000-' || lpad((:client_id + 1)::text, 12, '0'))::uuid,
         :size, decode(:sha, 'hex'), :doc);
 """
-
-
-def database(base_url, name):
-    psql(base_url, f"CREATE DATABASE {name}")
-    return base_url.rsplit("/", 1)[0] + "/" + name
 
 
 def side(result):
@@ -67,9 +61,7 @@ def main():
     for needed in (BINARY, LOAD, args.previous):
         if not os.path.exists(needed):
             sys.exit(f"build first: {needed}")
-    folder = tempfile.mkdtemp(prefix="drb-gate-", dir="/var/tmp")
-    os.chmod(folder, 0o755)
-    dev, base_url = start_dev_database(folder + "/pg")
+    folder, dev, base_url = dev_cluster("gate")
     rounds = []
     try:
         histories = os.path.join(folder, "histories")

@@ -16,13 +16,11 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cold_start import BINARY, start_dev_database  # noqa: E402
-from dedup import MATURE, Server, clean_up, write_histories  # noqa: E402
+from cold_start import BINARY  # noqa: E402
+from dedup import MATURE, Server, clean_up, database, dev_cluster, write_histories  # noqa: E402
 from histories import SIZES  # noqa: E402
-from load import psql  # noqa: E402
 
 
 def main():
@@ -32,12 +30,9 @@ def main():
     parser.add_argument("--binary", default=BINARY)
     parser.add_argument("--users", type=int, default=8)
     args = parser.parse_args()
-    folder = tempfile.mkdtemp(prefix="drb-profile-", dir="/var/tmp")
-    os.chmod(folder, 0o755)
-    dev, base_url = start_dev_database(folder + "/pg")
+    folder, dev, base_url = dev_cluster("profile")
     try:
-        psql(base_url, "CREATE DATABASE profiled")
-        server = Server(args.binary, base_url.rsplit("/", 1)[0] + "/profiled")
+        server = Server(args.binary, database(base_url, "profiled"))
         histories = None
         if args.case == "history":
             histories = os.path.join(folder, "histories")
