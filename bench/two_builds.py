@@ -9,8 +9,9 @@ Usage:
     python3 bench/two_builds.py /tmp/after /tmp/before [--rounds 3] [--seconds 10]
 
 Each build serves its own database of one `serve --dev` cluster, warmed up first. Per round,
-in an order that alternates: the next backups of mature 1 MiB histories (8 clients, fresh
-accounts each round), then 64 KiB documents sharing nothing (8 clients over 50 accounts). For
+in an order that alternates: the next backups of mature histories (growing to 1 MiB, or to
+`--history-bytes`; 8 clients, fresh accounts each round), then 64 KiB documents sharing
+nothing (8 clients over 50 accounts). For
 each: the rate, CPU per upload per process (from /proc) and the server's minor page faults per
 upload (each zero-fills a page); in the history case these include the 29 unmeasured uploads
 each fresh account makes first, as in upload_gate.py. Then, on each build alone, memory: resident at rest after the rounds,
@@ -63,6 +64,8 @@ def main():
     parser.add_argument("b", help="the other build's binary (the baseline)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--history-bytes", type=int, default=SIZES["1 MiB"],
+                        help="the size the histories grow to (bench/histories.py's final document)")
     args = parser.parse_args()
     folder, dev, base_url = dev_cluster("two")
     try:
@@ -71,7 +74,7 @@ def main():
             servers[name] = Server(getattr(args, name), database(base_url, f"build_{name}"))
             servers[name].load("upload", 8, 5, accounts=50)  # plans made on empty tables scan them
         histories = os.path.join(folder, "histories")
-        write_histories(histories, SIZES["1 MiB"], 8 * args.rounds)
+        write_histories(histories, args.history_bytes, 8 * args.rounds)
         rounds = []
         for number in range(args.rounds):
             mine = os.path.join(folder, f"round-{number}")
