@@ -66,6 +66,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--history-bytes", type=int, default=SIZES["1 MiB"],
                         help="the size the histories grow to (bench/histories.py's final document)")
+    parser.add_argument("--users", type=int, default=8, help="users of histories per round (8 clients)")
     args = parser.parse_args()
     folder, dev, base_url = dev_cluster("two")
     try:
@@ -74,12 +75,12 @@ def main():
             servers[name] = Server(getattr(args, name), database(base_url, f"build_{name}"))
             servers[name].load("upload", 8, 5, accounts=50)  # plans made on empty tables scan them
         histories = os.path.join(folder, "histories")
-        write_histories(histories, args.history_bytes, 8 * args.rounds)
+        write_histories(histories, args.history_bytes, args.users * args.rounds)
         rounds = []
         for number in range(args.rounds):
             mine = os.path.join(folder, f"round-{number}")
             os.makedirs(mine)
-            for user in sorted(os.listdir(histories))[number * 8:(number + 1) * 8]:
+            for user in sorted(os.listdir(histories))[number * args.users:(number + 1) * args.users]:
                 os.symlink(os.path.join(histories, user), os.path.join(mine, user))
             order = ["a", "b"] if number % 2 == 0 else ["b", "a"]
             rounds.append({

@@ -35,12 +35,13 @@ async fn latest_status(app: &TestApp, user: &TestUser) -> StatusCode {
     app.authed(user, Method::GET, "/api/backups/latest", b"").send().await.unwrap().status()
 }
 
-/// Both ways an upload reaches the database: whole (up to 64 KiB, every chunk sent) and after
+/// Both ways an upload reaches the database: whole (up to 128 KiB, every chunk sent) and after
 /// asking which chunks are stored (above it, where the damaged chunk is found stored and not
 /// sent).
 #[tokio::test]
 async fn the_next_uploads_heal_a_damaged_chunk_and_every_acknowledged_backup_reads_back() {
     let app = TestApp::spawn().await;
+    // 47 KB and 159 KB.
     for days in [300, 1000] {
         let user = app.register().await;
         let first = workout_log(days, &[]);
