@@ -41,7 +41,7 @@ fn main() -> ExitCode {
 }
 
 /// The allocator: jemalloc, which keeps memory freed by one upload for the next and gives what
-/// stays unused back to the system within about a second. glibc's either returned every large
+/// stays unused back to the system within about 100 ms. glibc's either returned every large
 /// block on free (the fixed mmap threshold: about 450 page faults, each zero-filling a page, for
 /// every 1 MiB upload) or, with its threshold left to adjust, kept the peak of the largest
 /// uploads for good (187 MiB resident after 64 concurrent 10 MiB uploads had ended). Figures in
@@ -51,6 +51,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings, read once at its first allocation (the C `malloc_conf`, a `const char *`,
 /// named with the crate's symbol prefix): a background thread returns dirty pages that stayed
-/// unused for a second, at once rather than lazily (muzzy pages would still count as resident).
+/// unused for 100 ms, at once rather than lazily (muzzy pages would still count as resident).
+/// A second kept `backup-db` at 39-47 MiB resident, past its 32 MB, where 100 ms keeps it at
+/// 25-26 with the server's upload rate unchanged; 0 slowed the dump by a fifth (bench/README.md,
+/// "The allocator's decay").
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:100,muzzy_decay_ms:0\0"[0];
