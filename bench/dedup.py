@@ -22,7 +22,8 @@ inserting the same whole documents (read from an uncompressed side table: pgbenc
 send a 1 MiB parameter) and reading a user's latest. Then bench/load.py's 64 KiB uploads of
 documents that share nothing, on both servers; 32 clients uploading 1 MiB histories (this
 build's peak RSS); and `backup-db` / `restore-db` of a dataset of `--dataset-users` users
-(90% 50 KiB, 8% 400 KiB, 2% 1 MiB histories, 30 backups each) on both layouts.
+(90% 50 KiB, 8% 400 KiB, 2% 1 MiB histories, 30 backups each) on both layouts, with the read
+floor (every table COPYed to /dev/null, the mean of once before and once after the dump).
 """
 
 import argparse
@@ -32,6 +33,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +52,7 @@ INSERT_SQL = """\
 INSERT INTO backups (id, user_id, size_bytes, sha256, document)
 SELECT gen_random_uuid(), user_id, size_bytes, sha256, document FROM bench_documents WHERE n = :n;
 """
+TABLES_SQL = "SELECT string_agg(tablename, ' ') FROM pg_tables WHERE schemaname = 'public'"
 READ_SQL = """\
 \\set n random(1, :users)
 SELECT document FROM backups WHERE user_id = (SELECT user_id FROM bench_users WHERE n = :n)
@@ -240,13 +243,19 @@ def dataset(args, folder, database_url):
         psql(url, "VACUUM ANALYZE")
         dump = os.path.join(folder, f"{layout}.sql.zst")
         env = {**os.environ, "DATABASE_URL": url}
+        # The read floor, before and after the dump: every table COPYed to /dev/null.
+        floor = ["psql", "-q", "-o", "/dev/null", "-d", url] + sum(
+            (["-c", f"COPY public.{t} TO STDOUT"] for t in scalar(url, TABLES_SQL).split()), [])
+        floor_s = [timed(floor, env)[0]]
         backup_s, backup_pg, _ = timed([binary, "backup-db", "--output", dump], env)
+        floor_s.append(timed(floor, env)[0])
         target = f"restored_{layout}"
         psql(database_url, f"CREATE DATABASE {target}")
         env_target = {**os.environ, "DATABASE_URL": database_url.rsplit("/", 1)[0] + "/" + target}
         restore_s, restore_pg, _ = timed([binary, "restore-db", dump], env_target)
         result[layout] = {"database_bytes": database_bytes(url), "dump_bytes": os.path.getsize(dump),
                           "backup_seconds": backup_s, "backup_postgres_cpu_s": backup_pg,
+                          "floor_seconds": statistics.mean(floor_s),
                           "restore_seconds": restore_s, "restore_postgres_cpu_s": restore_pg}
     # Migration 6 on the previous release's database: its documents converted into chunks.
     url = database_url.rsplit("/", 1)[0] + "/dataset_today"
@@ -307,6 +316,11 @@ def report(results):
                      f"| {ratio(t['dump_bytes'], c['dump_bytes']):.1f}x |")
         lines.append(f"| backup-db | {t['backup_seconds']:.1f} s | {c['backup_seconds']:.1f} s "
                      f"| {ratio(t['backup_seconds'], c['backup_seconds']):.1f}x |")
+        if "floor_seconds" in c:
+            lines.append(f"| read floor (COPY of every table) | {t['floor_seconds']:.1f} s | {c['floor_seconds']:.1f} s "
+                         f"| {ratio(t['floor_seconds'], c['floor_seconds']):.1f}x |")
+            lines.append(f"| backup-db / floor | {ratio(t['backup_seconds'], t['floor_seconds']):.2f}x "
+                         f"| {ratio(c['backup_seconds'], c['floor_seconds']):.2f}x | |")
         lines.append(f"| restore-db | {t['restore_seconds']:.1f} s | {c['restore_seconds']:.1f} s "
                      f"| {ratio(t['restore_seconds'], c['restore_seconds']):.1f}x |")
         m = d["migration"]

@@ -18,6 +18,13 @@ Cases, each on its own databases of one `serve --dev` cluster, both servers plai
   same documents whole into the previous release's table.
 - `64k x8`, `64k x32`: 64 KiB documents that share nothing, 8 and 32 clients over 50 accounts;
   pgbench inserts 64 KiB rows into the previous release's table.
+- `download`: the latest backup (the last of 80, about 1.1 MiB) of the same histories, 8
+  clients, on fresh accounts that uploaded all 80 first (so the latest's chunks were written
+  over 80 uploads, among the other users', as in a serving database); pgbench reads the latest
+  whole row of the `history` case's users from the previous release's table (their last
+  documents, inserted just before). The server's and PostgreSQL's CPU per download leaves out
+  the uploads before: a run of the same set-up with no downloads is measured too, and its CPU
+  taken off.
 CPU per request is per process (load client, server, PostgreSQL), from /proc, since they share
 the two cores. Not part of CI's pass or fail: the figures go to bench/README.md with the commit.
 """
@@ -32,7 +39,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cold_start import BINARY  # noqa: E402
 from dedup import INSERT_SQL as HISTORY_INSERT_SQL  # noqa: E402
-from dedup import MATURE, Server, clean_up, database, dev_cluster, load_pgbench_tables, write_histories  # noqa: E402
+from dedup import BACKUPS, MATURE, READ_SQL, Server, clean_up, database, dev_cluster, load_pgbench_tables, write_histories  # noqa: E402
 from histories import SIZES  # noqa: E402
 from load import LOAD, document, pgbench, psql  # noqa: E402
 
@@ -43,6 +50,26 @@ INSERT INTO backups (id, user_id, size_bytes, sha256, document)
 VALUES (gen_random_uuid(), ('00000000-0000-0000-0000-' || lpad((:client_id + 1)::text, 12, '0'))::uuid,
         :size, decode(:sha, 'hex'), :doc);
 """
+
+# The last document of each of the `history` case's users (load_pgbench_tables gives them the
+# first ids, and READ_SQL reads the first `--users` of them), inserted as their latest row.
+LAST_DOCUMENTS_SQL = """
+INSERT INTO backups (id, user_id, size_bytes, sha256, document)
+SELECT DISTINCT ON (user_id) gen_random_uuid(), user_id, size_bytes, sha256, document
+FROM bench_documents ORDER BY user_id, n DESC
+"""
+
+
+def downloads(server, histories, seconds):
+    """The downloads of each user's latest backup once the whole history is uploaded; CPU per
+    download net of the uploads (a set-up alone, no downloads, measured before)."""
+    set_up = server.load("download", 8, 0, histories, BACKUPS)
+    result = server.load("download", 8, seconds, histories, BACKUPS)
+    done = max(round(result["ok_per_second"] * result["seconds"]), 1)
+    # A run with nothing done reports its whole CPU as the CPU of one request.
+    result["cpu_ms_per_request"] = {who: round(ms - set_up["cpu_ms_per_request"][who] / done, 3)
+                                    for who, ms in result["cpu_ms_per_request"].items()}
+    return result
 
 
 def side(result):
@@ -89,13 +116,20 @@ def main():
             order = ["this", "previous", "pgbench"]
             order = order[number % 3:] + order[:number % 3]
             measured = {}
-            for case, clients in (("history", 8), ("64k x8", 8), ("64k x32", 32)):
+            for case, clients in (("history", 8), ("64k x8", 8), ("64k x32", 32), ("download", 8)):
                 measured[case] = {}
                 for who in order:
                     if who == "pgbench" and case == "history":
                         docs, users = load_pgbench_tables(servers["previous"].database_url, folder, mine, args.users)
                         result = pgbench(servers["previous"].database_url, folder, "history", HISTORY_INSERT_SQL,
                                          clients, args.seconds, {"docs": docs, "users": users})
+                    elif who == "pgbench" and case == "download":
+                        # The history case's users' latest rows: their last documents, whole.
+                        psql(servers["previous"].database_url, LAST_DOCUMENTS_SQL)
+                        result = pgbench(servers["previous"].database_url, folder, "read", READ_SQL, clients,
+                                         args.seconds, {"users": args.users})
+                    elif case == "download":
+                        result = downloads(servers[who], mine, args.seconds)
                     elif who == "pgbench":
                         result = pgbench(pg_url, folder, "row", ROW_INSERT_SQL, clients, args.seconds, row)
                     elif case == "history":
@@ -116,7 +150,7 @@ def main():
 
 def report(rounds):
     lines = ["| case | this /s | previous /s | pgbench /s | this / previous (median of rounds) | "
-             "this / pgbench (median) | CPU ms per upload, client / server / PostgreSQL: this; previous |",
+             "this / pgbench (median) | CPU ms per request, client / server / PostgreSQL: this; previous |",
              "|---|---|---|---|---|---|---|"]
     for case in rounds[0]:
         rate = {who: statistics.median(r[case][who]["per_second"] for r in rounds) for who in rounds[0][case]}
