@@ -95,6 +95,10 @@ def main():
         write_histories(histories, SIZES["1 MiB"], args.users * args.rounds)
         servers = {"this": Server(BINARY, database(base_url, "this_build")),
                    "previous": Server(args.previous, database(base_url, "previous_release"))}
+        # Downloads on databases of their own: their set-ups upload whole histories, which would
+        # otherwise change what the next round's uploads find.
+        download_servers = {"this": Server(BINARY, database(base_url, "this_downloads")),
+                            "previous": Server(args.previous, database(base_url, "previous_downloads"))}
         # pgbench's tables: the previous release's schema, 64 users for the row insert.
         pg_url = database(base_url, "pgbench")
         Server(args.previous, pg_url).stop()
@@ -129,7 +133,7 @@ def main():
                         result = pgbench(servers["previous"].database_url, folder, "read", READ_SQL, clients,
                                          args.seconds, {"users": args.users})
                     elif case == "download":
-                        result = downloads(servers[who], mine, args.seconds)
+                        result = downloads(download_servers[who], mine, args.seconds)
                     elif who == "pgbench":
                         result = pgbench(pg_url, folder, "row", ROW_INSERT_SQL, clients, args.seconds, row)
                     elif case == "history":
@@ -139,7 +143,7 @@ def main():
                     measured[case][who] = side(result)
             rounds.append(measured)
             print(f"round {number + 1} of {args.rounds} done", file=sys.stderr)
-        for server in servers.values():
+        for server in [*servers.values(), *download_servers.values()]:
             server.stop()
     finally:
         clean_up(dev, folder)
