@@ -130,9 +130,10 @@ def dev_cluster(name):
     return folder, dev, database_url
 
 
-def database(base_url, name):
-    """A new database of the cluster at `base_url`; returns its URL."""
-    psql(base_url, f"CREATE DATABASE {name}")
+def database(base_url, name, template=None):
+    """A new database of the cluster at `base_url` (a copy of `template` if given); returns its
+    URL."""
+    psql(base_url, f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
     return base_url.rsplit("/", 1)[0] + "/" + name
 
 

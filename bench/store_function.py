@@ -27,12 +27,11 @@ median of the per-round ratios to the first variant.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cold_start import BINARY  # noqa: E402
-from dedup import Server, clean_up, database, dev_cluster  # noqa: E402
+from dedup import Server, clean_up, database, dev_cluster, scalar  # noqa: E402
 from load import pgbench, psql  # noqa: E402
 
 SQL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "db", "sql")
@@ -104,13 +103,11 @@ def main():
         server.load("upload", 8, 6, accounts=50)
         server.stop()
         psql(captured, CAPTURE)
-        calls = subprocess.run(["psql", "-tAc", "SELECT count(*) FROM bench_calls", captured],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        calls = scalar(captured, "SELECT count(*) FROM bench_calls")
         urls = {}
         for number, variant in enumerate(args.variants):
             sql = known[variant] if variant in known else open(variant).read()
-            psql(base_url, f"CREATE DATABASE variant_{number} TEMPLATE captured")
-            urls[variant] = base_url.rsplit("/", 1)[0] + f"/variant_{number}"
+            urls[variant] = database(base_url, f"variant_{number}", template="captured")
             if sql:
                 psql(urls[variant], sql)
             pgbench(urls[variant], folder, "call", CALL, 8, 6, {"calls": calls})
