@@ -153,6 +153,29 @@ def database_bytes(database_url):
                                     "WHERE n.nspname = 'public' AND c.relkind = 'r'"))
 
 
+# Each table's bytes in its heap, its TOAST (table and index) and its indexes: where a layout's
+# size goes, for comparing two runs of the dataset.
+RELATIONS_SQL = """
+SELECT c.relname, pg_relation_size(c.oid),
+       coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0), pg_indexes_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY pg_total_relation_size(c.oid) DESC
+"""
+
+
+# The chunks' count, their mean length and stored (compressed) size, and how many are stored out of
+# line (in TOAST: a compressed chunk of over about 2 KB).
+CHUNK_ROWS_SQL = """
+SELECT count(*), avg(octet_length(data))::bigint, avg(pg_column_size(data))::bigint,
+       count(*) FILTER (WHERE pg_column_size(data) > 2000) FROM chunks
+"""
+
+
+def relation_bytes(database_url):
+    rows = (line.split("|") for line in scalar(database_url, RELATIONS_SQL).splitlines())
+    return {name: {"heap": int(heap), "toast": int(toast), "indexes": int(indexes)} for name, heap, toast, indexes in rows}
+
+
 def load_pgbench_tables(database_url, folder, histories, users):
     """The documents the upload run sends, in an uncompressed side table, and the users. Each
     document goes to some user (an insert costs the same whoever's it is)."""
@@ -247,6 +270,10 @@ def dataset(args, folder, database_url):
         # The read floor, before and after the dump: every table COPYed to /dev/null.
         floor = ["psql", "-q", "-o", "/dev/null", "-d", url] + sum(
             (["-c", f"COPY public.{t} TO STDOUT"] for t in scalar(url, TABLES_SQL).split()), [])
+        if layout == "chunks":
+            rows, length, stored, out_of_line = scalar(url, CHUNK_ROWS_SQL).split("|")
+            result["chunk_rows"] = {"rows": int(rows), "mean_bytes": int(length), "mean_stored_bytes": int(stored),
+                                    "out_of_line": int(out_of_line)}
         floor_s = [timed(floor, env)[0]]
         backup_s, backup_pg, _ = timed([binary, "backup-db", "--output", dump], env)
         floor_s.append(timed(floor, env)[0])
@@ -254,7 +281,7 @@ def dataset(args, folder, database_url):
         psql(database_url, f"CREATE DATABASE {target}")
         env_target = {**os.environ, "DATABASE_URL": database_url.rsplit("/", 1)[0] + "/" + target}
         restore_s, restore_pg, _ = timed([binary, "restore-db", dump], env_target)
-        result[layout] = {"database_bytes": database_bytes(url), "dump_bytes": os.path.getsize(dump),
+        result[layout] = {"database_bytes": database_bytes(url), "relations": relation_bytes(url), "dump_bytes": os.path.getsize(dump),
                           "backup_seconds": backup_s, "backup_postgres_cpu_s": backup_pg,
                           "floor_seconds": statistics.mean(floor_s),
                           "restore_seconds": restore_s, "restore_postgres_cpu_s": restore_pg}
@@ -324,6 +351,19 @@ def report(results):
                          f"| {ratio(c['backup_seconds'], c['floor_seconds']):.2f}x | |")
         lines.append(f"| restore-db | {t['restore_seconds']:.1f} s | {c['restore_seconds']:.1f} s "
                      f"| {ratio(t['restore_seconds'], c['restore_seconds']):.1f}x |")
+        if "relations" in c:
+            lines.append("")
+            lines.append("| layout | table | heap MiB | TOAST MiB | indexes MiB |")
+            lines.append("|---|---|---|---|---|")
+            for layout in ("today", "chunks"):
+                for name, r in d[layout]["relations"].items():
+                    lines.append(f"| {layout} | {name} | {r['heap'] / 2**20:.1f} | {r['toast'] / 2**20:.1f} "
+                                 f"| {r['indexes'] / 2**20:.1f} |")
+        if "chunk_rows" in d:
+            r = d["chunk_rows"]
+            lines.append("")
+            lines.append(f"{r['rows']} chunks, {r['mean_bytes']} bytes on average, stored in {r['mean_stored_bytes']}; "
+                         f"{r['out_of_line']} out of line (TOAST)")
         m = d["migration"]
         lines.append("")
         lines.append(f"Migration 6 on the previous release's database: {m['seconds']:.1f} s "
