@@ -55,11 +55,25 @@ def main():
         for name, only in (("server", ["--pid", str(server.process.pid)]), ("PostgreSQL", ["--comms", "postgres"])):
             print(f"{name}, share of its own samples:")
             print(subprocess.run(report + only + ["--sort", "dso,sym"], capture_output=True, text=True).stdout)
-        print(f"raw profile: {data} (delete the folder when done)")
+        print("PostgreSQL by library:")
+        print(by_library(report + ["--comms", "postgres", "--sort", "dso,sym", "--percent-limit", "0"]))
+        print(f"raw profile: {folder}.perf.data (delete it when done)")
         os.rename(data, data + ".kept")
     finally:
         kept = os.path.join(folder, "perf.data.kept")
         clean_up_but(dev, folder, kept)
+
+
+def by_library(report):
+    """Shares summed per library from a `dso,sym` report: libcrypto's symbols (the chunks'
+    SHA-256 checks) are not resolved, and perf's own `--sort dso` drops libraries' samples when
+    filtered by command."""
+    shares = {}
+    for line in subprocess.run(report, capture_output=True, text=True).stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0].endswith("%"):
+            shares[fields[1]] = shares.get(fields[1], 0.0) + float(fields[0].rstrip("%"))
+    return "\n".join(f"{share:6.2f}%  {library}" for library, share in sorted(shares.items(), key=lambda kv: -kv[1]))
 
 
 def clean_up_but(dev, folder, kept):
