@@ -9,13 +9,14 @@ Usage:
     git worktree add /tmp/previous fae9c87      # the last release with whole documents
     cargo build --release --manifest-path /tmp/previous/Cargo.toml --target-dir /tmp/previous/target
     python3 bench/upload_gate.py --previous /tmp/previous/target/release/dailyreps-backup-server \
-        [--rounds 5] [--seconds 10]
+        [--rounds 5] [--seconds 10] [--history-size "50 KiB" --users 64]
 
 Cases, each on its own databases of one `serve --dev` cluster, both servers plain `serve`
 (rate limits off) driven by examples/load.rs over the real API:
 - `history`: the next backups of mature 1 MiB workout histories (bench/histories.py; the
-  documents grow to about 1.1 MiB), 8 clients, fresh accounts each round; pgbench inserts the
-  same documents whole into the previous release's table.
+  documents grow to about 1.1 MiB; or the size `--history-size` names), 8 clients, fresh
+  accounts each round; pgbench inserts the same documents whole into the previous release's
+  table.
 - `64k x8`, `64k x32`: 64 KiB documents that share nothing, 8 and 32 clients over 50 accounts;
   pgbench inserts 64 KiB rows into the previous release's table.
 - `download`: the latest backup (the last of 80, about 1.1 MiB) of the same histories, 8
@@ -82,7 +83,9 @@ def main():
     parser.add_argument("--previous", required=True, help="the previous release's binary (whole documents)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--users", type=int, default=8, help="users of 1 MiB histories per round")
+    parser.add_argument("--users", type=int, default=8, help="users of histories per round")
+    parser.add_argument("--history-size", choices=list(SIZES), default="1 MiB",
+                        help="the size the histories grow to (small ones need more --users to last the round)")
     parser.add_argument("--warm-up", type=int, default=5, help="seconds of unmeasured 64 KiB uploads first")
     args = parser.parse_args()
     for needed in (BINARY, LOAD, args.previous):
@@ -92,7 +95,7 @@ def main():
     rounds = []
     try:
         histories = os.path.join(folder, "histories")
-        write_histories(histories, SIZES["1 MiB"], args.users * args.rounds)
+        write_histories(histories, SIZES[args.history_size], args.users * args.rounds)
         servers = {"this": Server(BINARY, database(base_url, "this_build")),
                    "previous": Server(args.previous, database(base_url, "previous_release"))}
         # Downloads on databases of their own: their set-ups upload whole histories, which would
