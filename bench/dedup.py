@@ -281,7 +281,8 @@ def dataset(args, folder, database_url):
         psql(database_url, f"CREATE DATABASE {target}")
         env_target = {**os.environ, "DATABASE_URL": database_url.rsplit("/", 1)[0] + "/" + target}
         restore_s, restore_pg, _ = timed([binary, "restore-db", dump], env_target)
-        result[layout] = {"database_bytes": database_bytes(url), "relations": relation_bytes(url), "dump_bytes": os.path.getsize(dump),
+        result[layout] = {"database_bytes": database_bytes(url), "relations": relation_bytes(url),
+                          "dump_bytes": os.path.getsize(dump),
                           "backup_seconds": backup_s, "backup_postgres_cpu_s": backup_pg,
                           "floor_seconds": statistics.mean(floor_s),
                           "restore_seconds": restore_s, "restore_postgres_cpu_s": restore_pg}
