@@ -20,12 +20,12 @@ Cases, each on its own databases of one `serve --dev` cluster, both servers plai
 - `64k x8`, `64k x32`: 64 KiB documents that share nothing, 8 and 32 clients over 50 accounts;
   pgbench inserts 64 KiB rows into the previous release's table.
 - `download`: the latest backup (the last of 80; about 1.1 MiB of a 1 MiB history) of the same
-  histories, 8 clients, on fresh accounts that uploaded all 80 first (so the latest's chunks were written
-  over 80 uploads, among the other users', as in a serving database); pgbench reads the latest
-  whole row of the `history` case's users from the previous release's table (their last
-  documents, inserted just before). The server's and PostgreSQL's CPU per download leaves out
-  the uploads before: a run of the same set-up with no downloads is measured too, and its CPU
-  taken off.
+  histories, 8 clients, on fresh accounts that uploaded all 80 first (so the latest's chunks
+  were written over 80 uploads, among the other users', as in a serving database); pgbench
+  reads the latest whole row of the `history` case's users from the previous release's table
+  (their last documents, inserted just before). The server's and PostgreSQL's CPU per download
+  leaves out the uploads before: a run of the same set-up with no downloads is measured too,
+  and its CPU taken off.
 CPU per request is per process (load client, server, PostgreSQL), from /proc, since they share
 the two cores. Not part of CI's pass or fail: the figures go to bench/README.md with the commit.
 """
