@@ -5,7 +5,7 @@ use serde::Serialize;
 use time::{Date, Month, OffsetDateTime};
 
 use crate::db::database_health::{Facts, SizeSample};
-use crate::output::{ago, bytes};
+use crate::output::{bytes, when};
 
 /// How `inspect health` was asked to judge.
 #[derive(Debug, Clone, Copy)]
@@ -214,7 +214,6 @@ fn reserve(facts: &Facts) -> Check {
     }
 }
 
-/// A volume's size as Fly states it, in powers of ten: `1 GB`, `1.5 GB`, `500 MB`.
 fn backup(facts: &Facts, now: OffsetDateTime) -> Check {
     match &facts.newest_backup {
         None => Check::warn(
@@ -228,14 +227,14 @@ fn backup(facts: &Facts, now: OffsetDateTime) -> Check {
             format!(
                 "the newest database backup finished {}, to {}: check the scheduled Machine's logs \
                  and run `backup-status {}`",
-                ago(newest.finished_at, now),
+                when(newest.finished_at, now),
                 newest.location,
                 newest.location
             ),
         ),
         Some(newest) => Check::ok(
             "backup",
-            format!("the newest database backup finished {}, to {}", ago(newest.finished_at, now), newest.location),
+            format!("the newest database backup finished {}, to {}", when(newest.finished_at, now), newest.location),
         ),
     }
 }
@@ -252,14 +251,14 @@ fn archiving(facts: &Facts, now: OffsetDateTime) -> Check {
                 .to_owned(),
         );
     }
-    let last = |at: Option<OffsetDateTime>| at.map_or_else(|| "never".to_owned(), |at| ago(at, now));
+    let last = |at: Option<OffsetDateTime>| at.map_or_else(|| "never".to_owned(), |at| when(at, now));
     match (archiving.last_failed_at, archiving.last_archived_at) {
         (Some(failed), archived) if archived.is_none_or(|archived| failed > archived) => Check::warn(
             "archiving",
             format!(
                 "WAL archiving fails: last failure {}, last segment archived {} ({} failures); \
                  the WAL piles up on the volume until it works: see the Postgres app's logs",
-                ago(failed, now),
+                when(failed, now),
                 last(archived),
                 archiving.failed_count
             ),
@@ -275,6 +274,7 @@ fn archiving(facts: &Facts, now: OffsetDateTime) -> Check {
     }
 }
 
+/// A volume's size as Fly states it, in powers of ten: `1 GB`, `1.5 GB`, `500 MB`.
 fn decimal_size(n: u64) -> String {
     let (value, unit) = match n {
         n if n >= 1_000_000_000 => (n as f64 / 1e9, "GB"),
@@ -592,6 +592,7 @@ mod tests {
         assert_eq!(warned(&report), ["backup"]);
         let detail = &report.checks.iter().find(|check| check.name == "backup").unwrap().detail;
         assert!(detail.contains("backup-status s3://dailyreps-backups/db"), "{detail}");
+        assert!(detail.contains("finished 2026-12-01T09:00:00Z (1 day ago)"), "exact, not only 1 day: {detail}");
         facts.newest_backup = None;
         let report = judge(&facts, Some(0), limits(None), now());
         assert_eq!(warned(&report), ["backup"]);
@@ -605,6 +606,13 @@ mod tests {
         facts.archiving.last_archived_at = Some(now() - time::Duration::hours(3));
         let report = judge(&facts, Some(0), limits(None), now());
         assert_eq!(warned(&report), ["archiving"]);
+        let detail = &report.checks.iter().find(|check| check.name == "archiving").unwrap().detail;
+        assert!(
+            detail.contains(
+                "last failure 2026-12-02T11:58:00Z (2 minutes ago), last segment archived 2026-12-02T09:00:00Z"
+            ),
+            "{detail}"
+        );
         facts.archiving.last_archived_at = None;
         assert_eq!(warned(&judge(&facts, Some(0), limits(None), now())), ["archiving"]);
         facts.archiving.mode = "off".into();

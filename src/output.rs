@@ -221,6 +221,12 @@ pub fn ago(at: OffsetDateTime, now: OffsetDateTime) -> String {
     format!("{count} {unit}{} ago", if count == 1 { "" } else { "s" })
 }
 
+/// A past time exactly, and for people: `2026-12-07T03:12:09Z (27 hours ago)`. In a message that
+/// may decide what an operator does, "1 day ago" alone could be 24 hours or 47.
+pub fn when(at: OffsetDateTime, now: OffsetDateTime) -> String {
+    format!("{} ({})", rfc3339(at), ago(at, now))
+}
+
 /// A time in RFC 3339, UTC.
 pub fn rfc3339(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
@@ -248,5 +254,12 @@ mod tests {
         assert_eq!(ago_by(60), "1 minute ago");
         assert_eq!(ago_by(3 * 86_400 + 5), "3 days ago");
         assert_eq!(ago_by(400 * 86_400), "1 year ago");
+    }
+
+    #[test]
+    fn a_time_in_a_message_is_exact_and_readable() {
+        let now = time::macros::datetime!(2026-12-07 06:12:09 UTC);
+        let at = now - time::Duration::hours(27);
+        assert_eq!(when(at, now), "2026-12-06T03:12:09Z (1 day ago)");
     }
 }

@@ -160,7 +160,7 @@ async fn newest_backup(
             format!("no backup {source}: schedule `backup-db --to s3://…` (README: Automatic database backups)"),
         );
     };
-    let detail = format!("{} ({}) {source}", output::rfc3339(at), output::ago(at, now));
+    let detail = format!("{} {source}", output::when(at, now));
     if now - at > args.max_age.0 {
         return Check::warn(
             "newest_backup",
