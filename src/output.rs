@@ -227,6 +227,12 @@ pub fn when(at: OffsetDateTime, now: OffsetDateTime) -> String {
     format!("{} ({})", rfc3339(at), ago(at, now))
 }
 
+/// A path as one word of a POSIX shell, for a line to paste: single-quoted, each `'` in it
+/// closed, escaped and reopened.
+pub fn shell_word(path: &std::path::Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
 /// A time in RFC 3339, UTC.
 pub fn rfc3339(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
@@ -254,6 +260,11 @@ mod tests {
         assert_eq!(ago_by(60), "1 minute ago");
         assert_eq!(ago_by(3 * 86_400 + 5), "3 days ago");
         assert_eq!(ago_by(400 * 86_400), "1 year ago");
+    }
+
+    #[test]
+    fn a_path_is_one_shell_word_whatever_it_holds() {
+        assert_eq!(shell_word(std::path::Path::new("/home/you/it's here")), r"'/home/you/it'\''s here'");
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub const DEV_DATABASE: &str = "dailyreps";
 
 /// The signing secret of `--dev`: read from the data folder, or made and saved there.
 pub struct DevSecret {
-    /// Its text, to print for the developer (and to serve with).
+    /// Its text, to serve with (never printed: the banner's export line reads it from `path`).
     pub text: String,
     /// Where it is kept.
     pub path: PathBuf,

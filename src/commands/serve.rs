@@ -170,18 +170,15 @@ fn print_dev_banner(
     }
     // What `request`, `inspect` and the rest read, ready to paste into another shell. The
     // database URL only for the private cluster, whose password is in a file PGPASSFILE names
-    // (a given URL may hold one, and no password is ever printed).
+    // (a given URL may hold one). No secret is printed, not even the dev one: the shell reads
+    // it from its file, so a shared screen or a pasted terminal log gives nothing away.
     text.push_str(&format!("  In another shell:\n    export DAILYREPS_URL={api_url}\n"));
     if let Some(database) = dev_database {
         text.push_str(&format!("    export DATABASE_URL={}\n", database.cluster.url(dev::DEV_DATABASE)));
-        text.push_str(&format!("    export PGPASSFILE={}\n", database.pgpass.display()));
+        text.push_str(&format!("    export PGPASSFILE={}\n", output::shell_word(&database.pgpass)));
     }
     if let Some(secret) = dev_secret {
-        text.push_str(&format!(
-            "    export APP_SIGNING_SECRET='{}'   # kept in {}\n",
-            secret.text,
-            secret.path.display()
-        ));
+        text.push_str(&format!("    export APP_SIGNING_SECRET=\"$(cat {})\"\n", output::shell_word(&secret.path)));
     }
     text.push_str(&format!(
         "  Try it:\n    curl -i {api_url}/readyz\n    cargo run -q --release -- request POST /api/users\nPress Ctrl-C to stop.\n\n"

@@ -88,12 +88,14 @@ async fn run_dev_server(dir: &Path) -> DevRun {
     server.stop().await
 }
 
-/// The value of `export NAME=…` in the banner, without quotes.
+/// What `NAME` holds once a shell has run the banner's `export` lines, pasted as they are.
 fn exported(banner: &str, name: &str) -> String {
-    let prefix = format!("export {name}=");
-    let line = banner.lines().find_map(|line| line.trim().strip_prefix(&prefix).map(str::to_owned));
-    let value = line.unwrap_or_else(|| panic!("the banner exports {name}: {banner}"));
-    value.split_whitespace().next().unwrap().trim_matches('\'').to_owned()
+    let exports: Vec<&str> = banner.lines().map(str::trim).filter(|line| line.starts_with("export ")).collect();
+    assert!(exports.iter().any(|line| line.starts_with(&format!("export {name}="))), "{name} is exported: {banner}");
+    let script = format!("set -e\n{}\nprintf %s \"${name}\"", exports.join("\n"));
+    let shell = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(shell.status.success(), "{script}: {}", String::from_utf8_lossy(&shell.stderr));
+    String::from_utf8(shell.stdout).unwrap()
 }
 
 fn exported_secret(banner: &str) -> String {
@@ -109,6 +111,7 @@ async fn dev_mode_runs_its_own_database_and_keeps_it_between_runs() {
     assert!(first.stderr.contains("stopped the development PostgreSQL"), "{}", first.stderr);
     let secret = exported_secret(&first.stdout);
     assert!(secret.len() >= 32, "{secret}");
+    assert!(!first.stdout.contains(&secret) && !first.stderr.contains(&secret), "the secret is never printed");
     assert!(dir.join("postgres/PG_VERSION").exists());
     assert!(!dir.join("postgres/postmaster.pid").exists(), "PostgreSQL is still running");
 
@@ -142,7 +145,8 @@ async fn dev_mode_runs_its_own_database_and_keeps_it_between_runs() {
 
 #[tokio::test]
 async fn the_banner_exports_what_request_and_inspect_read() {
-    let dir = scratch_dir("dev-banner");
+    // A folder a shell would split or unquote: the exports must survive being pasted.
+    let dir = scratch_dir("dev banner's");
     let server = start_dev_server(&dir).await;
     let url = exported(&server.banner, "DAILYREPS_URL");
     assert_eq!(url, server.api, "{}", server.banner);
@@ -152,6 +156,8 @@ async fn the_banner_exports_what_request_and_inspect_read() {
         ("DATABASE_URL", &exported(&server.banner, "DATABASE_URL")),
         ("PGPASSFILE", &exported(&server.banner, "PGPASSFILE")),
     ];
+    assert_eq!(Path::new(env[3].1), std::path::absolute(dir.join("pgpass")).unwrap());
+    assert_eq!(env[1].1, std::fs::read_to_string(dir.join("signing-secret")).unwrap().trim());
     // The README's first request, on a port that is not 8080, with nothing but the exports.
     let registered = binary::run(&["request", "POST", "/api/users"], &env).await;
     assert_eq!(registered.code, 0, "{}", registered.stderr);
