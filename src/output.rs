@@ -207,14 +207,16 @@ pub fn bytes(n: i64) -> String {
     if n < 0 { format!("-{size}") } else { size.to_string() }
 }
 
-/// A past time for people: `just now`, `5 minutes ago`, `3 days ago`.
+/// A past time for people: `just now`, `5 minutes ago`, `27 hours ago`, `3 days ago`. Hours
+/// up to two days: the thresholds it is read against are in hours (a backup is late after 26),
+/// and "1 day ago" next to "older than 26 hours" reads as a contradiction.
 pub fn ago(at: OffsetDateTime, now: OffsetDateTime) -> String {
     let seconds = (now - at).whole_seconds().max(0);
     let (count, unit) = match seconds {
         0..60 => return "just now".to_owned(),
         60..3600 => (seconds / 60, "minute"),
-        3600..86_400 => (seconds / 3600, "hour"),
-        86_400..2_592_000 => (seconds / 86_400, "day"),
+        3600..172_800 => (seconds / 3600, "hour"),
+        172_800..2_592_000 => (seconds / 86_400, "day"),
         2_592_000..31_536_000 => (seconds / 2_592_000, "month"),
         _ => (seconds / 31_536_000, "year"),
     };
@@ -222,7 +224,7 @@ pub fn ago(at: OffsetDateTime, now: OffsetDateTime) -> String {
 }
 
 /// A past time exactly, and for people: `2026-12-07T03:12:09Z (27 hours ago)`. In a message that
-/// may decide what an operator does, "1 day ago" alone could be 24 hours or 47.
+/// may decide what an operator does, "3 days ago" alone could be 72 hours or 95.
 pub fn when(at: OffsetDateTime, now: OffsetDateTime) -> String {
     format!("{} ({})", rfc3339(at), ago(at, now))
 }
@@ -258,6 +260,8 @@ mod tests {
         let ago_by = |seconds: i64| ago(now - time::Duration::seconds(seconds), now);
         assert_eq!(ago_by(5), "just now");
         assert_eq!(ago_by(60), "1 minute ago");
+        assert_eq!(ago_by(27 * 3600 + 5), "27 hours ago");
+        assert_eq!(ago_by(2 * 86_400), "2 days ago");
         assert_eq!(ago_by(3 * 86_400 + 5), "3 days ago");
         assert_eq!(ago_by(400 * 86_400), "1 year ago");
     }
@@ -271,6 +275,6 @@ mod tests {
     fn a_time_in_a_message_is_exact_and_readable() {
         let now = time::macros::datetime!(2026-12-07 06:12:09 UTC);
         let at = now - time::Duration::hours(27);
-        assert_eq!(when(at, now), "2026-12-06T03:12:09Z (1 day ago)");
+        assert_eq!(when(at, now), "2026-12-06T03:12:09Z (27 hours ago)");
     }
 }

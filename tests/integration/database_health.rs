@@ -390,5 +390,8 @@ async fn a_recorded_backup_older_than_26_hours_warns_naming_backup_status() {
     let backup = check(&report, "backup");
     assert_eq!(backup["ok"], false, "{report}");
     let detail = backup["detail"].as_str().unwrap();
-    assert!(detail.contains("1 day ago") && detail.contains("backup-status s3://dailyreps-backups/db"), "{detail}");
+    assert!(
+        detail.contains("(27 hours ago)") && detail.contains("backup-status s3://dailyreps-backups/db"),
+        "{detail}"
+    );
 }

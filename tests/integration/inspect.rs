@@ -165,7 +165,7 @@ async fn inspect_stats_match_sql() {
     assert!((30 * 3600..31 * 3600).contains(&stats["last_database_backup"]["age_seconds"].as_i64().unwrap()));
     let table = binary::run(&["inspect", "stats"], &[("DATABASE_URL", &db.url), force, no_colour]).await;
     assert!(
-        table.stdout.contains("1 day ago") && table.stdout.contains("warning: older than 26 hours"),
+        table.stdout.contains("30 hours ago") && table.stdout.contains("warning: older than 26 hours"),
         "{}",
         table.stdout
     );
