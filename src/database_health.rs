@@ -592,7 +592,10 @@ mod tests {
         assert_eq!(warned(&report), ["backup"]);
         let detail = &report.checks.iter().find(|check| check.name == "backup").unwrap().detail;
         assert!(detail.contains("backup-status s3://dailyreps-backups/db"), "{detail}");
-        assert!(detail.contains("finished 2026-12-01T09:00:00Z (27 hours ago)"), "exact, not only 1 day: {detail}");
+        assert!(
+            detail.contains("finished 2026-12-01T09:00:00Z (27 hours ago)"),
+            "the exact time, with its age: {detail}"
+        );
         facts.newest_backup = None;
         let report = judge(&facts, Some(0), limits(None), now());
         assert_eq!(warned(&report), ["backup"]);
