@@ -28,7 +28,16 @@ fn dev_command(dir: &Path) -> tokio::process::Command {
 
 /// `serve --dev` with these `--bind` and `--metrics-bind`.
 fn dev_command_on(dir: &Path, bind: &str, metrics_bind: &str) -> tokio::process::Command {
-    let mut command = binary::command();
+    dev_command_of(binary::command(), dir, bind, metrics_bind)
+}
+
+/// `command` (the binary, or a copy of it) as `serve --dev` with these `--bind` and `--metrics-bind`.
+fn dev_command_of(
+    mut command: tokio::process::Command,
+    dir: &Path,
+    bind: &str,
+    metrics_bind: &str,
+) -> tokio::process::Command {
     command
         .args(["serve", "--dev", "--bind", bind, "--metrics-bind", metrics_bind, "--log-format", "json"])
         .arg("--dev-data-dir")
@@ -140,6 +149,55 @@ async fn dev_mode_runs_its_own_database_and_keeps_it_between_runs() {
     assert!(second.stderr.contains("started PostgreSQL") && !second.stderr.contains("created"), "{}", second.stderr);
     assert_eq!(exported_secret(&second.stdout), secret, "the secret is kept between runs");
     assert!(!dir.join("postgres/postmaster.pid").exists(), "PostgreSQL is still running");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The uid and gid of the user PostgreSQL runs as when we are root; `None` when we are not.
+fn unprivileged_user() -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        return None;
+    }
+    let id = |flag: &str| {
+        let output = std::process::Command::new("id").args([flag, "postgres"]).output().unwrap();
+        assert!(output.status.success(), "CI installs PostgreSQL, and with it a `postgres` user");
+        String::from_utf8(output.stdout).unwrap().trim().parse().unwrap()
+    };
+    Some((id("-u"), id("-g")))
+}
+
+/// The quick start as most developers run it: not as root, so PostgreSQL runs as they do, in
+/// the data folder itself. Every other test here runs as root in CI, where the cluster is
+/// handed to the `postgres` user and kept elsewhere; this one becomes that user first.
+#[tokio::test]
+async fn dev_mode_runs_for_a_user_who_is_not_root() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = scratch_dir("dev-user");
+    std::fs::create_dir_all(&dir).unwrap();
+    let user = unprivileged_user();
+    let mut command = binary::command();
+    if let Some((uid, gid)) = user {
+        // The build may sit where only root can enter (CI's clone is in a `mktemp -d` folder).
+        let copy = dir.join("dailyreps-backup-server");
+        std::fs::copy(env!("CARGO_BIN_EXE_dailyreps-backup-server"), &copy).unwrap();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+        command = binary::command_of(&copy);
+        command.uid(uid).gid(gid);
+    }
+    let data = dir.join("dev");
+    let server = start_dev_command(dev_command_of(command, &data, "127.0.0.1:0", "127.0.0.1:0")).await;
+    let kept = format!("(data kept in {})", data.join("postgres").display());
+    assert!(server.banner.contains(&kept), "the cluster lives in the data folder: {}", server.banner);
+    let ready = crate::common::get(&format!("{}/readyz", server.api)).await;
+    assert_eq!(ready.status(), StatusCode::OK, "{}", server.banner);
+    let run = server.stop().await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("stopped the development PostgreSQL"), "{}", run.stderr);
+    assert!(!data.join("postgres/postmaster.pid").exists(), "PostgreSQL is still running");
+    let me = user.map_or_else(|| std::fs::metadata("/proc/self").unwrap().uid(), |(uid, _)| uid);
+    for owned in ["postgres", "pgpass", "signing-secret"] {
+        assert_eq!(std::fs::metadata(data.join(owned)).unwrap().uid(), me, "{owned} is the user's own");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
