@@ -79,7 +79,7 @@ pub async fn run(args: &[&str], env: &[(&str, &str)]) -> Outcome {
 /// person at the prompt. stdout and stderr both come back in `stdout`, as a terminal shows them.
 pub async fn run_on_terminal(args: &[&str], env: &[(&str, &str)], input: &str) -> Outcome {
     use tokio::io::AsyncWriteExt;
-    let quote = |word: &str| format!("'{}'", word.replace('\'', r"'\''"));
+    let quote = |word: &str| dailyreps_backup_server::output::shell_word(Path::new(word));
     let program = env!("CARGO_BIN_EXE_dailyreps-backup-server");
     let line: Vec<String> = std::iter::once(program).chain(args.iter().copied()).map(quote).collect();
     let mut child = clean(Command::new("script"))
